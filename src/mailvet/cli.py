@@ -1,0 +1,301 @@
+"""The ``mailvet`` command: validate, serve, keys, db, doctor.
+
+Settings are built once here (from the environment, ``MAILVET_*``) and passed down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from mailvet.engine.facts import Facts
+from mailvet.settings import Settings
+from mailvet.storage.base import Store
+from mailvet.verdict import Verdict
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="mailvet: self-hosted email verification.", no_args_is_help=True)
+keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(db_app, name="db")
+
+_RESULT_STYLE = {
+    "deliverable": "green",
+    "undeliverable": "red",
+    "risky": "yellow",
+    "unknown": "blue",
+}
+_VALIDATE_CONCURRENCY = 32
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    settings = ctx.obj
+    assert isinstance(settings, Settings)
+    return settings
+
+
+@app.callback()
+def _root(ctx: typer.Context) -> None:
+    try:
+        ctx.obj = Settings()
+    except Exception as exc:  # a bad MAILVET_* value: say which, no traceback
+        typer.echo(f"error: invalid settings: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _addresses(args: list[str]) -> Iterator[str]:
+    for arg in args:
+        if arg == "-":
+            for line in sys.stdin:
+                line = line.strip()
+                if line:
+                    yield line
+        else:
+            yield arg
+
+
+async def _verify_all(
+    settings: Settings, addresses: Iterable[str], offline: bool
+) -> AsyncIterator[tuple[Verdict, Facts]]:
+    """Verify with bounded concurrency, yielding results in input order."""
+    from mailvet.engine.pipeline import Engine
+
+    engine = Engine(settings)
+    sem = asyncio.Semaphore(_VALIDATE_CONCURRENCY)
+
+    async def one(raw: str) -> tuple[Verdict, Facts]:
+        async with sem:
+            checked = await engine.verify(raw, offline=offline)
+            return checked.verdict, checked.facts
+
+    try:
+        window: list[asyncio.Task[tuple[Verdict, Facts]]] = []
+        for raw in addresses:
+            window.append(asyncio.ensure_future(one(raw)))
+            if len(window) >= _VALIDATE_CONCURRENCY * 4:
+                yield await window.pop(0)
+        for task in window:
+            yield await task
+    finally:
+        await engine.close()
+
+
+def _print_details(console: Console, facts: Facts) -> None:
+    for entry in facts.transcript:
+        host = f" {entry.host}" if entry.host else ""
+        console.print(f"    {entry.at_ms:8.1f} ms {entry.kind:<7}{host} {entry.text}", markup=False)
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    addresses: Annotated[list[str], typer.Argument(help="Addresses; '-' reads stdin.")],
+    offline: Annotated[bool, typer.Option(help="Syntax and lists only; no DNS/SMTP.")] = False,
+    json: Annotated[bool, typer.Option("--json", help="One JSON data object a line.")] = False,
+    details: Annotated[bool, typer.Option(help="Show the DNS/SMTP evidence.")] = False,
+) -> None:
+    """Validate addresses and print the verdicts."""
+    settings = _settings(ctx)
+    console = Console(highlight=False)
+    rows: list[Verdict] = []
+    if offline and not json:
+        console.print("[dim]offline: syntax and lists only, no DNS or SMTP checks[/dim]")
+
+    async def run() -> None:
+        out = sys.stdout.buffer
+        async for verdict, facts in _verify_all(settings, _addresses(addresses), offline):
+            if json:
+                data = verdict.model_dump(mode="json")
+                if details:
+                    data["details"] = [
+                        {"at_ms": e.at_ms, "kind": e.kind, "host": e.host, "text": e.text}
+                        for e in facts.transcript
+                    ]
+                out.write(orjson.dumps(data) + b"\n")
+                out.flush()
+            elif details:
+                _print_row(console, verdict)
+                _print_details(console, facts)
+            else:
+                rows.append(verdict)
+
+    asyncio.run(run())
+    if rows:
+        table = Table("email", "result", "reason", "score", "did you mean", "mx", "provider")
+        for v in rows:
+            style = _RESULT_STYLE[v.result.value]
+            table.add_row(
+                v.email,
+                f"[{style}]{v.result.value}[/{style}]",
+                v.reason.value,
+                str(v.score),
+                v.did_you_mean or "",
+                v.mx_record or "",
+                v.provider or "",
+            )
+        console.print(table)
+
+
+def _print_row(console: Console, v: Verdict) -> None:
+    style = _RESULT_STYLE[v.result.value]
+    console.print(
+        f"[bold]{v.email}[/bold]  [{style}]{v.result.value}[/{style}]  {v.reason.value}"
+        f"  score={v.score}  mx={v.mx_record or '-'}  provider={v.provider or '-'}"
+    )
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    dev_key_file: Annotated[
+        Path | None,
+        typer.Option(help="Create a key if this file holds no live one, and print it."),
+    ] = None,
+) -> None:
+    """Run the HTTP API (migrations are applied on start)."""
+    import uvicorn
+
+    from mailvet.api.app import create_app
+
+    settings = _settings(ctx)
+    host = host or settings.host
+    port = port or settings.port
+    if dev_key_file is not None:
+        secret = asyncio.run(_dev_key(settings, dev_key_file))
+        url = f"http://{host}:{port}"
+        typer.echo(f"API key: {secret}")
+        typer.echo(
+            f"Try:     curl -s -H 'x-mails-api-key: {secret}' "
+            f"'{url}/v1/validate?email=someone@example.com'"
+        )
+        typer.echo(f"Docs:    {url}/docs")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+
+
+async def _dev_key(settings: Settings, path: Path) -> str:
+    """The key kept in ``path`` if it still works, else a new paid key saved there (0600)."""
+    from mailvet.storage.base import Plan
+
+    async with _store(settings) as store:
+        if path.exists():
+            secret = path.read_text().strip()
+            if secret and await store.authenticate(secret) is not None:
+                return secret
+        _, secret = await store.create_key("make-run", Plan.PAID)
+        path.touch(mode=0o600)
+        path.write_text(secret + "\n")
+        return secret
+
+
+@keys_app.command("create")
+def keys_create(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Option(help="A label for the key.")],
+    plan: Annotated[str, typer.Option(help="paid or free (free cannot use batches).")] = "paid",
+) -> None:
+    """Create a key and print its secret (shown once, stored hashed)."""
+    from mailvet.storage.base import Plan
+
+    if plan not in ("paid", "free"):
+        typer.echo("error: --plan must be 'paid' or 'free'", err=True)
+        raise typer.Exit(2)
+
+    async def run() -> str:
+        async with _store(_settings(ctx)) as store:
+            key, secret = await store.create_key(name, Plan(plan))
+            return f"{secret}\n(id {key.id}, plan {key.plan.value}; the secret is not shown again)"
+
+    typer.echo(asyncio.run(run()))
+
+
+@keys_app.command("list")
+def keys_list(ctx: typer.Context) -> None:
+    """List keys (never their secrets)."""
+
+    async def run() -> None:
+        async with _store(_settings(ctx)) as store:
+            table = Table("id", "name", "plan", "prefix", "created", "revoked")
+            for k in await store.list_keys():
+                table.add_row(
+                    k.id,
+                    k.name,
+                    k.plan.value,
+                    k.prefix,
+                    k.created_at.isoformat(timespec="seconds"),
+                    k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",
+                )
+            Console().print(table)
+
+    asyncio.run(run())
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    ctx: typer.Context, key: Annotated[str, typer.Argument(help="Key id or prefix.")]
+) -> None:
+    """Revoke a key by id or unique prefix."""
+
+    async def run() -> bool:
+        async with _store(_settings(ctx)) as store:
+            return await store.revoke_key(key)
+
+    if not asyncio.run(run()):
+        typer.echo(f"error: no single live key matches {key!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo("revoked")
+
+
+@db_app.command("upgrade")
+def db_upgrade(ctx: typer.Context) -> None:
+    """Apply database migrations."""
+
+    async def run() -> None:
+        async with _store(_settings(ctx)):
+            pass
+
+    asyncio.run(run())
+    typer.echo("database is at the latest revision")
+
+
+@app.command()
+def doctor(
+    ctx: typer.Context,
+    probe_domain: Annotated[
+        str, typer.Option(help="A domain whose MX is used to test outbound port 25.")
+    ] = "gmail.com",
+) -> None:
+    """Check that this host can verify at all, and say what to fix."""
+    from mailvet.doctor import run_doctor
+
+    ok = asyncio.run(run_doctor(_settings(ctx), probe_domain, Console(highlight=False)))
+    raise typer.Exit(0 if ok else 1)
+
+
+@asynccontextmanager
+async def _store(settings: Settings) -> AsyncIterator[Store]:
+    """Open the configured store with migrations applied; close it after."""
+    from mailvet.storage import open_store
+
+    store = open_store(settings.database_url)
+    try:
+        await store.migrate()
+        yield store
+    finally:
+        await store.close()
+
+
+def main() -> None:
+    app()

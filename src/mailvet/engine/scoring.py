@@ -1,0 +1,144 @@
+"""The one pure verdict function: stage facts in, ``Verdict`` out.
+
+Every row of the contract table in DESIGN.md is decided here and nowhere else. The
+order of the checks is the order of precedence: a format error beats everything, a
+domain that takes no mail beats any SMTP answer, an explicit 5xx about the mailbox
+beats list facts, and so on. The function never raises and does no I/O.
+"""
+
+from __future__ import annotations
+
+from mailvet.engine.facts import DnsOutcome, Facts, SmtpOutcome
+from mailvet.verdict import Reason, Result, Verdict
+
+__all__ = ["SCORES", "decide"]
+
+# Scores by situation. Kept in one table so the docs and the tests can quote it.
+SCORES: dict[str, int] = {
+    "deliverable": 100,
+    "deliverable_role": 85,
+    "deliverable_catch_all_unknown": 95,
+    "catch_all": 80,
+    "unverifiable": 70,
+    "timeout_sound": 60,
+    "timeout_unsound": 40,
+    "mailbox_full": 50,
+    "unavailable_smtp": 50,
+    "invalid_smtp": 50,
+    "not_checked": 50,
+    "dns_error": 40,
+    "no_connect": 40,
+    "private_mx": 30,
+    "blocked_domain": 20,
+    "disposable": 10,
+    "rejected_email": 5,
+    "invalid_format": 0,
+    "invalid_domain": 0,
+    "denied": 0,
+}
+
+_SMTP_UNKNOWN: dict[SmtpOutcome, tuple[Reason, str]] = {
+    SmtpOutcome.TEMPORARY: (Reason.UNAVAILABLE_SMTP, "unavailable_smtp"),
+    SmtpOutcome.BLOCKED: (Reason.UNAVAILABLE_SMTP, "unavailable_smtp"),
+    SmtpOutcome.NO_CONNECT: (Reason.NO_CONNECT, "no_connect"),
+    SmtpOutcome.INVALID_SMTP: (Reason.INVALID_SMTP, "invalid_smtp"),
+    SmtpOutcome.PRIVATE_MX: (Reason.PRIVATE_MX, "private_mx"),
+}
+
+
+def _flags(facts: Facts) -> dict[str, object]:
+    """The ``isv_*`` / ``is_*`` flags and descriptive fields; ``None`` = not concluded."""
+    syn, lists, dns, smtp = facts.syntax, facts.lists, facts.dns, facts.smtp
+    out: dict[str, object] = {
+        "email": syn.email,
+        "username": syn.local,
+        "domain": syn.domain,
+        "isv_format": syn.ok,
+        "provider": facts.provider,
+    }
+    if lists is not None:
+        out["is_disposable"] = lists.is_disposable
+        out["is_free"] = lists.is_free
+        out["isv_nogeneric"] = not lists.is_role
+        out["did_you_mean"] = lists.did_you_mean
+    if dns is not None:
+        if dns.outcome in (DnsOutcome.OK, DnsOutcome.NULL_MX, DnsOutcome.NO_MAIL_HOST):
+            out["isv_domain"] = True
+        elif dns.outcome is DnsOutcome.NXDOMAIN:
+            out["isv_domain"] = False
+        if dns.outcome is DnsOutcome.OK:
+            out["isv_mx"] = True
+        elif dns.outcome in (DnsOutcome.NXDOMAIN, DnsOutcome.NULL_MX, DnsOutcome.NO_MAIL_HOST):
+            out["isv_mx"] = False
+        if dns.blocklisted is not None:
+            out["isv_noblock"] = not dns.blocklisted
+        if dns.mx_hosts:
+            out["mx_record"] = dns.mx_hosts[0].host
+    if smtp is not None:
+        if smtp.catch_all is not None:
+            out["isv_nocatchall"] = not smtp.catch_all
+        if smtp.mx_host:
+            out["mx_record"] = smtp.mx_host
+    return out
+
+
+def _verdict(facts: Facts, result: Result, reason: Reason, score: str) -> Verdict:
+    return Verdict(result=result, reason=reason, score=SCORES[score], **_flags(facts))  # type: ignore[arg-type]
+
+
+def decide(facts: Facts) -> Verdict:
+    """Turn the stage facts about one address into its verdict."""
+    if not facts.syntax.ok:
+        return _verdict(facts, Result.UNDELIVERABLE, Reason.INVALID_FORMAT, "invalid_format")
+    lists, dns, smtp = facts.lists, facts.dns, facts.smtp
+    if lists is not None and lists.denied:
+        return _verdict(facts, Result.UNDELIVERABLE, Reason.DENIED, "denied")
+
+    if dns is not None and dns.outcome in (
+        DnsOutcome.NXDOMAIN,
+        DnsOutcome.NULL_MX,
+        DnsOutcome.NO_MAIL_HOST,
+    ):
+        return _verdict(facts, Result.UNDELIVERABLE, Reason.INVALID_DOMAIN, "invalid_domain")
+
+    # Only an explicit 5xx about the mailbox makes an address undeliverable.
+    if smtp is not None and smtp.outcome in (SmtpOutcome.USER_UNKNOWN, SmtpOutcome.DISABLED):
+        return _verdict(facts, Result.UNDELIVERABLE, Reason.REJECTED_EMAIL, "rejected_email")
+
+    if lists is not None and lists.is_disposable and not lists.allowed:
+        return _verdict(facts, Result.RISKY, Reason.DISPOSABLE, "disposable")
+    if dns is not None and dns.blocklisted and not (lists is not None and lists.allowed):
+        return _verdict(facts, Result.RISKY, Reason.BLOCKED_DOMAIN, "blocked_domain")
+
+    if dns is not None and dns.outcome is DnsOutcome.TIMEOUT:
+        return _verdict(facts, Result.UNKNOWN, Reason.TIMEOUT, "timeout_unsound")
+    if dns is not None and dns.outcome is DnsOutcome.ERROR:
+        return _verdict(facts, Result.UNKNOWN, Reason.DNS_ERROR, "dns_error")
+
+    if smtp is None:
+        if facts.deadline_hit:
+            sound = dns is not None and dns.outcome is DnsOutcome.OK
+            score = "timeout_sound" if sound else "timeout_unsound"
+            return _verdict(facts, Result.UNKNOWN, Reason.TIMEOUT, score)
+        return _verdict(facts, Result.UNKNOWN, Reason.NOT_CHECKED, "not_checked")
+
+    if smtp.outcome is SmtpOutcome.ACCEPTED:
+        if smtp.catch_all:
+            return _verdict(facts, Result.RISKY, Reason.CATCH_ALL, "catch_all")
+        if smtp.unreliable_accept:
+            return _verdict(facts, Result.UNKNOWN, Reason.UNVERIFIABLE, "unverifiable")
+        if lists is not None and lists.is_role:
+            return _verdict(facts, Result.DELIVERABLE, Reason.ACCEPTED_EMAIL, "deliverable_role")
+        if smtp.catch_all is None:
+            score = "deliverable_catch_all_unknown"
+            return _verdict(facts, Result.DELIVERABLE, Reason.ACCEPTED_EMAIL, score)
+        return _verdict(facts, Result.DELIVERABLE, Reason.ACCEPTED_EMAIL, "deliverable")
+    if smtp.outcome is SmtpOutcome.MAILBOX_FULL:
+        return _verdict(facts, Result.RISKY, Reason.MAILBOX_FULL, "mailbox_full")
+    if smtp.outcome is SmtpOutcome.TIMEOUT:
+        sound = dns is not None and dns.outcome is DnsOutcome.OK
+        return _verdict(
+            facts, Result.UNKNOWN, Reason.TIMEOUT, "timeout_sound" if sound else "timeout_unsound"
+        )
+    reason, score = _SMTP_UNKNOWN[smtp.outcome]
+    return _verdict(facts, Result.UNKNOWN, reason, score)

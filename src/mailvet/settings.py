@@ -1,0 +1,88 @@
+"""The one settings object (env prefix ``MAILVET_``), built once and passed down.
+
+No other module reads the environment: everything that can be configured is a field
+here, so tests and benchmarks point the engine at the simulated internet by building
+a ``Settings`` with the loopback nameserver and SMTP port.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["Settings", "load_settings"]
+
+
+def _split_csv(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every knob mailvet has. Field ``foo_bar`` is env var ``MAILVET_FOO_BAR``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MAILVET_", extra="ignore", validate_default=True, frozen=True
+    )
+
+    # --- syntax policy (the default is the sending view of RFC 5321) ---
+    allow_quoted_local: bool = False
+    allow_address_literal: bool = False
+    allow_single_label_domain: bool = False
+    allow_smtputf8: bool = True
+
+    # --- lists ---
+    allow_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    deny_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    allow_list_file: Path | None = None
+    deny_list_file: Path | None = None
+
+    # --- DNS ---
+    dns_nameservers: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    dns_timeout: float = 2.0
+    dns_cache_size: int = 100_000
+    dns_blocklists: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    # --- SMTP ---
+    smtp_port: int = 25
+    smtp_connect_timeout: float = 3.0
+    smtp_command_timeout: float = 3.0
+    smtp_max_reply_bytes: int = 64 * 1024
+    smtp_starttls: Literal["opportunistic", "never", "required"] = "opportunistic"
+    smtp_max_mx_hosts: int = 3
+    helo_name: str = "mailvet.localhost"
+    mail_from: str = "verify@mailvet.localhost"
+    socks_proxy: str | None = None
+    allow_private_mx: bool = False
+    catch_all_cache_ttl: float = 3600.0
+
+    # --- single validation ---
+    deadline: float = 4.5
+    result_cache_ttl: float = 600.0
+
+    # --- service ---
+    database_url: str = "sqlite:///./mailvet.db"
+    host: str = "127.0.0.1"
+    port: int = 8000
+    rate_limit_per_minute: int = 600
+    max_body_bytes: int = 10 * 1024 * 1024
+    max_batch_size: int = 50_000
+    batch_concurrency: int = 20
+    log_level: str = "INFO"
+    admin_token: SecretStr | None = None
+
+    @field_validator(
+        "allow_domains", "deny_domains", "dns_nameservers", "dns_blocklists", mode="before"
+    )
+    @classmethod
+    def _csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build the settings from the environment, with explicit overrides on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]

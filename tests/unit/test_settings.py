@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from mailvet.settings import Settings
+
+
+def test_env_prefix_and_csv_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILVET_DNS_NAMESERVERS", "127.0.0.1:5353, [::1]:5353")
+    monkeypatch.setenv("MAILVET_SMTP_PORT", "2525")
+    monkeypatch.setenv("MAILVET_ALLOW_PRIVATE_MX", "true")
+    monkeypatch.setenv("MAILVET_DENY_DOMAINS", "a.test,b.test")
+    s = Settings()
+    assert s.dns_nameservers == ["127.0.0.1:5353", "[::1]:5353"]
+    assert s.smtp_port == 2525
+    assert s.allow_private_mx is True
+    assert s.deny_domains == ["a.test", "b.test"]
+
+
+def test_secure_defaults() -> None:
+    s = Settings()
+    assert s.allow_private_mx is False
+    assert s.smtp_port == 25
+    assert s.deadline < 5.0  # CleverTap waits 5 s and never retries
+    assert s.database_url.startswith("sqlite")
+
+
+def test_bad_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILVET_SMTP_PORT", "not-a-port")
+    with pytest.raises(ValidationError, match="smtp_port"):
+        Settings()
