@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "load_settings"]
@@ -73,7 +73,6 @@ class Settings(BaseSettings):
     max_batch_size: int = 50_000
     batch_concurrency: int = 20
     log_level: str = "INFO"
-    admin_token: SecretStr | None = None
 
     @field_validator(
         "allow_domains", "deny_domains", "dns_nameservers", "dns_blocklists", mode="before"

@@ -112,14 +112,16 @@ def test_scores_follow_the_contract() -> None:
 
 
 def test_role_account_scores_lower_but_is_deliverable() -> None:
-    v = decide(facts(lists=ListFacts(is_role=True), smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False)))
+    accepted = smtp(SmtpOutcome.ACCEPTED, catch_all=False)
+    v = decide(facts(lists=ListFacts(is_role=True), smtp=accepted))
     assert v.result is Result.DELIVERABLE
     assert v.score < 100
     assert v.isv_nogeneric is False
 
 
 def test_flags_for_deliverable() -> None:
-    v = decide(facts(lists=ListFacts(is_free=True), smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False)))
+    accepted = smtp(SmtpOutcome.ACCEPTED, catch_all=False)
+    v = decide(facts(lists=ListFacts(is_free=True), smtp=accepted))
     assert v.isv_format and v.isv_domain and v.isv_mx and v.isv_nocatchall and v.isv_nogeneric
     assert v.isv_noblock is None  # no block list configured: the check did not run
     assert v.is_free is True and v.is_disposable is False

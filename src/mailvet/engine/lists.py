@@ -1,0 +1,233 @@
+"""Lists stage: disposable domains, free providers, role accounts, operator lists, typos.
+
+Data (see docs/LISTS.md for sources, versions and the refresh procedure):
+
+- disposable domains: the ``disposable-email-domains`` PyPI package (its blocklist minus
+  its allowlist); a subdomain of a listed domain is disposable too;
+- free providers: ``data/free_domains.txt``, vendored from the ``free-email-domains``
+  npm package, minus the disposable domains (that package folds the disposable lists
+  in; here a domain is one or the other, and disposable wins) and minus the few
+  corrections in ``data/not_free.txt``;
+- role / generic local parts: ``data/role_local_parts.txt``; matched lower-case, without
+  a ``+tag`` and ignoring ``.``, ``-`` and ``_``;
+- operator allow / deny lists: ``Settings.allow_domains`` / ``deny_domains`` and the
+  files ``allow_list_file`` / ``deny_list_file`` (one domain a line, ``#`` comments);
+  an entry matches the domain itself and its subdomains;
+- typo suggestion: ``engine.typo.suggest_domain``; ``did_you_mean`` is the whole
+  corrected address.
+
+``Lists`` is built once per process: it loads everything up front (a missing operator
+file is a ``ValueError`` then, not at the first request). ``check`` is on the hot path:
+a per-domain answer is cached, so a call is a couple of dict/set lookups.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import idna
+
+from mailvet.engine.facts import ListFacts, SyntaxFacts
+from mailvet.engine.typo import popular_domains, suggest_domain
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from mailvet.settings import Settings
+
+__all__ = [
+    "Lists",
+    "data_versions",
+    "disposable_domains",
+    "free_domains",
+    "is_role_local",
+    "role_local_parts",
+]
+
+DISPOSABLE_PACKAGE = "disposable-email-domains"
+FREE_PACKAGE = "free-email-domains"
+_DOMAIN_CACHE_SIZE = 100_000
+
+
+def _data_lines(name: str) -> list[str]:
+    text = resources.files("mailvet.engine").joinpath("data", name).read_text("utf-8")
+    return text.splitlines()
+
+
+def _entries(lines: Iterable[str]) -> Iterable[str]:
+    for raw in lines:
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            yield line
+
+
+@lru_cache(maxsize=1)
+def disposable_domains() -> frozenset[str]:
+    """The disposable-email-domains blocklist minus its allowlist, lower-case ASCII."""
+    from disposable_email_domains import allowlist, blocklist
+
+    return frozenset(d.lower() for d in blocklist) - frozenset(d.lower() for d in allowlist)
+
+
+@lru_cache(maxsize=1)
+def free_domains() -> frozenset[str]:
+    """Free mailbox providers: the vendored npm list minus disposable and corrected ones."""
+    listed = frozenset(d.lower() for d in _entries(_data_lines("free_domains.txt")))
+    not_free = frozenset(d.lower() for d in _entries(_data_lines("not_free.txt")))
+    return listed - disposable_domains() - not_free
+
+
+def _normalise_local(local: str) -> str:
+    key = local.lower()
+    plus = key.find("+")
+    if plus >= 0:
+        key = key[:plus]
+    return key.replace(".", "").replace("-", "").replace("_", "")
+
+
+@lru_cache(maxsize=1)
+def role_local_parts() -> frozenset[str]:
+    """Role / generic local parts, normalised (lower-case, no separators)."""
+    return frozenset(_normalise_local(e) for e in _entries(_data_lines("role_local_parts.txt")))
+
+
+def is_role_local(local: str) -> bool:
+    """``True`` for ``info``, ``No.Reply+x``, ``customer_service`` ..."""
+    return _normalise_local(local) in role_local_parts()
+
+
+@lru_cache(maxsize=1)
+def data_versions() -> dict[str, str]:
+    """Where the list data comes from, for ``mailvet doctor`` and the docs."""
+    try:
+        disposable = importlib.metadata.version(DISPOSABLE_PACKAGE)
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a dependency
+        disposable = "unknown"
+    header = _data_lines("free_domains.txt")[0].split()
+    free = header[2] if len(header) > 2 and header[1] == FREE_PACKAGE else "unknown"
+    return {DISPOSABLE_PACKAGE: disposable, FREE_PACKAGE: free}
+
+
+def _operator_domain(entry: str, source: str) -> str:
+    domain = entry.strip().lower().removeprefix("*.").removeprefix("@").rstrip(".")
+    if not domain or " " in domain:
+        raise ValueError(f"{source}: not a domain: {entry!r}")
+    if domain.isascii():
+        return domain
+    try:
+        return idna.encode(domain, uts46=True).decode("ascii")
+    except idna.IDNAError as exc:
+        raise ValueError(f"{source}: not a domain: {entry!r} ({exc})") from exc
+
+
+def _operator_list(domains: Iterable[str], path: Path | None, what: str) -> frozenset[str]:
+    out = {_operator_domain(d, f"MAILVET_{what.upper()}_DOMAINS") for d in domains if d.strip()}
+    if path is not None:
+        try:
+            text = Path(path).read_text("utf-8")
+        except FileNotFoundError:
+            raise ValueError(f"{what} list file not found: {path}") from None
+        except OSError as exc:
+            raise ValueError(f"{what} list file unreadable: {path}: {exc}") from None
+        out.update(_operator_domain(e, str(path)) for e in _entries(text.splitlines()))
+    return frozenset(out)
+
+
+def _matches(domain: str, listed: frozenset[str]) -> bool:
+    """``domain`` or one of its parent domains is in ``listed``."""
+    if not listed:
+        return False
+    while True:
+        if domain in listed:
+            return True
+        dot = domain.find(".")
+        if dot < 0:
+            return False
+        domain = domain[dot + 1 :]
+
+
+@dataclass(frozen=True, slots=True)
+class _DomainAnswer:
+    person: ListFacts  # facts for a personal local part
+    role: ListFacts  # the same with is_role=True
+    suggestion: str | None  # corrected domain, if a typo
+
+
+class Lists:
+    """Loads the lists once; ``check`` answers for one syntactically valid address."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._disposable = disposable_domains()
+        self._free = free_domains()
+        self._roles = role_local_parts()
+        self._allow = _operator_list(settings.allow_domains, settings.allow_list_file, "allow")
+        self._deny = _operator_list(settings.deny_domains, settings.deny_list_file, "deny")
+        self._answers: dict[str, _DomainAnswer] = {}
+        self.versions = data_versions()
+        self.sizes = {
+            "disposable": len(self._disposable),
+            "free": len(self._free),
+            "role": len(self._roles),
+            "popular": len(popular_domains()),
+            "allow": len(self._allow),
+            "deny": len(self._deny),
+        }
+        suggest_domain("warm.up")  # builds the typo index now, not on the first request
+
+    def check(self, syntax: SyntaxFacts) -> ListFacts:
+        """List facts for an address that passed the syntax stage."""
+        domain = syntax.ascii_domain or syntax.domain or ""
+        answer = self._answers.get(domain)
+        if answer is None:
+            answer = self._answer(domain, syntax.domain or domain)
+        local = syntax.local or ""  # role check: _normalise_local, inlined (hot path)
+        key = local.lower()
+        plus = key.find("+")
+        if plus >= 0:
+            key = key[:plus]
+        if "." in key or "-" in key or "_" in key:
+            key = key.replace(".", "").replace("-", "").replace("_", "")
+        role = key in self._roles
+        if answer.suggestion is None:
+            return answer.role if role else answer.person
+        base = answer.role if role else answer.person
+        return ListFacts(
+            is_disposable=base.is_disposable,
+            is_free=base.is_free,
+            is_role=role,
+            did_you_mean=f"{local}@{answer.suggestion}",
+            allowed=base.allowed,
+            denied=base.denied,
+        )
+
+    def _answer(self, key: str, display_domain: str) -> _DomainAnswer:
+        domain = key.lower().rstrip(".")
+        if domain.startswith("["):  # address literal: no domain lists apply
+            person = ListFacts()
+            answer = _DomainAnswer(person, ListFacts(is_role=True), None)
+        else:
+            allowed = _matches(domain, self._allow)
+            disposable = _matches(domain, self._disposable)
+            free = domain in self._free
+            denied = _matches(domain, self._deny)
+            suggestion = None if allowed else suggest_domain(display_domain)
+            answer = _DomainAnswer(
+                ListFacts(is_disposable=disposable, is_free=free, allowed=allowed, denied=denied),
+                ListFacts(
+                    is_disposable=disposable,
+                    is_free=free,
+                    is_role=True,
+                    allowed=allowed,
+                    denied=denied,
+                ),
+                suggestion,
+            )
+        if len(self._answers) >= _DOMAIN_CACHE_SIZE:
+            self._answers.clear()
+        self._answers[key] = answer
+        return answer
