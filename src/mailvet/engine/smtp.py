@@ -1,0 +1,504 @@
+"""The SMTP stage: ask the domain's MX whether it would take mail for the address.
+
+Banner, EHLO (HELO fallback), STARTTLS when offered or required, MAIL FROM, RCPT TO
+the address, RCPT TO a random address of the same domain (catch-all detection), QUIT.
+Never DATA. Outcomes are data: ``probe`` never raises (cancellation aside).
+
+Why a hand-written client and not aiosmtplib: aiosmtplib's reply reader is bounded,
+but by fixed module constants (8 KiB line, 32 KiB reply), not by
+``settings.smtp_max_reply_bytes``; it forbids pipelining ("if multiple commands are
+written to the transport without awaiting, response data will be lost"), which costs
+two round trips per verdict; and it hides the raw exchange we want in the transcript.
+What we need is small: a line reader with a per-line and a per-reply byte limit and a
+per-reply deadline (so a tarpit, an endless "250-" stream, a 10 MB line or binary junk
+all end quickly with bounded memory), plus STARTTLS via ``StreamWriter.start_tls``.
+
+Round trips (server-initiated banner counted as one):
+  with PIPELINING: banner, EHLO, MAIL+RCPT+RCPT+QUIT                 = 3
+  without:         banner, EHLO, MAIL, RCPT, RCPT (catch-all), QUIT = 6 (5 when the
+                   domain's catch-all status is cached or the address was refused)
+  STARTTLS adds STARTTLS, the handshake and a second EHLO.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import secrets
+import ssl
+import string
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Protocol
+
+from mailvet.engine.facts import DnsFacts, DnsOutcome, MxHost, SmtpFacts, SmtpOutcome
+from mailvet.engine.netpolicy import is_public_address
+from mailvet.engine.replies import Reply, classify, parse_enhanced
+from mailvet.engine.transcript import Transcript
+from mailvet.settings import Settings
+
+__all__ = ["SmtpStage"]
+
+_MAX_LINE = 4096  # one reply line (RFC 5321 says 512; real servers exceed it a little)
+_READ_CHUNK = 4096
+_MAX_ADDRESSES_PER_HOST = 2
+_MAX_MESSAGE = 300  # SmtpFacts.message
+_CATCH_ALL_CACHE_SIZE = 50_000
+_LINE = re.compile(rb"^([0-9]{3})([ -]|\r?\n|$)")
+_RANDOM_ALPHABET = string.ascii_lowercase + string.digits
+
+# worse failures first lose to more informative ones when every host failed
+_FAILURE_RANK = {
+    SmtpOutcome.NO_CONNECT: 0,
+    SmtpOutcome.TIMEOUT: 1,
+    SmtpOutcome.INVALID_SMTP: 2,
+    SmtpOutcome.TEMPORARY: 3,
+    SmtpOutcome.BLOCKED: 4,
+}
+
+
+class _ProviderLike(Protocol):
+    @property
+    def unreliable_accept(self) -> bool: ...
+
+
+class _Failed(Exception):
+    """A session cannot go on; carries the outcome for this host."""
+
+    def __init__(self, outcome: SmtpOutcome, message: str, reply: Reply | None = None) -> None:
+        super().__init__(message)
+        self.outcome = outcome
+        self.message = message
+        self.reply = reply
+
+
+@dataclass(slots=True)
+class _Attempt:
+    facts: SmtpFacts
+    final: bool  # the host answered RCPT: this is the answer
+    connected: bool
+
+
+class _Conn:
+    """One SMTP connection with a bounded reply reader."""
+
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        host: str,
+        settings: Settings,
+        transcript: Transcript | None,
+        stage: SmtpStage,
+    ) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.host = host
+        self.timeout = settings.smtp_command_timeout
+        self.max_reply = max(64, settings.smtp_max_reply_bytes)
+        self.max_line = min(_MAX_LINE, self.max_reply)
+        self.transcript = transcript
+        self.stage = stage
+        self.buf = bytearray()
+        self.tls = False
+        self.round_trips = 0
+        self._awaiting = True  # connecting is what the banner answers
+
+    def note(self, kind: str, text: str) -> None:
+        if self.transcript is not None:
+            self.transcript.add(kind, text, host=self.host)
+
+    async def send(self, *lines: str) -> None:
+        """Write ``lines`` in one packet (one round trip however many)."""
+        for line in lines:
+            self.note("send", line)
+        data = b"".join(line.encode("utf-8") + b"\r\n" for line in lines)
+        self.writer.write(data)
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.writer.drain()
+        except TimeoutError:
+            raise _Failed(SmtpOutcome.TIMEOUT, "timed out sending to the server") from None
+        except (ConnectionError, OSError) as exc:
+            raise _Failed(SmtpOutcome.TEMPORARY, f"connection lost while sending: {exc}") from None
+        self._awaiting = True
+
+    async def _fill(self) -> None:
+        chunk = await self.reader.read(_READ_CHUNK)
+        if not chunk:
+            raise _Failed(SmtpOutcome.TEMPORARY, "connection closed by the server")
+        self.buf += chunk
+        self.stage.max_buffered_bytes = max(self.stage.max_buffered_bytes, len(self.buf))
+
+    async def _line(self) -> bytes:
+        while True:
+            end = self.buf.find(b"\n")
+            if end != -1:
+                if end + 1 > self.max_line:
+                    raise _Failed(SmtpOutcome.INVALID_SMTP, "reply line too long")
+                line = bytes(self.buf[: end + 1])
+                del self.buf[: end + 1]
+                return line
+            if len(self.buf) > self.max_line:
+                raise _Failed(SmtpOutcome.INVALID_SMTP, f"reply line over {self.max_line} bytes")
+            await self._fill()
+
+    async def reply(self, what: str) -> Reply:
+        """Read one (possibly multi-line) reply within the command deadline."""
+        if self._awaiting:
+            self.round_trips += 1
+            self._awaiting = False
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await self._reply(what)
+        except TimeoutError:
+            raise _Failed(SmtpOutcome.TIMEOUT, f"no complete reply to {what} in time") from None
+        except (ConnectionError, OSError) as exc:
+            raise _Failed(
+                SmtpOutcome.TEMPORARY, f"connection lost awaiting {what}: {exc}"
+            ) from None
+
+    async def _reply(self, what: str) -> Reply:
+        total = 0
+        code: bytes | None = None
+        texts: list[str] = []
+        while True:
+            line = await self._line()
+            total += len(line)
+            if total > self.max_reply:
+                raise _Failed(
+                    SmtpOutcome.INVALID_SMTP, f"reply to {what} over {self.max_reply} bytes"
+                )
+            m = _LINE.match(line)
+            shown = line.decode("utf-8", "replace").rstrip("\r\n")
+            if m is None or (code is not None and m.group(1) != code):
+                self.note("recv", shown)
+                raise _Failed(SmtpOutcome.INVALID_SMTP, f"not an SMTP reply to {what}: {shown!r}")
+            code = m.group(1)
+            if len(texts) < 20:  # keep the text bounded even for long multi-line replies
+                texts.append(shown[4:].strip())
+            if m.group(2) != b"-":
+                break
+        number = int(code)
+        enhanced, _ = parse_enhanced(number, texts[0] if texts else "")
+        if enhanced:  # Gmail repeats "5.1.1" on every line: drop the repeats
+            texts = [t[len(enhanced) :].strip() if t.startswith(enhanced) else t for t in texts]
+        text = " ".join(t for t in texts if t)
+        reply = Reply(number, enhanced, text, tuple(texts))
+        self.note("recv", str(reply))
+        return reply
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+def _random_local() -> str:
+    return "".join(secrets.choice(_RANDOM_ALPHABET) for _ in range(20))
+
+
+def _short(text: str | None) -> str | None:
+    if text is None or len(text) <= _MAX_MESSAGE:
+        return text
+    return text[:_MAX_MESSAGE] + "..."
+
+
+class SmtpStage:
+    """Probe mailboxes over SMTP. One per process; safe to share across tasks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._catch_all: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        self._tls_context: ssl.SSLContext | None = None
+        self.max_buffered_bytes = 0  # high-water mark of any reply buffer (for tests)
+
+    async def close(self) -> None:
+        self._catch_all.clear()
+
+    # --- catch-all cache ---
+
+    def catch_all_cached(self, domain: str) -> bool | None:
+        key = domain.lower()
+        hit = self._catch_all.get(key)
+        if hit is None:
+            return None
+        value, expires = hit
+        if expires < time.monotonic():
+            del self._catch_all[key]
+            return None
+        return value
+
+    def _remember_catch_all(self, domain: str, value: bool) -> None:
+        key = domain.lower()
+        self._catch_all[key] = (value, time.monotonic() + self.settings.catch_all_cache_ttl)
+        self._catch_all.move_to_end(key)
+        while len(self._catch_all) > _CATCH_ALL_CACHE_SIZE:
+            self._catch_all.popitem(last=False)
+
+    # --- the probe ---
+
+    async def probe(
+        self,
+        email: str,
+        domain: str,
+        dns: DnsFacts,
+        transcript: Transcript | None = None,
+        provider: _ProviderLike | None = None,
+    ) -> SmtpFacts:
+        unreliable = bool(provider is not None and provider.unreliable_accept)
+        try:
+            facts = await self._probe(email, domain, dns, transcript)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # never raises: a bug here is still only "unknown"
+            if transcript is not None:
+                transcript.add("note", f"smtp stage error: {type(exc).__name__}: {exc}")
+            facts = SmtpFacts(SmtpOutcome.INVALID_SMTP, message=_short(f"internal error: {exc}"))
+        if unreliable:
+            facts = dataclasses.replace(facts, unreliable_accept=True)
+        return facts
+
+    def _candidates(
+        self, dns: DnsFacts, transcript: Transcript | None
+    ) -> tuple[list[tuple[MxHost, list[str]]], list[tuple[str, str]]]:
+        hosts: list[tuple[MxHost, list[str]]] = []
+        refused: list[tuple[str, str]] = []
+        for mx in sorted(dns.mx_hosts, key=lambda m: m.preference):
+            if len(hosts) >= self.settings.smtp_max_mx_hosts:
+                break
+            if not mx.addresses:
+                if transcript is not None:
+                    transcript.add("note", "no address for this MX, skipped", host=mx.host)
+                continue
+            allowed: list[str] = []
+            for ip in mx.addresses:
+                if self.settings.allow_private_mx or is_public_address(ip):
+                    allowed.append(ip)
+                else:
+                    refused.append((mx.host, ip))
+                    if transcript is not None:
+                        transcript.add("note", f"refused non-public address {ip}", host=mx.host)
+            if allowed:
+                hosts.append((mx, allowed[:_MAX_ADDRESSES_PER_HOST]))
+        return hosts, refused
+
+    async def _probe(
+        self, email: str, domain: str, dns: DnsFacts, transcript: Transcript | None
+    ) -> SmtpFacts:
+        if any(c in email or c in domain for c in "\r\n\x00"):
+            # the syntax stage never lets these through; refuse anyway, so nothing can
+            # smuggle a command (say, DATA) into the session
+            return SmtpFacts(SmtpOutcome.INVALID_SMTP, message="address not safe to send")
+        if dns.outcome is not DnsOutcome.OK or not dns.mx_hosts:
+            return SmtpFacts(SmtpOutcome.NO_CONNECT, message="no mail host to connect to")
+        hosts, refused = self._candidates(dns, transcript)
+        if not hosts:
+            if refused:
+                shown = ", ".join(f"{h} ({ip})" for h, ip in refused[:4])
+                return SmtpFacts(
+                    SmtpOutcome.PRIVATE_MX,
+                    mx_host=refused[0][0],
+                    message=_short(
+                        f"refused to probe non-public MX address(es): {shown}; "
+                        "set allow_private_mx to allow"
+                    ),
+                )
+            return SmtpFacts(SmtpOutcome.NO_CONNECT, message="no MX host has an address")
+        failures: list[SmtpFacts] = []
+        for mx, addresses in hosts:
+            for ip in addresses:
+                attempt = await self._attempt(mx.host, ip, email, domain, transcript)
+                if attempt.final:
+                    return attempt.facts
+                failures.append(attempt.facts)
+                if attempt.connected:
+                    break  # the host itself failed: next host, not its next address
+        best = failures[0]
+        for f in failures[1:]:
+            if _FAILURE_RANK.get(f.outcome, 0) > _FAILURE_RANK.get(best.outcome, 0):
+                best = f
+        return best
+
+    async def _connect(self, ip: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        port = self.settings.smtp_port
+        proxy_url = self.settings.socks_proxy
+        async with asyncio.timeout(self.settings.smtp_connect_timeout):
+            if proxy_url:
+                from python_socks.async_.asyncio import Proxy
+
+                proxy = Proxy.from_url(proxy_url)
+                sock = await proxy.connect(dest_host=ip, dest_port=port)
+                try:
+                    return await asyncio.open_connection(sock=sock)
+                except BaseException:
+                    sock.close()
+                    raise
+            return await asyncio.open_connection(ip, port)
+
+    async def _attempt(
+        self, host: str, ip: str, email: str, domain: str, transcript: Transcript | None
+    ) -> _Attempt:
+        if transcript is not None:
+            transcript.add("connect", f"{ip}:{self.settings.smtp_port}", host=host)
+        try:
+            reader, writer = await self._connect(ip)
+        except TimeoutError:
+            msg = f"connect to {ip} timed out"
+            return _Attempt(
+                SmtpFacts(SmtpOutcome.NO_CONNECT, mx_host=host, message=msg), False, False
+            )
+        except Exception as exc:  # refused, unreachable, proxy errors
+            why = _short(f"cannot connect to {ip}: {exc}")
+            return _Attempt(
+                SmtpFacts(SmtpOutcome.NO_CONNECT, mx_host=host, message=why), False, False
+            )
+        conn = _Conn(reader, writer, host, self.settings, transcript, self)
+        try:
+            facts = await self._session(conn, email, domain)
+            return _Attempt(facts, True, True)
+        except _Failed as failed:
+            conn.note("note", failed.message)
+            r = failed.reply
+            facts = SmtpFacts(
+                failed.outcome,
+                mx_host=host,
+                code=r.code if r else None,
+                enhanced=r.enhanced if r else None,
+                message=_short(str(r) if r else failed.message),
+                tls=conn.tls,
+            )
+            return _Attempt(facts, False, True)
+        finally:
+            conn.abort()
+
+    def _tls(self) -> ssl.SSLContext:
+        if self._tls_context is None:
+            # MX certificates are routinely self-signed or for another name: opportunistic
+            # encryption without verification, as MTAs do (RFC 7435).
+            ctx = ssl.create_default_context()
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+            self._tls_context = ctx
+        return self._tls_context
+
+    async def _hello(self, conn: _Conn) -> set[str]:
+        await conn.send(f"EHLO {self.settings.helo_name}")
+        r = await conn.reply("EHLO")
+        if 200 <= r.code < 300:
+            return self._extensions(r)
+        if r.code >= 500:  # EHLO not supported: plain SMTP
+            await conn.send(f"HELO {self.settings.helo_name}")
+            r = await conn.reply("HELO")
+            if 200 <= r.code < 300:
+                return set()
+        raise _Failed(classify(r.code, r.enhanced, r.text, command="EHLO"), str(r), r)
+
+    @staticmethod
+    def _extensions(r: Reply) -> set[str]:
+        # every line after the greeting starts with an extension keyword (RFC 5321 4.1.1.1)
+        return {line.split(" ", 1)[0].upper() for line in r.lines[1:] if line}
+
+    async def _session(self, conn: _Conn, email: str, domain: str) -> SmtpFacts:
+        s = self.settings
+        banner = await conn.reply("banner")
+        if not 200 <= banner.code < 300:
+            raise _Failed(
+                classify(banner.code, banner.enhanced, banner.text, command="banner"),
+                str(banner),
+                banner,
+            )
+        ext = await self._hello(conn)
+        if "STARTTLS" in ext and s.smtp_starttls != "never":
+            await conn.send("STARTTLS")
+            r = await conn.reply("STARTTLS")
+            if r.code != 220:
+                raise _Failed(classify(r.code, r.enhanced, r.text, command="STARTTLS"), str(r), r)
+            try:
+                async with asyncio.timeout(s.smtp_command_timeout):
+                    await conn.writer.start_tls(self._tls(), server_hostname=conn.host)
+            except TimeoutError:
+                raise _Failed(SmtpOutcome.TIMEOUT, "TLS handshake timed out") from None
+            except (ssl.SSLError, ConnectionError, OSError) as exc:
+                raise _Failed(SmtpOutcome.TEMPORARY, f"TLS handshake failed: {exc}") from None
+            conn.tls = True
+            conn.buf.clear()  # nothing sent in clear text may be trusted after STARTTLS
+            conn.note("note", "TLS established")
+            ext = await self._hello(conn)
+        elif s.smtp_starttls == "required":
+            raise _Failed(SmtpOutcome.TEMPORARY, "STARTTLS required by settings, not offered")
+        utf8 = not email.isascii()
+        if utf8 and "SMTPUTF8" not in ext:
+            raise _Failed(SmtpOutcome.TEMPORARY, "address needs SMTPUTF8, server lacks it")
+        mail = f"MAIL FROM:<{s.mail_from}>" + (" SMTPUTF8" if utf8 else "")
+        rcpt = f"RCPT TO:<{email}>"
+        cached = self.catch_all_cached(domain)
+        probe = f"RCPT TO:<{_random_local()}@{domain}>" if cached is None else None
+
+        if "PIPELINING" in ext:
+            await conn.send(*[c for c in (mail, rcpt, probe, "QUIT") if c is not None])
+            mail_r = await conn.reply("MAIL")
+            if not 200 <= mail_r.code < 300:
+                with contextlib.suppress(_Failed):  # read the rest of the group politely
+                    for _ in range(3 if probe is not None else 2):
+                        await conn.reply("pipelined command")
+                raise _Failed(
+                    classify(mail_r.code, mail_r.enhanced, mail_r.text, command="MAIL"),
+                    str(mail_r),
+                    mail_r,
+                )
+            rcpt_r = await conn.reply("RCPT")
+            probe_r = await conn.reply("RCPT") if probe is not None else None
+            await self._quit(conn, sent=True)
+        else:
+            await conn.send(mail)
+            mail_r = await conn.reply("MAIL")
+            if not 200 <= mail_r.code < 300:
+                await self._quit(conn)
+                raise _Failed(
+                    classify(mail_r.code, mail_r.enhanced, mail_r.text, command="MAIL"),
+                    str(mail_r),
+                    mail_r,
+                )
+            await conn.send(rcpt)
+            rcpt_r = await conn.reply("RCPT")
+            probe_r = None
+            if probe is not None and 200 <= rcpt_r.code < 300:
+                await conn.send(probe)
+                probe_r = await conn.reply("RCPT")
+            await self._quit(conn)
+
+        outcome = classify(rcpt_r.code, rcpt_r.enhanced, rcpt_r.text, command="RCPT")
+        catch_all: bool | None = None
+        if outcome is SmtpOutcome.ACCEPTED:
+            if cached is not None:
+                catch_all = cached
+            elif probe_r is not None:
+                random_outcome = classify(probe_r.code, probe_r.enhanced, probe_r.text)
+                if random_outcome is SmtpOutcome.ACCEPTED:
+                    catch_all = True
+                elif random_outcome is SmtpOutcome.USER_UNKNOWN:
+                    catch_all = False
+                if catch_all is not None:
+                    self._remember_catch_all(domain, catch_all)
+        elif outcome is SmtpOutcome.USER_UNKNOWN:
+            catch_all = False  # the domain refused a recipient: not a catch-all
+            self._remember_catch_all(domain, False)
+        conn.note("note", f"round trips: {conn.round_trips}")
+        return SmtpFacts(
+            outcome,
+            mx_host=conn.host,
+            code=rcpt_r.code,
+            enhanced=rcpt_r.enhanced,
+            message=_short(rcpt_r.text),
+            catch_all=catch_all,
+            tls=conn.tls,
+        )
+
+    async def _quit(self, conn: _Conn, *, sent: bool = False) -> None:
+        """Say goodbye politely; the verdict is already known, so errors are ignored."""
+        with contextlib.suppress(_Failed):
+            if not sent:
+                await conn.send("QUIT")
+            await conn.reply("QUIT")

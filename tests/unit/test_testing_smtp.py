@@ -1,0 +1,289 @@
+"""testing/smtp.py: the scripted SMTP servers speak what they promise (raw client)."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+
+import pytest
+
+from mailvet.testing.smtp import (
+    SmtpSim,
+    SmtpSimThread,
+    accept,
+    banner_421,
+    close_after_banner,
+    close_after_mail,
+    disabled,
+    endless_multiline,
+    garbage,
+    greylist,
+    huge_line,
+    mailbox_full,
+    mailboxes,
+    policy_block,
+    starttls_required,
+    tarpit,
+)
+from mailvet.testing.tls import client_context
+
+
+class Client:
+    """Minimal raw client: send a line, read one (multi-line) reply."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int, host: str = "127.0.0.1") -> Client:
+        reader, writer = await asyncio.open_connection(host, port, limit=1 << 16)
+        return cls(reader, writer)
+
+    async def reply(self) -> list[str]:
+        lines: list[str] = []
+        while True:
+            raw = await asyncio.wait_for(self.reader.readline(), 5)
+            if not raw:
+                return lines
+            line = raw.decode("utf-8", "replace").rstrip("\r\n")
+            lines.append(line)
+            if line[3:4] != "-":
+                return lines
+
+    async def cmd(self, line: str) -> list[str]:
+        self.writer.write(line.encode() + b"\r\n")
+        await self.writer.drain()
+        return await self.reply()
+
+    async def close(self) -> None:
+        self.writer.close()
+        try:
+            await self.writer.wait_closed()
+        except (ConnectionError, ssl.SSLError):
+            pass
+
+
+async def _to_rcpt(c: Client, rcpt: str) -> list[str]:
+    assert (await c.reply())[0].startswith("220")
+    assert (await c.cmd("EHLO t"))[-1].startswith("250 ")
+    assert (await c.cmd("MAIL FROM:<me@t>"))[0].startswith("250")
+    return await c.cmd(f"RCPT TO:<{rcpt}>")
+
+
+async def test_accept_records_commands() -> None:
+    async with SmtpSim(accept()) as sim:
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "a@b.test"))[0].startswith("250")
+        assert (await c.cmd("QUIT"))[0].startswith("221")
+        await c.close()
+    (session,) = sim.sessions
+    assert session.verbs() == ["EHLO", "MAIL", "RCPT", "QUIT"]
+    assert session.count("RCPT") == 1
+    assert not sim.received("DATA")
+    assert sim.received("QUIT")
+
+
+async def test_data_is_refused_and_recorded() -> None:
+    async with SmtpSim(accept()) as sim:
+        c = await Client.open(sim.port)
+        await _to_rcpt(c, "a@b.test")
+        assert (await c.cmd("DATA"))[0].startswith("554")
+        await c.close()
+    assert sim.received("DATA")
+
+
+@pytest.mark.parametrize(
+    ("style", "needle"),
+    [
+        ("gmail", "550-5.1.1 The email account that you tried to reach does not exist"),
+        ("microsoft", "550 5.5.0 Requested action not taken: mailbox unavailable"),
+        ("postfix", "User unknown in virtual mailbox table"),
+        ("exim", "550 Unrouteable address"),
+        ("qmail", "(#5.1.1)"),
+        ("yahoo", "doesn't have a yahoo.com account"),
+    ],
+)
+async def test_mailboxes_styles(style: str, needle: str) -> None:
+    async with SmtpSim(mailboxes("alice", "bob@x.test", style=style)) as sim:
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "alice@x.test"))[0].startswith("250")
+        assert (await c.cmd("RCPT TO:<bob@x.test>"))[0].startswith("250")
+        nobody = "\n".join(await c.cmd("RCPT TO:<nobody@x.test>"))
+        assert needle in nobody
+        await c.close()
+
+
+async def test_routing_by_domain_address_and_ip() -> None:
+    sim = SmtpSim(
+        accept(),
+        by_domain={"full.test": mailbox_full()},
+        by_address={"gone@x.test": disabled()},
+        by_ip={"127.0.0.2": banner_421()},
+    )
+    async with sim:
+        c = await Client.open(sim.port)
+        await _to_rcpt(c, "a@x.test")
+        assert (await c.cmd("RCPT TO:<a@full.test>"))[-1].startswith("452 4.2.2")
+        assert (await c.cmd("RCPT TO:<gone@x.test>"))[-1].startswith("550 5.2.1")
+        await c.close()
+        c2 = await Client.open(sim.port, "127.0.0.2")
+        assert (await c2.reply())[0].startswith("421")
+        assert await c2.reply() == []  # hung up
+        await c2.close()
+    assert {s.local_ip for s in sim.sessions} == {"127.0.0.1", "127.0.0.2"}
+
+
+async def test_greylist_second_try_passes() -> None:
+    async with SmtpSim(greylist()) as sim:
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "a@x.test"))[0].startswith("450 4.7.1")
+        assert (await c.cmd("RCPT TO:<a@x.test>"))[0].startswith("250")
+        await c.close()
+
+
+async def test_greylist_with_delay_keeps_refusing() -> None:
+    async with SmtpSim(greylist(delay=3600)) as sim:
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "a@x.test"))[0].startswith("450")
+        assert (await c.cmd("RCPT TO:<a@x.test>"))[0].startswith("450")
+        await c.close()
+
+
+async def test_mailbox_full_permanent_and_policy_blocks() -> None:
+    sim = SmtpSim(
+        mailbox_full(permanent=True),
+        by_ip={"127.0.0.2": policy_block(at="mail"), "127.0.0.3": policy_block(at="banner")},
+        by_domain={"spam.test": policy_block()},
+    )
+    async with sim:
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "a@x.test"))[0].startswith("552 5.2.2")
+        assert "spamhaus" in (await c.cmd("RCPT TO:<a@spam.test>"))[0]
+        await c.close()
+        c = await Client.open(sim.port, "127.0.0.2")
+        await c.reply()
+        await c.cmd("EHLO t")
+        assert (await c.cmd("MAIL FROM:<me@t>"))[0].startswith("554 5.7.1")
+        await c.close()
+        c = await Client.open(sim.port, "127.0.0.3")
+        assert (await c.reply())[0].startswith("554")
+        assert (await c.cmd("EHLO t"))[0].startswith("503")
+        assert (await c.cmd("QUIT"))[0].startswith("221")
+        await c.close()
+
+
+async def test_ehlo_unsupported_and_no_pipelining() -> None:
+    async with SmtpSim(
+        accept(ehlo_supported=False), by_ip={"127.0.0.2": accept(pipelining=False)}
+    ) as sim:
+        c = await Client.open(sim.port)
+        await c.reply()
+        assert (await c.cmd("EHLO t"))[0].startswith("500")
+        assert (await c.cmd("HELO t"))[0].startswith("250")
+        await c.close()
+        c = await Client.open(sim.port, "127.0.0.2")
+        await c.reply()
+        ehlo = await c.cmd("EHLO t")
+        assert not any("PIPELINING" in line for line in ehlo)
+        await c.close()
+
+
+async def test_starttls_required() -> None:
+    async with SmtpSim(starttls_required()) as sim:
+        c = await Client.open(sim.port)
+        await c.reply()
+        assert any("STARTTLS" in line for line in await c.cmd("EHLO t"))
+        assert (await c.cmd("MAIL FROM:<me@t>"))[0].startswith("530 5.7.0")
+        assert (await c.cmd("STARTTLS"))[0].startswith("220")
+        await c.writer.start_tls(client_context(), server_hostname="mx.sim.test")
+        ehlo = await c.cmd("EHLO t")
+        assert not any("STARTTLS" in line for line in ehlo)
+        assert (await c.cmd("MAIL FROM:<me@t>"))[0].startswith("250")
+        await c.close()
+    assert sim.sessions[0].tls
+
+
+async def test_close_after_banner_and_after_mail() -> None:
+    async with SmtpSim(close_after_banner(), by_ip={"127.0.0.2": close_after_mail()}) as sim:
+        c = await Client.open(sim.port)
+        assert (await c.reply())[0].startswith("220")
+        assert await c.cmd("EHLO t") == []
+        await c.close()
+        c = await Client.open(sim.port, "127.0.0.2")
+        await c.reply()
+        await c.cmd("EHLO t")
+        assert await c.cmd("MAIL FROM:<me@t>") == []
+        await c.close()
+
+
+async def test_garbage_and_huge_line_and_endless() -> None:
+    sim = SmtpSim(
+        garbage(),
+        by_ip={"127.0.0.2": huge_line(size=300_000), "127.0.0.3": endless_multiline()},
+    )
+    async with sim:
+        c = await Client.open(sim.port)
+        first = await asyncio.wait_for(c.reader.read(64), 5)
+        assert first.startswith(b"\x00")
+        await c.close()
+        c = await Client.open(sim.port, "127.0.0.2")
+        got = 0
+        while got < 300_000:
+            chunk = await asyncio.wait_for(c.reader.read(65536), 5)
+            assert chunk and b"\n" not in chunk[:-2]
+            got += len(chunk)
+        await c.close()
+        c = await Client.open(sim.port, "127.0.0.3")
+        await c.reply()
+        c.writer.write(b"EHLO t\r\n")
+        for _ in range(2000):
+            line = await asyncio.wait_for(c.reader.readline(), 5)
+            assert line.startswith(b"250-")
+        await c.close()
+
+
+async def test_tarpit_drips() -> None:
+    async with SmtpSim(tarpit(rate=1)) as sim:
+        c = await Client.open(sim.port)
+        first = await asyncio.wait_for(c.reader.read(100), 5)
+        assert first == b"2"  # one byte at a time
+        await c.close()
+
+
+async def test_latency_option_still_answers() -> None:
+    async with SmtpSim(accept(latency_ms=20)) as sim:
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "a@x.test"))[0].startswith("250")
+        await c.close()
+
+
+async def test_stop_with_clients_still_connected() -> None:
+    sim = SmtpSim(tarpit(), by_ip={"127.0.0.2": endless_multiline(at="banner")})
+    await sim.start()
+    c1 = await Client.open(sim.port)
+    c2 = await Client.open(sim.port, "127.0.0.2")
+    await asyncio.sleep(0.05)
+    await sim.stop()
+    await c1.close()
+    await c2.close()
+
+
+def test_thread_runner_with_stdlib_client() -> None:
+    sim = SmtpSim(mailboxes("alice"))
+    with SmtpSimThread(sim) as runner:
+        with smtplib.SMTP("127.0.0.1", runner.port, timeout=5) as client:
+            client.ehlo("t")
+            client.mail("me@t")
+            assert client.rcpt("alice@x.test")[0] == 250
+            assert client.rcpt("bob@x.test")[0] == 550
+    assert sim.sessions[0].verbs()[-1] == "QUIT"
+    assert not sim.received("DATA")
+
+
+async def test_several_addresses_share_one_port() -> None:
+    async with SmtpSim(accept(), hosts=("127.0.0.1", "127.0.0.5")) as sim:
+        for host in ("127.0.0.1", "127.0.0.5"):
+            c = await Client.open(sim.port, host)
+            assert (await c.reply())[0].startswith("220")
+            await c.close()
