@@ -1,0 +1,1 @@
+"""mailvet.jobs: batch runners (in-process for the embedded server)."""
