@@ -83,7 +83,13 @@ def _flags(facts: Facts) -> dict[str, object]:
 
 
 def _verdict(facts: Facts, result: Result, reason: Reason, score: str) -> Verdict:
-    return Verdict(result=result, reason=reason, score=SCORES[score], **_flags(facts))  # type: ignore[arg-type]
+    # ``trusted``: the values are correct by construction; validating them cost half of
+    # an offline verdict (bench/offline.py).
+    values = _flags(facts)
+    values["result"] = result
+    values["reason"] = reason
+    values["score"] = SCORES[score]
+    return Verdict.trusted(values)
 
 
 def decide(facts: Facts) -> Verdict:
@@ -123,10 +129,12 @@ def decide(facts: Facts) -> Verdict:
         return _verdict(facts, Result.UNKNOWN, Reason.NOT_CHECKED, "not_checked")
 
     if smtp.outcome is SmtpOutcome.ACCEPTED:
-        if smtp.catch_all:
-            return _verdict(facts, Result.RISKY, Reason.CATCH_ALL, "catch_all")
+        # A provider that accepts any RCPT (Yahoo, Microsoft 365) also "looks" catch-all;
+        # that is its policy, not the domain's, and proves nothing about the mailbox.
         if smtp.unreliable_accept:
             return _verdict(facts, Result.UNKNOWN, Reason.UNVERIFIABLE, "unverifiable")
+        if smtp.catch_all:
+            return _verdict(facts, Result.RISKY, Reason.CATCH_ALL, "catch_all")
         if lists is not None and lists.is_role:
             return _verdict(facts, Result.DELIVERABLE, Reason.ACCEPTED_EMAIL, "deliverable_role")
         if smtp.catch_all is None:

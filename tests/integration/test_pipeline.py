@@ -1,0 +1,154 @@
+"""The whole pipeline against the simulated internet: every row of the verdict table."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from mailvet.engine.facts import DnsOutcome, SmtpOutcome
+from mailvet.engine.pipeline import Engine
+from mailvet.testing.internet import SimInternet
+from mailvet.verdict import Reason, Result
+
+
+@pytest.fixture
+async def net() -> AsyncIterator[SimInternet]:
+    async with SimInternet() as world:
+        yield world
+
+
+@pytest.fixture
+async def engine(net: SimInternet) -> AsyncIterator[Engine]:
+    eng = Engine(net.settings())
+    yield eng
+    await eng.close()
+
+
+ROWS = [
+    ("alice@deliverable.test", Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
+    ("Alice@Deliverable.TEST", Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
+    ("alice@postfix.test", Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
+    ("alice@nopipelining.test", Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
+    ("alice@noehlo.test", Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
+    ("alice@starttls.test", Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
+    ("alice@slowsmtp.test", Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
+    ("NULL", Result.UNDELIVERABLE, Reason.INVALID_FORMAT),
+    ("not an address", Result.UNDELIVERABLE, Reason.INVALID_FORMAT),
+    ("alice@nxdomain.test", Result.UNDELIVERABLE, Reason.INVALID_DOMAIN),
+    ("alice@nullmx.test", Result.UNDELIVERABLE, Reason.INVALID_DOMAIN),
+    ("alice@nomail.test", Result.UNDELIVERABLE, Reason.INVALID_DOMAIN),
+    ("zed@deliverable.test", Result.UNDELIVERABLE, Reason.REJECTED_EMAIL),
+    ("zed@postfix.test", Result.UNDELIVERABLE, Reason.REJECTED_EMAIL),
+    ("zed@exim.test", Result.UNDELIVERABLE, Reason.REJECTED_EMAIL),
+    ("zed@microsoft.test", Result.UNDELIVERABLE, Reason.REJECTED_EMAIL),
+    ("alice@disabled.test", Result.UNDELIVERABLE, Reason.REJECTED_EMAIL),
+    ("anyone@catchall.test", Result.RISKY, Reason.CATCH_ALL),
+    ("anyone@mailinator.com", Result.RISKY, Reason.DISPOSABLE),
+    ("alice@full.test", Result.RISKY, Reason.MAILBOX_FULL),
+    ("alice@fullperm.test", Result.RISKY, Reason.MAILBOX_FULL),
+    ("alice@deadmx.test", Result.UNKNOWN, Reason.NO_CONNECT),
+    ("alice@greylist.test", Result.UNKNOWN, Reason.UNAVAILABLE_SMTP),
+    ("alice@blocked.test", Result.UNKNOWN, Reason.UNAVAILABLE_SMTP),
+    ("alice@blockedmail.test", Result.UNKNOWN, Reason.UNAVAILABLE_SMTP),
+    ("alice@banner421.test", Result.UNKNOWN, Reason.UNAVAILABLE_SMTP),
+    ("alice@garbage.test", Result.UNKNOWN, Reason.INVALID_SMTP),
+    ("alice@servfail.test", Result.UNKNOWN, Reason.DNS_ERROR),
+    ("anyone@yahoo.test", Result.UNKNOWN, Reason.UNVERIFIABLE),
+]
+
+
+@pytest.mark.parametrize(("email", "result", "reason"), ROWS, ids=[r[0] for r in ROWS])
+async def test_verdict_rows(engine: Engine, email: str, result: Result, reason: Reason) -> None:
+    v = (await engine.verify(email)).verdict
+    assert (v.result, v.reason) == (result, reason)
+
+
+async def test_deliverable_fields_are_complete(engine: Engine) -> None:
+    v = (await engine.verify("alice@deliverable.test")).verdict
+    assert v.mx_record == "mx.deliverable.test"
+    assert (v.isv_format, v.isv_domain, v.isv_mx, v.isv_nocatchall) == (True, True, True, True)
+    assert v.score == 100
+
+
+async def test_implicit_mx_is_probed(engine: Engine) -> None:
+    checked = await engine.verify("alice@implicit.test")
+    assert checked.facts.dns is not None and checked.facts.dns.implicit_mx
+    assert checked.verdict.result is Result.DELIVERABLE
+
+
+async def test_provider_rules_apply(engine: Engine) -> None:
+    v = (await engine.verify("anyone@yahoo.test")).verdict
+    assert v.provider == "yahoo"
+
+
+@pytest.mark.parametrize("domain", ["tarpit.test", "endless.test", "hugeline.test",
+                                    "closebanner.test", "closemail.test"])
+async def test_hostile_servers_end_unknown_by_the_deadline(net: SimInternet, domain: str) -> None:
+    eng = Engine(net.settings(deadline=1.5, smtp_command_timeout=0.5))
+    try:
+        checked = await eng.verify(f"alice@{domain}")
+    finally:
+        await eng.close()
+    v = checked.verdict
+    assert v.result is Result.UNKNOWN
+    assert v.isv_mx is True and v.mx_record == f"mx.{domain}"  # DNS facts are kept
+    assert not net.smtp.received("DATA")
+
+
+async def test_slow_dns_ends_by_the_deadline_as_timeout(net: SimInternet) -> None:
+    eng = Engine(net.settings(deadline=0.8, dns_timeout=5.0))
+    try:
+        checked = await eng.verify("alice@slowdns.test")
+    finally:
+        await eng.close()
+    assert checked.facts.deadline_hit
+    assert (checked.verdict.result, checked.verdict.reason) == (Result.UNKNOWN, Reason.TIMEOUT)
+
+
+async def test_deadline_mid_smtp_keeps_dns_facts(net: SimInternet) -> None:
+    eng = Engine(net.settings(deadline=1.0, smtp_command_timeout=5.0))
+    try:
+        checked = await eng.verify("alice@tarpit.test")
+    finally:
+        await eng.close()
+    assert checked.facts.deadline_hit
+    v = checked.verdict
+    assert (v.result, v.reason, v.score) == (Result.UNKNOWN, Reason.TIMEOUT, 60)
+    assert v.isv_domain is True and v.isv_mx is True
+
+
+async def test_loopback_mx_refused_by_default_and_probed_when_allowed(net: SimInternet) -> None:
+    strict = Engine(net.settings(allow_private_mx=False))
+    loose = Engine(net.settings(allow_private_mx=True))
+    try:
+        refused = await strict.verify("alice@private.test")
+        probed = await loose.verify("alice@private.test")
+    finally:
+        await strict.close()
+        await loose.close()
+    assert refused.facts.smtp is not None
+    assert refused.facts.smtp.outcome is SmtpOutcome.PRIVATE_MX
+    assert (refused.verdict.result, refused.verdict.reason) == (Result.UNKNOWN, Reason.PRIVATE_MX)
+    assert probed.verdict.result is Result.DELIVERABLE
+
+
+async def test_transcript_carries_the_evidence(engine: Engine) -> None:
+    checked = await engine.verify("alice@deliverable.test")
+    kinds = {e.kind for e in checked.facts.transcript}
+    assert {"dns", "send", "recv"} <= kinds
+    sent = " ".join(e.text for e in checked.facts.transcript if e.kind == "send")
+    assert "RCPT TO:<alice@deliverable.test>" in sent and "DATA" not in sent
+
+
+async def test_offline_does_no_io(net: SimInternet, engine: Engine) -> None:
+    before = net.dns.queries
+    checked = await engine.verify("alice@deliverable.test", offline=True)
+    assert net.dns.queries == before
+    assert checked.verdict.reason is Reason.NOT_CHECKED
+    assert checked.facts.dns is None and checked.facts.dns is None
+
+
+async def test_dns_outcomes_are_recorded(engine: Engine) -> None:
+    checked = await engine.verify("alice@nullmx.test")
+    assert checked.facts.dns is not None and checked.facts.dns.outcome is DnsOutcome.NULL_MX
