@@ -1,0 +1,141 @@
+"""Helpers shared by every store: API key secrets, clock, input checks, verdict JSON, errors.
+
+Keys: a secret is ``mv_`` + 32 random bytes (``secrets.token_urlsafe``). Only its
+SHA-256 and a short display prefix are stored. A slow password KDF (bcrypt, argon2)
+buys nothing here: the secret carries 256 bits of entropy, so nobody can brute-force
+it from the hash, while a fast hash keeps every authenticated request cheap and lets
+the lookup be an indexed equality on the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+__all__ = [
+    "MIN_REVOKE_PREFIX",
+    "PREFIX_LENGTH",
+    "SECRET_PREFIX",
+    "NotFoundError",
+    "check_emails",
+    "check_text",
+    "dump_verdict",
+    "hash_secret",
+    "load_verdict",
+    "new_secret",
+    "secret_matches",
+    "secret_prefix",
+    "utcnow",
+]
+
+SECRET_PREFIX = "mv_"
+PREFIX_LENGTH = 11  # "mv_" + 8 random characters: enough to tell keys apart on a screen
+MIN_REVOKE_PREFIX = 7  # "mv_" + 4: shorter prefixes never revoke anything
+
+
+class NotFoundError(LookupError):
+    """The batch (or key) a write names does not exist."""
+
+
+def new_secret() -> str:
+    """A fresh API key secret: ``mv_`` + 32 random bytes, URL-safe base64."""
+    return SECRET_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a secret: hex SHA-256 (see the module docstring for why fast)."""
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def secret_matches(stored_hash: str, secret: str) -> bool:
+    """Constant-time comparison of a stored hash with the hash of ``secret``."""
+    return hmac.compare_digest(stored_hash.encode("ascii"), hash_secret(secret).encode("ascii"))
+
+
+def secret_prefix(secret: str) -> str:
+    """The display prefix kept for a secret (never enough to authenticate)."""
+    return secret[:PREFIX_LENGTH]
+
+
+_clock_lock = threading.Lock()
+_last_now = datetime.min.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    """Aware UTC now, microsecond precision, strictly increasing within the process.
+
+    Strictly increasing so that "oldest first" orders by creation even when two
+    batches are created within the same clock tick.
+    """
+    global _last_now
+    now = datetime.now(UTC)
+    with _clock_lock:
+        if now <= _last_now:
+            now = _last_now + timedelta(microseconds=1)
+        _last_now = now
+    return now
+
+
+def check_text(value: str, what: str) -> str:
+    """Reject strings no backend can store faithfully, with a clear ValueError.
+
+    NUL characters: PostgreSQL text cannot hold them. Lone surrogates (``"\\ud800"``,
+    what ``surrogateescape`` makes of broken UTF-8): not encodable as UTF-8, so no
+    database can hold them. The API rejects both earlier; every store rejects them
+    the same way so behaviour never depends on the backend.
+    """
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
+    if "\x00" in value:
+        raise ValueError(f"{what} contains a NUL character, which cannot be stored")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{what} is not valid Unicode text (lone surrogate at index {exc.start})"
+        ) from None
+    return value
+
+
+def check_emails(emails: list[str]) -> list[str]:
+    """``check_text`` over a whole list, fast on the common all-clean path."""
+    if not isinstance(emails, list):
+        raise TypeError(f"emails must be a list, not {type(emails).__name__}")
+    try:
+        joined = "\n".join(emails)
+        if "\x00" not in joined:
+            joined.encode("utf-8")
+            return emails
+    except (TypeError, UnicodeEncodeError):
+        pass
+    for index, email in enumerate(emails):
+        check_text(email, f"emails[{index}]")
+    return emails  # pragma: no cover - the loop above raised
+
+
+def dump_verdict(verdict: dict[str, Any]) -> str:
+    """Serialise a verdict for storage.
+
+    ``ensure_ascii`` escapes everything outside ASCII (NUL and lone surrogates
+    included), so any JSON-able dict round-trips exactly on every backend.
+    """
+    if not isinstance(verdict, dict):
+        raise TypeError(f"a verdict must be a dict, not {type(verdict).__name__}")
+    try:
+        return json.dumps(verdict, ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"verdict is not JSON-serialisable: {exc}") from None
+
+
+def load_verdict(text: str | None) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("stored verdict is not a JSON object")
+    return value

@@ -1,0 +1,513 @@
+"""The SQL ``Store``: SQLAlchemy 2 Core, async, on SQLite (aiosqlite) or PostgreSQL (psycopg).
+
+SQLite runs in WAL mode with ``synchronous=FULL``, a busy timeout and foreign keys
+on; write transactions start with ``BEGIN IMMEDIATE`` so two writers never dead-end
+on a lock upgrade. On PostgreSQL, writers of one batch serialise on its row
+(``SELECT ... FOR UPDATE``), which keeps the ``done`` counter exact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, event, func, select, text, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+from mailvet.storage.base import ApiKey, BatchItem, BatchRecord, Plan
+from mailvet.storage.common import (
+    MIN_REVOKE_PREFIX,
+    NotFoundError,
+    check_emails,
+    check_text,
+    dump_verdict,
+    hash_secret,
+    load_verdict,
+    new_secret,
+    secret_matches,
+    secret_prefix,
+    utcnow,
+)
+from mailvet.storage.tables import api_keys, batch_items, batches
+
+__all__ = ["SqlStore"]
+
+SQLITE_CHUNK = 5_000  # rows per executemany on SQLite
+PG_CHUNK = 10_000  # rows per array parameter on PostgreSQL
+IN_CHUNK = 500  # positions per IN (...) list, well under SQLite's parameter limit
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+_WRITE_OPTION = "mailvet_write"
+# pg_advisory_xact_lock key so two processes never migrate at the same time
+_MIGRATION_LOCK_KEY = 0x6D61696C76657421  # "mailvet!"
+
+
+def _storable(value: object) -> bool:
+    """Whether a lookup key can reach the database (if not, it can match nothing)."""
+    if not isinstance(value, str) or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _key(row: Any) -> ApiKey:  # a Row of api_keys columns
+    return ApiKey(
+        id=row.id,
+        name=row.name,
+        plan=Plan(row.plan),
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _batch(row: Any) -> BatchRecord:  # a Row of batches
+    return BatchRecord(
+        id=row.id,
+        user_id=row.user_id,
+        name=row.name,
+        size=row.size,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        finished_at=row.finished_at,
+        deleted_at=row.deleted_at,
+        done=row.done,
+    )
+
+
+_KEY_COLUMNS = (
+    api_keys.c.id,
+    api_keys.c.name,
+    api_keys.c.plan,
+    api_keys.c.prefix,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+)
+
+# Bulk statements, written per dialect because they are the hot paths (a batch of
+# 50,000 items in well under a second on either database).
+_SQLITE_INSERT_ITEMS = (
+    "INSERT INTO batch_items (batch_id, position, email, updated_at) VALUES (?, ?, ?, ?)"
+)
+_SQLITE_SAVE_VERDICT = (
+    "UPDATE batch_items SET verdict = ?, updated_at = ? WHERE batch_id = ? AND position = ?"
+)
+_PG_INSERT_ITEMS = text(
+    "INSERT INTO batch_items (batch_id, position, email, updated_at) "
+    "SELECT :batch_id, t.position, t.email, :now "
+    "FROM unnest(CAST(:positions AS integer[]), CAST(:emails AS text[])) AS t(position, email)"
+)
+_PG_COUNT_PENDING = text(
+    "SELECT count(*) FROM batch_items WHERE batch_id = :batch_id "
+    "AND position = ANY(CAST(:positions AS integer[])) AND verdict IS NULL"
+)
+_PG_SAVE_VERDICTS = text(
+    "UPDATE batch_items AS i SET verdict = t.verdict, updated_at = :now "
+    "FROM unnest(CAST(:positions AS integer[]), CAST(:verdicts AS text[])) "
+    "AS t(position, verdict) "
+    "WHERE i.batch_id = :batch_id AND i.position = t.position"
+)
+
+
+class SqlStore:
+    """A ``Store`` on SQLite or PostgreSQL. ``url`` must name an async driver
+    (``sqlite+aiosqlite`` or ``postgresql+psycopg``); ``open_store`` normalises."""
+
+    def __init__(self, url: str) -> None:
+        parsed = make_url(url)
+        self.url = parsed
+        self.dialect = parsed.get_backend_name()
+        if self.dialect not in ("sqlite", "postgresql"):
+            raise ValueError(f"unsupported database {self.dialect!r}")
+        self._sqlite_path: Path | None = None
+        kwargs: dict[str, Any] = {}
+        if self.dialect == "sqlite":
+            database = parsed.database or ""
+            if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+                kwargs["poolclass"] = StaticPool  # one connection, or each sees its own db
+            else:
+                self._sqlite_path = Path(database)
+        else:
+            kwargs["pool_pre_ping"] = True  # survive a PostgreSQL restart or failover
+        self._engine: AsyncEngine = create_async_engine(parsed, **kwargs)
+        self._write_engine = self._engine.execution_options(**{_WRITE_OPTION: True})
+        if self.dialect == "sqlite":
+            _install_sqlite_hooks(self._engine)
+        # SQLite allows one writer at a time: queue this process's writers on an
+        # asyncio lock rather than in SQLite's busy-wait. The lock belongs to the loop
+        # that made it; a store used from another loop later gets a new one (writers
+        # on two loops at once still work, through the busy timeout).
+        self._write_lock: tuple[asyncio.AbstractEventLoop, asyncio.Lock] | None = None
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self._engine
+
+    # --- plumbing ---
+
+    @asynccontextmanager
+    async def _write(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        if self.dialect != "sqlite":
+            async with self._engine.begin() as conn:
+                yield conn
+            return
+        loop = asyncio.get_running_loop()
+        if self._write_lock is None or self._write_lock[0] is not loop:
+            self._write_lock = (loop, asyncio.Lock())
+        async with self._write_lock[1], self._write_engine.begin() as conn:
+            yield conn
+
+    @asynccontextmanager
+    async def _read(self) -> AsyncIterator[AsyncConnection]:
+        async with self._engine.connect() as conn:
+            yield conn
+
+    async def migrate(self) -> None:
+        from mailvet.storage.migrations_runner import upgrade_head
+
+        if self._sqlite_path is not None:
+            self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        async with self._write() as conn:
+            if self.dialect == "postgresql":
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK_KEY}
+                )
+            await conn.run_sync(upgrade_head)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    # --- keys ---
+
+    async def create_key(self, name: str, plan: Plan) -> tuple[ApiKey, str]:
+        check_text(name, "key name")
+        plan = Plan(plan)
+        secret = new_secret()
+        key = ApiKey(
+            id=str(uuid.uuid4()),
+            name=name,
+            plan=plan,
+            prefix=secret_prefix(secret),
+            created_at=utcnow(),
+        )
+        async with self._write() as conn:
+            await conn.execute(
+                api_keys.insert().values(
+                    id=key.id,
+                    name=key.name,
+                    plan=key.plan.value,
+                    prefix=key.prefix,
+                    secret_hash=hash_secret(secret),
+                    created_at=key.created_at,
+                )
+            )
+        return key, secret
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        if not isinstance(secret, str) or not secret:
+            return None
+        digest = hash_secret(secret)
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(*_KEY_COLUMNS, api_keys.c.secret_hash).where(
+                        api_keys.c.secret_hash == digest, api_keys.c.revoked_at.is_(None)
+                    )
+                )
+            ).first()
+        if row is None or not secret_matches(row.secret_hash, secret):
+            return None
+        return _key(row)
+
+    async def list_keys(self) -> list[ApiKey]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(*_KEY_COLUMNS).order_by(api_keys.c.created_at, api_keys.c.id)
+            )
+            return [_key(row) for row in rows]
+
+    async def revoke_key(self, key_id_or_prefix: str) -> bool:
+        wanted = key_id_or_prefix.strip() if isinstance(key_id_or_prefix, str) else ""
+        if not _storable(wanted) or not wanted:
+            return False
+        async with self._write() as conn:
+            row = (
+                await conn.execute(
+                    select(api_keys.c.id, api_keys.c.revoked_at).where(api_keys.c.id == wanted)
+                )
+            ).first()
+            if row is not None:
+                if row.revoked_at is not None:
+                    return False
+                key_id: str = row.id
+            elif len(wanted) >= MIN_REVOKE_PREFIX:
+                ids = (
+                    (
+                        await conn.execute(
+                            select(api_keys.c.id)
+                            .where(
+                                api_keys.c.revoked_at.is_(None),
+                                func.substr(api_keys.c.prefix, 1, len(wanted)) == wanted,
+                            )
+                            .limit(2)
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+                if len(ids) != 1:
+                    return False
+                key_id = ids[0]
+            else:
+                return False
+            await conn.execute(
+                update(api_keys).where(api_keys.c.id == key_id).values(revoked_at=utcnow())
+            )
+            return True
+
+    # --- batches ---
+
+    async def create_batch(self, user_id: str, name: str | None, emails: list[str]) -> BatchRecord:
+        if name is not None:
+            check_text(name, "batch name")
+        check_emails(emails)
+        if not _storable(user_id):
+            raise NotFoundError(f"no API key with id {user_id!r}")
+        now = utcnow()
+        record = BatchRecord(
+            id=str(uuid.uuid4()),
+            user_id=user_id,
+            name=name,
+            size=len(emails),
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._write() as conn:
+            owner = (
+                await conn.execute(select(api_keys.c.id).where(api_keys.c.id == user_id))
+            ).first()
+            if owner is None:
+                raise NotFoundError(f"no API key with id {user_id!r}")
+            await conn.execute(
+                batches.insert().values(
+                    id=record.id,
+                    user_id=user_id,
+                    name=name,
+                    size=record.size,
+                    done=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await self._insert_items(conn, record.id, emails, now)
+        return record
+
+    async def _insert_items(
+        self, conn: AsyncConnection, batch_id: str, emails: list[str], now: datetime
+    ) -> None:
+        """Bulk insert: arrays through ``unnest`` on PostgreSQL, executemany on SQLite."""
+        if self.dialect == "postgresql":
+            for start in range(0, len(emails), PG_CHUNK):
+                chunk = emails[start : start + PG_CHUNK]
+                await conn.execute(
+                    _PG_INSERT_ITEMS,
+                    {
+                        "batch_id": batch_id,
+                        "now": now,
+                        "positions": list(range(start, start + len(chunk))),
+                        "emails": chunk,
+                    },
+                )
+            return
+        stamp = self._sqlite_timestamp(now)
+        for start in range(0, len(emails), SQLITE_CHUNK):
+            chunk = emails[start : start + SQLITE_CHUNK]
+            await conn.exec_driver_sql(
+                _SQLITE_INSERT_ITEMS,
+                [(batch_id, start + offset, email, stamp) for offset, email in enumerate(chunk)],
+            )
+
+    def _sqlite_timestamp(self, value: datetime) -> Any:
+        """``value`` as the SQLite driver gets it from the ``updated_at`` column type."""
+        processor = batch_items.c.updated_at.type.bind_processor(self._engine.dialect)
+        return value if processor is None else processor(value)
+
+    async def get_batch(self, user_id: str, batch_id: str) -> BatchRecord | None:
+        if not (_storable(user_id) and _storable(batch_id)):
+            return None
+        async with self._read() as conn:
+            row = (
+                await conn.execute(
+                    select(batches).where(batches.c.id == batch_id, batches.c.user_id == user_id)
+                )
+            ).first()
+        return None if row is None else _batch(row)
+
+    async def batch_items(self, batch_id: str) -> list[BatchItem]:
+        if not _storable(batch_id):
+            return []
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(batch_items.c.position, batch_items.c.email, batch_items.c.verdict)
+                .where(batch_items.c.batch_id == batch_id)
+                .order_by(batch_items.c.position)
+            )
+            return [BatchItem(p, email, load_verdict(v)) for p, email, v in rows]
+
+    async def pending_items(self, batch_id: str, limit: int) -> list[BatchItem]:
+        if limit <= 0 or not _storable(batch_id):
+            return []
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(batch_items.c.position, batch_items.c.email)
+                .where(batch_items.c.batch_id == batch_id, batch_items.c.verdict.is_(None))
+                .order_by(batch_items.c.position)
+                .limit(limit)
+            )
+            return [BatchItem(p, email, None) for p, email in rows]
+
+    async def save_verdicts(
+        self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
+    ) -> None:
+        # Serialise first: a bad verdict changes nothing. A repeated position keeps
+        # the last verdict given.
+        latest = {int(position): dump_verdict(verdict) for position, verdict in verdicts}
+        if not _storable(batch_id):
+            raise NotFoundError(f"no batch with id {batch_id!r}")
+        async with self._write() as conn:
+            # Lock the batch row: every writer of this batch's items queues here,
+            # so counting the newly done items below is exact.
+            size = (
+                await conn.execute(
+                    select(batches.c.size).where(batches.c.id == batch_id).with_for_update()
+                )
+            ).scalar()
+            if size is None:
+                raise NotFoundError(f"no batch with id {batch_id!r}")
+            bad = [p for p in latest if not 0 <= p < size]
+            if bad:
+                raise ValueError(f"positions out of range for a batch of {size}: {bad[:5]}")
+            if not latest:
+                return
+            positions = sorted(latest)
+            now = utcnow()
+            if self.dialect == "postgresql":
+                newly_done = await self._pg_save(conn, batch_id, positions, latest, now)
+            else:
+                newly_done = await self._sqlite_save(conn, batch_id, positions, latest, now)
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(done=batches.c.done + newly_done, updated_at=now)
+            )
+
+    async def _pg_save(
+        self,
+        conn: AsyncConnection,
+        batch_id: str,
+        positions: list[int],
+        latest: dict[int, str],
+        now: datetime,
+    ) -> int:
+        newly_done = 0
+        for chunk in _chunks(positions, PG_CHUNK):
+            params = {"batch_id": batch_id, "positions": list(chunk)}
+            newly_done += (await conn.execute(_PG_COUNT_PENDING, params)).scalar_one()
+            await conn.execute(
+                _PG_SAVE_VERDICTS,
+                {**params, "now": now, "verdicts": [latest[p] for p in chunk]},
+            )
+        return newly_done
+
+    async def _sqlite_save(
+        self,
+        conn: AsyncConnection,
+        batch_id: str,
+        positions: list[int],
+        latest: dict[int, str],
+        now: datetime,
+    ) -> int:
+        newly_done = 0
+        for chunk in _chunks(positions, IN_CHUNK):
+            newly_done += (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(batch_items)
+                    .where(
+                        batch_items.c.batch_id == batch_id,
+                        batch_items.c.position.in_(chunk),
+                        batch_items.c.verdict.is_(None),
+                    )
+                )
+            ).scalar_one()
+        stamp = self._sqlite_timestamp(now)
+        for chunk in _chunks(positions, SQLITE_CHUNK):
+            await conn.exec_driver_sql(
+                _SQLITE_SAVE_VERDICT, [(latest[p], stamp, batch_id, p) for p in chunk]
+            )
+        return newly_done
+
+    async def finish_batch(self, batch_id: str) -> None:
+        if not _storable(batch_id):
+            raise NotFoundError(f"no batch with id {batch_id!r}")
+        async with self._write() as conn:
+            now = utcnow()
+            result = await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id, batches.c.finished_at.is_(None))
+                .values(finished_at=now, updated_at=now)
+            )
+            if result.rowcount == 0:
+                exists = (
+                    await conn.execute(select(batches.c.id).where(batches.c.id == batch_id))
+                ).first()
+                if exists is None:
+                    raise NotFoundError(f"no batch with id {batch_id!r}")
+
+    async def unfinished_batches(self) -> list[str]:
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(batches.c.id)
+                .where(batches.c.finished_at.is_(None), batches.c.deleted_at.is_(None))
+                .order_by(batches.c.created_at, batches.c.id)
+            )
+            return list(rows.scalars())
+
+
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
+    """Pragmas on every new connection; explicit BEGIN so writers can ask for IMMEDIATE."""
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" hook below emit BEGIN, not the sqlite3 module.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(_WRITE_OPTION):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,123 @@
+"""The schema as SQLAlchemy Core tables: the one definition the SQL store queries.
+
+The migrations in ``storage/migrations/versions`` must produce exactly this schema;
+tests/integration/test_storage_migrations.py compares the two on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
+from sqlalchemy.types import TypeDecorator
+
+__all__ = ["UTCDateTime", "api_keys", "batch_items", "batches", "metadata"]
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stored in UTC (``timestamptz`` on PostgreSQL, text on SQLite); read back aware UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; use aware UTC datetimes")
+        value = value.astimezone(UTC)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)  # SQLite keeps text; everything in it is UTC
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):  # pragma: no cover - drivers return datetimes
+            raise TypeError(f"unexpected timestamp value {value!r}")
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("plan", String(16), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    # hex SHA-256 of the secret; unique, so the lookup on it is indexed
+    Column("secret_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime, nullable=True),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("user_id", String(36), ForeignKey("api_keys.id"), nullable=False, index=True),
+    Column("name", Text, nullable=True),
+    Column("size", Integer, nullable=False),
+    Column("done", Integer, nullable=False, server_default=text("0")),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime, nullable=True),
+    Column("deleted_at", UTCDateTime, nullable=True),
+)
+
+# Resuming after a restart: unfinished batches, oldest first.
+Index(
+    "ix_batches_unfinished",
+    batches.c.created_at,
+    postgresql_where=batches.c.finished_at.is_(None),
+    sqlite_where=batches.c.finished_at.is_(None),
+)
+
+batch_items = Table(
+    "batch_items",
+    metadata,
+    Column(
+        "batch_id",
+        String(36),
+        ForeignKey("batches.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("position", Integer, primary_key=True),
+    Column("email", Text, nullable=False),
+    Column("verdict", Text, nullable=True),  # the single-validate data object, JSON
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# The runners' question: "the next N items of this batch without a verdict".
+Index(
+    "ix_batch_items_pending",
+    batch_items.c.batch_id,
+    batch_items.c.position,
+    postgresql_where=batch_items.c.verdict.is_(None),
+    sqlite_where=batch_items.c.verdict.is_(None),
+)
