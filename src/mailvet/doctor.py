@@ -74,13 +74,17 @@ async def _connect(settings: Settings, address: str) -> tuple[str, str]:
 async def diagnose(settings: Settings, probe_domain: str) -> list[Check]:
     """Run every check against ``probe_domain``'s mail hosts; never raises."""
     checks: list[Check] = []
-    stage = DnsStage(settings)
-    resolver = make_resolver(settings)
+    servers = ", ".join(settings.dns_nameservers) or "system resolver"
+    try:
+        resolver = make_resolver(settings)
+        stage = DnsStage(settings)
+    except Exception as exc:  # e.g. no /etc/resolv.conf and no MAILVET_DNS_NAMESERVERS
+        checks.append(Check("resolver", False, f"{servers}: {exc}; set MAILVET_DNS_NAMESERVERS"))
+        return checks
     try:
         facts = await stage.lookup(probe_domain)
     finally:
         await stage.close()
-    servers = ", ".join(settings.dns_nameservers) or "system resolver"
     if facts.outcome is not DnsOutcome.OK:
         checks.append(Check("resolver", False, f"{servers}: MX of {probe_domain} -> "
                             f"{facts.outcome.value} {facts.error or ''}".rstrip()

@@ -7,19 +7,41 @@ a ``Settings`` with the loopback nameserver and SMTP port.
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["Settings", "load_settings", "parse_nameserver"]
 
 
 def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+def parse_nameserver(entry: str) -> tuple[str, int]:
+    """``"host"``, ``"host:port"``, ``"v6"`` or ``"[v6]:port"`` -> (address, port)."""
+    text = entry.strip()
+    port = 53
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError(f"bad nameserver {entry!r}")
+        if rest:
+            port = int(rest[1:])
+    elif text.count(":") == 1:
+        host, _, port_text = text.partition(":")
+        port = int(port_text)
+    else:
+        host = text
+    ipaddress.ip_address(host)  # dnspython wants an address; ValueError otherwise
+    if not 0 < port < 65536:
+        raise ValueError(f"bad nameserver port in {entry!r}")
+    return host, port
 
 
 class Settings(BaseSettings):
@@ -80,6 +102,13 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("dns_nameservers")
+    @classmethod
+    def _nameservers(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_nameserver(entry)  # a bad entry fails here, at start-up, not per lookup
+        return value
 
 
 def load_settings(**overrides: object) -> Settings:

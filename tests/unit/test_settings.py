@@ -30,3 +30,9 @@ def test_bad_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILVET_SMTP_PORT", "not-a-port")
     with pytest.raises(ValidationError, match="smtp_port"):
         Settings()
+
+
+@pytest.mark.parametrize("bad", ["dns.google", "127.0.0.1:0", "[::1", "1.2.3.4:port"])
+def test_bad_nameserver_is_refused_at_start(bad: str) -> None:
+    with pytest.raises(ValidationError, match="dns_nameservers"):
+        Settings(dns_nameservers=[bad])

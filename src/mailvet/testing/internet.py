@@ -91,9 +91,9 @@ def build_zone(
     for name, rrs in extra.items():
         records.setdefault(name, {}).update(rrs)
     zone = Zone(records)
-    for name, behaviour in _DNS_BEHAVIOURS.items():
+    for name, dns_behaviour in _DNS_BEHAVIOURS.items():
         if name in extra:
-            zone.behave(name, behaviour, delay=30.0)
+            zone.behave(name, dns_behaviour, delay=30.0)
     return zone, by_ip
 
 
