@@ -83,8 +83,8 @@ def _flags(facts: Facts) -> dict[str, object]:
 
 
 def _verdict(facts: Facts, result: Result, reason: Reason, score: str) -> Verdict:
-    # ``trusted``: the values are correct by construction; validating them cost half of
-    # an offline verdict (bench/offline.py).
+    # ``trusted``: the values are correct by construction; validating them again cost
+    # ~1 us of the ~8 us of an offline verdict (docs/BENCHMARKS.md, "Offline pipeline").
     values = _flags(facts)
     values["result"] = result
     values["reason"] = reason

@@ -81,7 +81,9 @@ class Store(Protocol):
     async def pending_items(self, batch_id: str, limit: int) -> list[BatchItem]:
         """Items without a verdict yet, in submitted order."""
 
-    async def save_verdicts(self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]) -> None:
+    async def save_verdicts(
+        self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
+    ) -> None:
         """Record verdicts by item position; idempotent (a repeat overwrites)."""
 
     async def finish_batch(self, batch_id: str) -> None: ...
