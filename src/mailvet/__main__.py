@@ -1,0 +1,5 @@
+"""``python -m mailvet`` is the ``mailvet`` command."""
+
+from mailvet.cli import main
+
+main()

@@ -1,0 +1,68 @@
+"""What `make run` does: `mailvet serve --dev-key-file`, as a real process on loopback."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def serve(tmp: Path, port: int) -> Iterator[tuple[str, str]]:
+    env = {
+        **os.environ,
+        "MAILVET_DATABASE_URL": f"sqlite:///{tmp / 'serve.db'}",
+        "MAILVET_DNS_NAMESERVERS": "127.0.0.1:9",  # nothing there: never the real DNS
+        "MAILVET_DNS_TIMEOUT": "0.2",
+    }
+    cmd = [sys.executable, "-m", "mailvet", "serve", "--port", str(port),
+           "--dev-key-file", str(tmp / "dev-key")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        lines = [proc.stdout.readline() for _ in range(2)]
+        key = lines[0].removeprefix("API key:").strip()
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not come up"
+            assert proc.poll() is None, "server exited"
+            time.sleep(0.1)
+        yield key, lines[1]
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_make_run_prints_a_working_key_and_curl_line(tmp_path: Path) -> None:
+    port = free_port()
+    with serve(tmp_path, port) as (key, curl_line):
+        assert key.startswith("mv_")
+        assert "curl" in curl_line and key in curl_line and f"127.0.0.1:{port}" in curl_line
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/validate", params={"email": "NULL"},
+                      headers={"x-mails-api-key": key})
+        assert r.status_code == 200
+        assert r.json()["data"]["reason"] == "invalid_format"
+    assert oct((tmp_path / "dev-key").stat().st_mode & 0o777) == "0o600"
+    # a second start reuses the same key instead of minting another
+    with serve(tmp_path, free_port()) as (again, _):
+        assert again == key
