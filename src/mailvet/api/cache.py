@@ -1,0 +1,82 @@
+"""Small bounded TTL caches for the hot path: validation results and key look-ups.
+
+Both are plain dicts in insertion order with an expiry per entry: reads are one
+dict look-up; when full, the oldest entries go first (FIFO, close enough to LRU for
+a cache whose entries all share one TTL).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from mailvet.engine.facts import Facts
+
+__all__ = ["CachedResult", "TTLCache", "cache_key"]
+
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class CachedResult:
+    """A validation as the API serves it: the wire ``data`` dict and the facts behind it."""
+
+    data: dict[str, Any]
+    facts: Facts
+
+
+class TTLCache(Generic[V]):
+    __slots__ = ("_clock", "_data", "_max_size", "hits", "misses")
+
+    def __init__(self, max_size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._max_size = max(1, max_size)
+        self._clock = clock
+        self._data: dict[str, tuple[float, V]] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: str) -> V | None:
+        entry = self._data.get(key)
+        if entry is None:
+            self.misses += 1
+            return None
+        expires, value = entry
+        if expires < self._clock():
+            self._data.pop(key, None)
+            self.misses += 1
+            return None
+        self.hits += 1
+        return value
+
+    def set(self, key: str, value: V, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        data = self._data
+        data.pop(key, None)
+        if len(data) >= self._max_size:
+            self._shrink()
+        data[key] = (self._clock() + ttl, value)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+    def _shrink(self) -> None:
+        now = self._clock()
+        expired = [k for k, (exp, _) in self._data.items() if exp < now]
+        for k in expired:
+            del self._data[k]
+        excess = len(self._data) - self._max_size + 1
+        if excess > 0:
+            for k in list(self._data)[: max(excess, self._max_size // 10)]:
+                del self._data[k]
+
+
+def cache_key(raw: str) -> str:
+    """The cache key of an address: trimmed, domain lower-cased (local part kept as is)."""
+    local, at, domain = raw.strip().rpartition("@")
+    return f"{local}{at}{domain.lower()}" if at else raw.strip()

@@ -1,0 +1,93 @@
+"""What a request needs: the per-app ``Service`` and API key authentication.
+
+Authentication reads ``x-mails-api-key`` (Mails.so's header) or
+``Authorization: Bearer <key>``. Look-ups are cached for ``AUTH_CACHE_TTL`` seconds
+(hits and misses) so the hot path does not touch storage on every request; a
+revoked key therefore keeps working for at most that long on this process.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+
+from mailvet.api.cache import CachedResult, TTLCache
+from mailvet.api.metrics import Metrics
+from mailvet.api.ratelimit import RateLimiter
+from mailvet.settings import Settings
+from mailvet.storage.base import ApiKey, Store
+
+if TYPE_CHECKING:
+    from mailvet.engine.pipeline import Engine
+    from mailvet.jobs.inprocess import BatchRunner
+
+__all__ = ["AUTH_CACHE_TTL", "Service", "api_key_from", "authenticate", "service"]
+
+AUTH_CACHE_TTL = 10.0
+AUTH_CACHE_SIZE = 10_000
+RESULT_CACHE_SIZE = 100_000
+MAX_KEY_CHARS = 512
+
+
+@dataclass(eq=False)
+class Service:
+    """Everything the routes share; one per app instance, filled in by the lifespan."""
+
+    settings: Settings
+    metrics: Metrics
+    limiter: RateLimiter
+    store: Store | None = None
+    engine: Engine | None = None
+    runner: BatchRunner | None = None
+    results: TTLCache[CachedResult] = field(default_factory=lambda: TTLCache(RESULT_CACHE_SIZE))
+    keys: TTLCache[tuple[ApiKey | None]] = field(default_factory=lambda: TTLCache(AUTH_CACHE_SIZE))
+    started_at: float = field(default_factory=time.time)
+
+    def require_store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("the app is not started (lifespan did not run)")
+        return self.store
+
+    def require_engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("the app is not started (lifespan did not run)")
+        return self.engine
+
+
+def service(request: Request) -> Service:
+    svc: Service = request.app.state.service
+    return svc
+
+
+def api_key_from(request: Request) -> str | None:
+    """The secret the client sent, from either header; None when absent or absurd."""
+    headers = request.headers
+    secret = headers.get("x-mails-api-key")
+    if not secret:
+        auth = headers.get("authorization")
+        if auth:
+            scheme, _, value = auth.partition(" ")
+            if scheme.lower() == "bearer":
+                secret = value
+    if not secret:
+        return None
+    secret = secret.strip()
+    if not secret or len(secret) > MAX_KEY_CHARS:
+        return None
+    return secret
+
+
+async def authenticate(request: Request, svc: Service) -> ApiKey | None:
+    """The live key behind the request's secret, or None."""
+    secret = api_key_from(request)
+    if secret is None:
+        return None
+    cached = svc.keys.get(secret)
+    if cached is not None:
+        return cached[0]
+    key = await svc.require_store().authenticate(secret)
+    svc.keys.set(secret, (key,), AUTH_CACHE_TTL)
+    return key

@@ -1,0 +1,408 @@
+"""The Mails.so-compatible routes: ``/v1/validate`` and ``/v1/batch``.
+
+Handlers read the query and body themselves (no FastAPI parameter validation) so
+that every malformed request gets the contract's enveloped 400, never FastAPI's
+422, and so the hot path of a cached validation stays a handful of dict look-ups.
+The parameters are still described in OpenAPI, through ``openapi_extra``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from typing import Any
+from urllib.parse import unquote_to_bytes
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from mailvet.api import wire
+from mailvet.api.cache import CachedResult, cache_key
+from mailvet.api.deps import Service, authenticate, service
+from mailvet.storage.base import ApiKey, Plan
+from mailvet.verdict import Reason, Result, Verdict, new_id
+
+__all__ = ["MAX_EMAIL_CHARS", "MAX_NAME_CHARS", "router"]
+
+MAX_EMAIL_CHARS = wire.MAX_EMAIL_CHARS
+MAX_NAME_CHARS = wire.MAX_NAME_CHARS
+DEADLINE_MARGIN = 0.5  # outer safety net above settings.deadline
+UNKNOWN_TTL = 60.0  # an unknown verdict is cached briefly: the next try may conclude
+_TRUE = frozenset({"1", "true", "yes", "on"})
+
+router = APIRouter()
+
+_SECURITY: list[dict[str, list[str]]] = [{"MailsApiKey": []}, {"BearerKey": []}]
+
+
+def _err(status: int, description: str) -> dict[str, Any]:
+    return {"model": wire.ErrorOut, "description": description}
+
+
+_COMMON_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: _err(401, "missing or unknown API key"),
+    413: _err(413, "request body over the size limit"),
+    429: _err(429, "rate limit exceeded; see Retry-After"),
+}
+_BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
+    **_COMMON_ERRORS,
+    401: _err(401, "missing or unknown API key, or a free plan key"),
+    404: _err(404, "no such batch for this key"),
+}
+
+
+def _query_param(
+    name: str, description: str, schema: dict[str, Any], *, required: bool = False
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": required,
+        "description": description,
+        "schema": schema,
+    }
+
+
+_FLAGS = [
+    _query_param(
+        "flat", "1: also put result, reason and score at the top level", {"type": "string"}
+    ),
+    _query_param("details", "1: add `details` (SMTP transcript and timings)", {"type": "string"}),
+]
+_GET_PARAMS = [_query_param("email", "the address to verify", wire.EMAIL_SCHEMA, required=True)]
+
+
+class BadRequest(Exception):
+    """Malformed request: answered with 400 and ``message``."""
+
+    def __init__(self, message: str = wire.BAD_FORMAT) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# --- helpers ---
+
+
+def _limited(svc: Service, key: ApiKey) -> Response | None:
+    wait = svc.limiter.check(key.id)
+    if wait <= 0.0:
+        return None
+    return wire.error_response(
+        wire.RATE_LIMITED, 429, {"retry-after": svc.limiter.retry_after(wait)}
+    )
+
+
+def _check_text(value: object, max_chars: int) -> str:
+    """A string any store can hold: no NUL, valid Unicode, bounded."""
+    if not isinstance(value, str) or len(value) > max_chars or "\x00" in value:
+        raise BadRequest
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise BadRequest from None
+    return value
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise BadRequest
+        out[k] = v
+    return out
+
+
+def _parse_json(body: bytes) -> Any:
+    """Strict JSON: UTF-8, no duplicate keys, no NaN, bounded nesting."""
+    try:
+        text = body.decode("utf-8")
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject)
+    except (ValueError, RecursionError):
+        raise BadRequest from None
+
+
+def _reject(_: str) -> Any:
+    raise ValueError("NaN and Infinity are not JSON")
+
+
+def _query_email(request: Request) -> str | None:
+    email = request.query_params.get("email")
+    if email is not None and "\ufffd" in email:
+        # the query had broken UTF-8 (Starlette replaced it): tell the client, do not guess
+        for part in request.scope["query_string"].split(b"&"):
+            name, _, value = part.partition(b"=")
+            if name == b"email":
+                try:
+                    unquote_to_bytes(value.replace(b"+", b" ")).decode("utf-8")
+                except UnicodeDecodeError:
+                    raise BadRequest from None
+    return email
+
+
+def _flag(request: Request, name: str) -> bool:
+    value = request.query_params.get(name)
+    return value is not None and value.strip().lower() in _TRUE
+
+
+async def _verify(svc: Service, email: str) -> tuple[CachedResult, bool]:
+    """The verdict for ``email`` from the result cache or the engine (within the deadline)."""
+    key = cache_key(email)
+    hit = svc.results.get(key)
+    if hit is not None:
+        data = dict(hit.data)
+        data["id"] = new_id()
+        return CachedResult(data, hit.facts), True
+    engine = svc.require_engine()
+    settings = svc.settings
+    try:
+        async with asyncio.timeout(settings.deadline + DEADLINE_MARGIN):
+            checked = await engine.verify(email)
+        verdict, facts = checked.verdict, checked.facts
+    except TimeoutError:
+        facts = engine.check_offline(email)
+        facts.offline = False
+        facts.deadline_hit = True
+        verdict = _timed_out(engine.verdict_offline(email))
+    svc.metrics.observe_facts(facts)
+    entry = CachedResult(verdict.model_dump(mode="json"), facts)
+    if not facts.offline:
+        ttl = settings.result_cache_ttl
+        if verdict.result is Result.UNKNOWN:
+            ttl = min(ttl, UNKNOWN_TTL)
+        svc.results.set(key, entry, ttl)
+    return entry, False
+
+
+def _timed_out(verdict: Verdict) -> Verdict:
+    if verdict.result is Result.UNDELIVERABLE:
+        return verdict
+    return verdict.model_copy(
+        update={"result": Result.UNKNOWN, "reason": Reason.TIMEOUT, "score": 40}
+    )
+
+
+# --- single validation ---
+
+
+@router.get(
+    "/v1/validate",
+    response_model=None,
+    responses={
+        200: {"model": wire.ValidateOut, "description": "the verdict"},
+        400: _err(400, "no email given, or malformed"),
+        **_COMMON_ERRORS,
+    },
+    openapi_extra={"parameters": [*_GET_PARAMS, *_FLAGS], "security": _SECURITY},
+    summary="Verify one address",
+    tags=["validate"],
+)
+async def validate_get(request: Request) -> Response:
+    return await _validate(request)
+
+
+@router.post(
+    "/v1/validate",
+    response_model=None,
+    responses={
+        200: {"model": wire.ValidateOut, "description": "the verdict"},
+        400: _err(400, "no email given, or malformed"),
+        **_COMMON_ERRORS,
+    },
+    openapi_extra={
+        "parameters": _FLAGS,
+        "security": _SECURITY,
+        "requestBody": wire.validate_body(),
+    },
+    summary="Verify one address given in a JSON body",
+    description="Also tolerated (Mails.so clients do it): the address in an `email` query "
+    "parameter, as for GET, in which case the body is not read.",
+    tags=["validate"],
+)
+async def validate_post(request: Request) -> Response:
+    return await _validate(request)
+
+
+async def _validate(request: Request) -> Response:
+    started = time.perf_counter()
+    svc = service(request)
+    key = await authenticate(request, svc)
+    if key is None:
+        return wire.error_response(wire.UNAUTHORIZED, 401)
+    limited = _limited(svc, key)
+    if limited is not None:
+        return limited
+    try:
+        email = _query_email(request)
+        if email is None and request.method == "POST":
+            body = await request.body()
+            if body.strip():
+                parsed = _parse_json(body)
+                if isinstance(parsed, dict):
+                    email = parsed.get("email")
+                    if email is None:
+                        raise BadRequest
+                else:
+                    raise BadRequest
+        if email is None:
+            raise BadRequest
+        email = _check_text(email, MAX_EMAIL_CHARS)
+    except BadRequest as exc:
+        return wire.error_response(exc.message, 400)
+
+    entry, cached = await _verify(svc, email)
+    data = entry.data
+    svc.metrics.observe_verdict(data, "cache" if cached else "api")
+    out: dict[str, Any] = {"data": data, "error": None}
+    query = request.query_params
+    if "flat" in query and _flag(request, "flat"):
+        out["result"] = data["result"]
+        out["reason"] = data["reason"]
+        out["score"] = data["score"]
+    if "details" in query and _flag(request, "details"):
+        total_ms = (time.perf_counter() - started) * 1000.0
+        out["details"] = wire.details_object(entry.facts, cached=cached, total_ms=total_ms)
+    return wire.json_response(out)
+
+
+# --- batches ---
+
+
+async def _batch_key(request: Request, svc: Service) -> ApiKey | Response:
+    key = await authenticate(request, svc)
+    if key is None:
+        return wire.error_response(wire.UNAUTHORIZED_BATCH, 401)
+    if key.plan is not Plan.PAID:
+        return wire.error_response(wire.PAID_ONLY, 401)
+    limited = _limited(svc, key)
+    if limited is not None:
+        return limited
+    return key
+
+
+def _batch_request(body: bytes, max_size: int) -> tuple[list[str], str | None]:
+    parsed = _parse_json(body)
+    if not isinstance(parsed, dict):
+        raise BadRequest
+    emails = parsed.get("emails")
+    if not isinstance(emails, list) or not emails:
+        raise BadRequest
+    if len(emails) > max_size:
+        raise BadRequest(wire.BATCH_TOO_LARGE.format(limit=max_size))
+    checked = [_check_text(e, MAX_EMAIL_CHARS) for e in emails]
+    name = parsed.get("name")
+    if name is not None:
+        name = _check_text(name, MAX_NAME_CHARS)
+    return checked, name
+
+
+def _valid_id(batch_id: str) -> bool:
+    try:
+        return str(uuid.UUID(batch_id)) == batch_id.lower()
+    except ValueError:
+        return False
+
+
+@router.post(
+    "/v1/batch",
+    response_model=None,
+    responses={
+        200: {"model": wire.BatchOut, "description": "the batch, queued"},
+        400: _err(400, "malformed body, empty list or over the batch size limit"),
+        **_BATCH_ERRORS,
+    },
+    openapi_extra={
+        "security": _SECURITY,
+        "requestBody": wire.batch_body(),
+    },
+    summary="Queue a list of addresses for verification",
+    tags=["batch"],
+)
+async def batch_create(request: Request) -> Response:
+    svc = service(request)
+    key = await _batch_key(request, svc)
+    if isinstance(key, Response):
+        return key
+    try:
+        emails, name = _batch_request(await request.body(), max(1, svc.settings.max_batch_size))
+    except BadRequest as exc:
+        return wire.error_response(exc.message, 400)
+    record = await svc.require_store().create_batch(key.id, name, emails)
+    if svc.runner is not None:
+        svc.runner.wake()
+    return wire.json_response(wire.batch_object(record, key))
+
+
+@router.get(
+    "/v1/batch/{batch_id}",
+    response_model=None,
+    responses={
+        200: {"model": wire.BatchWithEmailsOut, "description": "the batch and its verdicts"},
+        **_BATCH_ERRORS,
+    },
+    openapi_extra={"security": _SECURITY},
+    summary="A batch, its progress and the verdicts known so far",
+    tags=["batch"],
+)
+async def batch_get(request: Request, batch_id: str) -> Response:
+    svc = service(request)
+    key = await _batch_key(request, svc)
+    if isinstance(key, Response):
+        return key
+    store = svc.require_store()
+    record = await store.get_batch(key.id, batch_id) if _valid_id(batch_id) else None
+    if record is None:
+        return wire.error_response(wire.NOT_FOUND, 404)
+    items = await store.batch_items(record.id)
+    return wire.json_response(wire.batch_object(record, key, items))
+
+
+@router.get(
+    "/v1/batch/{batch_id}/download",
+    response_model=None,
+    responses={
+        200: {
+            "description": "every submitted address with its verdict (empty until done)",
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "application/x-ndjson": {"schema": {"type": "string"}},
+            },
+        },
+        400: _err(400, "unknown format"),
+        **_BATCH_ERRORS,
+    },
+    openapi_extra={
+        "security": _SECURITY,
+        "parameters": [
+            _query_param(
+                "format", "csv (default) or jsonl", {"type": "string", "enum": ["csv", "jsonl"]}
+            ),
+        ],
+    },
+    summary="Download a batch as CSV or JSON lines (mailvet extension)",
+    tags=["batch"],
+)
+async def batch_download(request: Request, batch_id: str) -> Response:
+    svc = service(request)
+    key = await _batch_key(request, svc)
+    if isinstance(key, Response):
+        return key
+    fmt = (request.query_params.get("format") or "csv").strip().lower()
+    if fmt not in ("csv", "jsonl"):
+        return wire.error_response(wire.BAD_FORMAT, 400)
+    store = svc.require_store()
+    record = await store.get_batch(key.id, batch_id) if _valid_id(batch_id) else None
+    if record is None:
+        return wire.error_response(wire.NOT_FOUND, 404)
+    items = await store.batch_items(record.id)
+    filename = f"mailvet-{record.id}.{fmt}"
+    headers = {"content-disposition": f'attachment; filename="{filename}"'}
+    if fmt == "csv":
+        return StreamingResponse(
+            wire.csv_rows(items), media_type="text/csv; charset=utf-8", headers=headers
+        )
+    return StreamingResponse(
+        wire.jsonl_lines(items), media_type="application/x-ndjson", headers=headers
+    )

@@ -1,0 +1,327 @@
+"""The Mails.so wire shape: the only module that knows it.
+
+Everything the HTTP API sends is built here, as plain dicts serialised with orjson
+(fast, key order kept), and described for OpenAPI by the pydantic models below so
+``/openapi.json`` tells the truth about the responses.
+
+Shapes:
+
+- single validation: ``{"data": <Verdict>, "error": null}``; with ``flat=1`` also
+  ``result``, ``reason`` and ``score`` at the top level; with ``details=1`` also
+  ``details`` (transcript and timings). Additive only.
+- batch: the batch object at the top level (not enveloped), plus the additive
+  progress fields ``done`` and ``counts``; ``GET`` adds ``emails``.
+- errors: ``{"data": null, "error": "<exact string>"}`` everywhere.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from mailvet.engine.facts import Facts
+from mailvet.storage.base import ApiKey, BatchItem, BatchRecord
+from mailvet.verdict import Result, Verdict
+
+__all__ = [
+    "BAD_FORMAT",
+    "BATCH_TOO_LARGE",
+    "BODY_TOO_LARGE",
+    "EMAIL_SCHEMA",
+    "MAX_EMAIL_CHARS",
+    "MAX_NAME_CHARS",
+    "NOT_FOUND",
+    "PAID_ONLY",
+    "RATE_LIMITED",
+    "UNAUTHORIZED",
+    "UNAUTHORIZED_BATCH",
+    "VERDICT_FIELDS",
+    "BatchOut",
+    "BatchWithEmailsOut",
+    "ErrorOut",
+    "ValidateOut",
+    "batch_body",
+    "batch_object",
+    "csv_rows",
+    "details_object",
+    "error_response",
+    "json_response",
+    "jsonl_lines",
+    "order_verdict",
+    "rfc3339",
+    "validate_body",
+]
+
+# --- the exact error strings of the contract (and mailvet's additional ones) ---
+UNAUTHORIZED = "Unauthorized"  # single validation
+UNAUTHORIZED_BATCH = "Unauthorized."  # batch endpoints
+BAD_FORMAT = "The body provided has an invalid format."
+PAID_ONLY = "Paid subscription required to use list validations"
+# mailvet's own (Mails.so's wording for these is not known)
+NOT_FOUND = "Not found."
+RATE_LIMITED = "Too many requests."
+BODY_TOO_LARGE = "The body provided is too large."
+BATCH_TOO_LARGE = "Too many emails: a batch holds at most {limit}."
+
+VERDICT_FIELDS: tuple[str, ...] = tuple(Verdict.model_fields)
+MAX_EMAIL_CHARS = 1024  # an address is at most 254; longer input is not an address at all
+MAX_NAME_CHARS = 200
+_NO_NUL = "^[^\\u0000]*$"
+EMAIL_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "maxLength": MAX_EMAIL_CHARS,
+    "pattern": _NO_NUL,
+    "description": "the address as given; NUL characters and broken UTF-8 are a 400",
+}
+_JSON = "application/json"
+
+
+# --- OpenAPI description of the responses (never used to serialise) ---
+
+
+class ErrorOut(BaseModel):
+    """Every error: the envelope with ``data`` null and the message in ``error``."""
+
+    data: None = None
+    error: str
+
+
+class TranscriptEntryOut(BaseModel):
+    at_ms: float
+    kind: str
+    text: str
+    host: str | None = None
+
+
+class DetailsOut(BaseModel):
+    """``details=1``: the evidence behind the verdict."""
+
+    cached: bool
+    offline: bool
+    deadline_hit: bool
+    timings: dict[str, float]
+    smtp: dict[str, Any] | None = None
+    transcript: list[TranscriptEntryOut]
+
+
+class ValidateOut(BaseModel):
+    """``{"data": ..., "error": null}``; ``result``/``reason``/``score`` only with
+    ``flat=1``; ``details`` only with ``details=1``."""
+
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
+
+    data: Verdict
+    error: None = None
+    result: Result | None = Field(default=None, description="only with flat=1")
+    reason: str | None = Field(default=None, description="only with flat=1")
+    score: int | None = Field(default=None, description="only with flat=1")
+    details: DetailsOut | None = Field(default=None, description="only with details=1")
+
+
+class BatchOut(BaseModel):
+    """The Mails.so batch object (top level), plus mailvet's progress fields."""
+
+    id: str
+    name: str | None
+    created_at: str
+    updated_at: str
+    deleted_at: str | None
+    finished_at: str | None
+    user: str | None
+    user_id: str
+    size: int
+    done: int = Field(description="mailvet extension: items with a verdict")
+    counts: dict[str, int] = Field(description="mailvet extension: done items by result")
+
+
+class BatchWithEmailsOut(BatchOut):
+    emails: list[Verdict] = Field(
+        description="the verdicts known so far, in submitted order; an address appears "
+        "once its verification is done (all of them once finished_at is set)"
+    )
+
+
+def validate_body() -> dict[str, Any]:
+    """OpenAPI ``requestBody`` of ``POST /v1/validate`` (an ``email`` query parameter wins)."""
+    schema = {
+        "title": "ValidateBody",
+        "type": "object",
+        "required": ["email"],
+        "properties": {"email": EMAIL_SCHEMA},
+    }
+    return {"required": True, "content": {_JSON: {"schema": schema}}}
+
+
+def batch_body(max_batch_size: int | None = None) -> dict[str, Any]:
+    """OpenAPI ``requestBody`` of ``POST /v1/batch``."""
+    emails: dict[str, Any] = {"type": "array", "minItems": 1, "items": EMAIL_SCHEMA}
+    if max_batch_size is not None:
+        emails["maxItems"] = max_batch_size
+    schema = {
+        "title": "BatchBody",
+        "type": "object",
+        "required": ["emails"],
+        "properties": {
+            "emails": emails,
+            "name": {
+                "anyOf": [
+                    {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": _NO_NUL},
+                    {"type": "null"},
+                ]
+            },
+        },
+    }
+    return {"required": True, "content": {_JSON: {"schema": schema}}}
+
+
+# --- serialisation ---
+
+
+def json_response(
+    content: Any, status_code: int = 200, headers: Mapping[str, str] | None = None
+) -> Response:
+    return Response(
+        orjson.dumps(content), status_code=status_code, headers=headers, media_type=_JSON
+    )
+
+
+def error_response(
+    message: str, status_code: int, headers: Mapping[str, str] | None = None
+) -> Response:
+    return json_response({"data": None, "error": message}, status_code, headers)
+
+
+def rfc3339(moment: datetime | None) -> str | None:
+    """RFC 3339 in UTC with a ``Z`` and milliseconds: ``2026-01-31T12:00:00.123Z``."""
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def order_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored verdict dict in Verdict's field order (JSONB does not keep key order)."""
+    return {name: verdict.get(name) for name in VERDICT_FIELDS}
+
+
+def batch_object(
+    record: BatchRecord,
+    key: ApiKey,
+    items: Iterable[BatchItem] | None = None,
+) -> dict[str, Any]:
+    """The batch object; with ``items`` also ``counts`` and ``emails``."""
+    out: dict[str, Any] = {
+        "id": record.id,
+        "name": record.name,
+        "created_at": rfc3339(record.created_at),
+        "updated_at": rfc3339(record.updated_at),
+        "deleted_at": rfc3339(record.deleted_at),
+        "finished_at": rfc3339(record.finished_at),
+        "user": key.name,
+        "user_id": record.user_id,
+        "size": record.size,
+        "done": record.done,
+    }
+    counts = {result.value: 0 for result in Result}
+    if items is None:
+        out["counts"] = counts
+        return out
+    emails: list[dict[str, Any]] = []
+    for item in items:
+        if item.verdict is None:
+            continue
+        verdict = order_verdict(item.verdict)
+        emails.append(verdict)
+        result = verdict.get("result")
+        if isinstance(result, str):
+            counts[result] = counts.get(result, 0) + 1
+    out["done"] = len(emails)
+    out["counts"] = counts
+    out["emails"] = emails
+    return out
+
+
+def details_object(facts: Facts, *, cached: bool, total_ms: float) -> dict[str, Any]:
+    """``details=1``: transcript, timings and the SMTP facts behind a verdict."""
+    transcript = [
+        {"at_ms": e.at_ms, "kind": e.kind, "text": e.text, "host": e.host} for e in facts.transcript
+    ]
+    timings: dict[str, float] = {"total_ms": round(total_ms, 2)}
+    dns_ms = _span_ms(facts, ("dns",))
+    if dns_ms is not None:
+        timings["dns_ms"] = dns_ms
+    smtp_ms = _span_ms(facts, ("connect", "send", "recv"))
+    if smtp_ms is not None:
+        timings["smtp_ms"] = smtp_ms
+    smtp: dict[str, Any] | None = None
+    if facts.smtp is not None:
+        s = facts.smtp
+        smtp = {
+            "outcome": s.outcome.value,
+            "mx_host": s.mx_host,
+            "code": s.code,
+            "enhanced": s.enhanced,
+            "message": s.message,
+            "catch_all": s.catch_all,
+            "tls": s.tls,
+        }
+    return {
+        "cached": cached,
+        "offline": facts.offline,
+        "deadline_hit": facts.deadline_hit,
+        "timings": timings,
+        "smtp": smtp,
+        "transcript": transcript,
+    }
+
+
+def smtp_seconds(facts: Facts) -> float | None:
+    """How long the SMTP conversation took, from the transcript (None if none)."""
+    span = _span_ms(facts, ("connect", "send", "recv"))
+    return None if span is None else span / 1000.0
+
+
+def _span_ms(facts: Facts, kinds: tuple[str, ...]) -> float | None:
+    times = [e.at_ms for e in facts.transcript if e.kind in kinds]
+    if not times:
+        return None
+    return round(max(times) - min(times), 2)
+
+
+CSV_COLUMNS: tuple[str, ...] = ("position", "input", *VERDICT_FIELDS)
+
+
+def csv_rows(items: Iterable[BatchItem]) -> Iterable[str]:
+    """CSV download, one row per submitted address (verdict columns empty until done)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    yield buffer.getvalue()
+    for item in items:
+        buffer.seek(0)
+        buffer.truncate()
+        verdict = item.verdict or {}
+        row: list[Any] = [item.position, item.email]
+        for name in VERDICT_FIELDS:
+            value = verdict.get(name)
+            row.append(
+                "" if value is None else str(value).lower() if isinstance(value, bool) else value
+            )
+        writer.writerow(row)
+        yield buffer.getvalue()
+
+
+def jsonl_lines(items: Iterable[BatchItem]) -> Iterable[bytes]:
+    """JSONL download: ``{"position", "input", "data"}`` per line (data null until done)."""
+    for item in items:
+        data = None if item.verdict is None else order_verdict(item.verdict)
+        yield orjson.dumps({"position": item.position, "input": item.email, "data": data}) + b"\n"

@@ -1,0 +1,115 @@
+"""CleverTap Linked Content against the real app on the simulated internet.
+
+CleverTap's Mail.so guide calls ``GET /v1/validate?email={{Profile.Email}}`` with the
+``x-mails-api-key`` header and branches in Liquid on the linked response. Both
+template forms are rendered with python-liquid against real responses of the app
+served by uvicorn on loopback, for a deliverable, an undeliverable and a missing
+(``NULL``) address. The real-time promise is tested too: a tarpit mail server still
+gets a complete ``unknown`` answer (the engine's deadline, not CleverTap's timeout).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import liquid
+import pytest
+
+from mailvet.api.app import create_app
+from mailvet.settings import Settings
+from mailvet.storage.base import Plan
+from mailvet.storage.memory import MemoryStore
+from mailvet.testing.dns import DnsServer, Zone
+from mailvet.testing.smtp import SmtpSim, mailboxes, tarpit
+from mailvet.verdict import Verdict
+
+from .kit import serve
+
+FLAT = '{% if Linked["Mail.so"].result == "deliverable" %}A{% else %}B{% endif %}'
+NESTED = '{% if Linked["Mail.so"].data.result == "deliverable" %}A{% else %}B{% endif %}'
+
+ZONE: dict[str, dict[str, list[Any]]] = {
+    "shop.test": {"MX": [(10, "mx.shop.test")]},
+    "mx.shop.test": {"A": ["127.0.0.1"]},
+    "slow.test": {"MX": [(10, "mx.slow.test")]},
+    "mx.slow.test": {"A": ["127.0.0.2"]},
+}
+
+
+class Linked:
+    def __init__(self, base_url: str, key: str) -> None:
+        self.base_url = base_url
+        self.key = key
+
+    async def fetch(self, email: str, **params: str) -> dict[str, Any]:
+        async with httpx.AsyncClient(base_url=self.base_url, timeout=5.0) as client:
+            r = await client.get(
+                "/v1/validate",
+                params={"email": email, **params},
+                headers={"x-mails-api-key": self.key},
+            )
+        assert r.status_code == 200
+        body: dict[str, Any] = r.json()
+        return body
+
+
+@pytest.fixture
+async def linked() -> AsyncIterator[Linked]:
+    sim = SmtpSim(mailboxes("alice"), by_ip={"127.0.0.2": tarpit()})
+    async with DnsServer(Zone(ZONE)) as dns, sim:
+        settings = Settings(
+            dns_nameservers=[dns.nameserver],
+            smtp_port=sim.port,
+            allow_private_mx=True,
+            deadline=1.5,
+            database_url="memory://",
+        )
+        store = MemoryStore()
+        _, key = await store.create_key("clevertap", Plan.PAID)
+        app = create_app(settings, store=store)
+        async with serve(app) as url:
+            yield Linked(url, key)
+
+
+@pytest.mark.parametrize(
+    ("email", "branch", "result"),
+    [
+        ("alice@shop.test", "A", "deliverable"),
+        ("bob@shop.test", "B", "undeliverable"),
+        ("NULL", "B", "undeliverable"),  # CleverTap's stand-in for a missing email
+    ],
+)
+async def test_liquid_branches_on_real_responses(
+    linked: Linked, email: str, branch: str, result: str
+) -> None:
+    flat = await linked.fetch(email, flat="1")
+    assert flat["result"] == flat["data"]["result"] == result
+    assert liquid.render(FLAT, Linked={"Mail.so": flat}) == branch
+    assert liquid.render(NESTED, Linked={"Mail.so": flat}) == branch
+    nested = await linked.fetch(email)
+    assert "result" not in nested
+    assert liquid.render(NESTED, Linked={"Mail.so": nested}) == branch
+    # without flat=1 the top-level form sees nothing: always the else branch
+    assert liquid.render(FLAT, Linked={"Mail.so": nested}) == "B"
+
+
+async def test_tarpit_gets_a_complete_unknown_before_the_deadline(linked: Linked) -> None:
+    body = await linked.fetch("anyone@slow.test", flat="1", details="1")
+    data = body["data"]
+    assert list(data) == list(Verdict.model_fields)
+    assert data["result"] == "unknown"
+    assert data["reason"] == "timeout"
+    assert data["email"] == "anyone@slow.test"
+    assert data["domain"] == "slow.test"
+    assert data["isv_format"] is True
+    assert body["details"]["deadline_hit"] is True
+    assert liquid.render(FLAT, Linked={"Mail.so": body}) == "B"
+
+
+async def test_real_engine_through_the_app_settings(linked: Linked) -> None:
+    # the app built its own Engine from the settings: the MX of the simulated zone shows
+    data = (await linked.fetch("alice@shop.test"))["data"]
+    assert data["mx_record"] == "mx.shop.test"
+    assert data["isv_mx"] is True
