@@ -51,6 +51,8 @@ def serve(tmp: Path, port: int) -> Iterator[tuple[str, str]]:
     finally:
         proc.terminate()
         proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
 
 def test_make_run_prints_a_working_key_and_curl_line(tmp_path: Path) -> None:

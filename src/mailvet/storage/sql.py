@@ -9,6 +9,8 @@ on a lock upgrade. On PostgreSQL, writers of one batch serialise on its row
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -489,6 +491,26 @@ class SqlStore:
             return list(rows.scalars())
 
 
+def _enable_wal(cursor: Any) -> None:
+    """Switch to WAL, retrying while another connection holds the file.
+
+    Changing the journal mode does not go through SQLite's busy handler: when several
+    processes open a fresh database at once (API and workers starting together) the
+    losers get "database is locked" at once, so wait here as the busy timeout would.
+    """
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     """Pragmas on every new connection; explicit BEGIN so writers can ask for IMMEDIATE."""
 
@@ -499,7 +521,7 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(cursor)
             cursor.execute("PRAGMA synchronous = FULL")
             cursor.execute("PRAGMA foreign_keys = ON")
         finally:
