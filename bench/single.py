@@ -114,7 +114,16 @@ class DelayProxy:
 
     def __exit__(self, *exc: object) -> None:
         assert self.server is not None
-        self.server.close()
+
+        async def shutdown() -> None:
+            assert self.server is not None
+            self.server.close()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
 
@@ -213,6 +222,8 @@ def main() -> None:
     print(f"  p50 ratio py3-validate-email / mailvet: {pct(ve_t, .5) / pct(mv_t, .5):.2f}")
     print(f"  mailvet verdicts: {dict(sorted((r, mv_r.count(r)) for r in set(mv_r)))}")
     print(f"  py3-validate-email: {dict(sorted((r, ve_r.count(r)) for r in set(ve_r)))}")
+    agree = sum((m == "deliverable") == (v == "valid") for m, v in zip(mv_r, ve_r, strict=True))
+    print(f"  same answer (deliverable == valid) on {agree}/{len(mv_r)} addresses")
     print(f"round trips per verdict at {args.rtt_ms:g} ms RTT, {len(slow_emails)} addresses "
           "(minimum for a catch-all-aware check: 6):")
     mv_rt = statistics.median(t / rtt for t in mv_rt_t)
