@@ -38,7 +38,7 @@ os.environ.setdefault("PY3VE_IGNORE_UPDATER", "1")  # it would fetch a list from
 import dns.resolver
 
 from mailvet.engine.pipeline import Engine
-from mailvet.settings import Settings
+from mailvet.settings import Settings, parse_nameserver
 from mailvet.testing.dns import run_dns_server_in_thread
 from mailvet.testing.smtp import SmtpSim, SmtpSimThread, mailboxes
 
@@ -199,10 +199,10 @@ def main() -> None:
             SmtpSimThread(slow) as slow_thread, \
             DelayProxy((PROXY_IP, 25), (SIM_SLOW_IP, slow_thread.port), rtt), \
             simulated_getaddrinfo({"mx.fast.test": FAST_IP, "mx.slow.test": PROXY_IP}):
-        host, port = dns_server.nameserver.rsplit(":", 1)
+        host, port = parse_nameserver(dns_server.nameserver)
         resolver = dns.resolver.Resolver(configure=False)
         resolver.nameservers = [host]
-        resolver.port = int(port)
+        resolver.port = port
         dns.resolver.default_resolver = resolver
         settings = Settings(dns_nameservers=[dns_server.nameserver], smtp_port=25,
                             allow_private_mx=True, deadline=10.0)

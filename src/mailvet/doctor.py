@@ -49,19 +49,24 @@ async def _names(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -
 async def _connect(settings: Settings, address: str) -> tuple[str, str]:
     """Open the SMTP port, read the banner; return (our local address, banner line)."""
     port = settings.smtp_port
-    if settings.socks_proxy:
-        proxy = Proxy.from_url(settings.socks_proxy)
-        sock = await proxy.connect(address, port, timeout=settings.smtp_connect_timeout)
-        reader, writer = await asyncio.open_connection(sock=sock)
-    else:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(address, port), settings.smtp_connect_timeout
-        )
+    async with asyncio.timeout(settings.smtp_connect_timeout):
+        if settings.socks_proxy:
+            proxy = Proxy.from_url(settings.socks_proxy)
+            sock = await proxy.connect(address, port)
+            try:
+                reader, writer = await asyncio.open_connection(sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+        else:
+            reader, writer = await asyncio.open_connection(address, port)
     try:
-        local = str(writer.get_extra_info("sockname")[0])
-        banner = await asyncio.wait_for(reader.read(_BANNER_LIMIT), settings.smtp_command_timeout)
-        writer.write(b"QUIT\r\n")
-        await writer.drain()
+        # a scoped IPv6 address ("fe80::1%eth0") is not something ipaddress parses
+        local = str(writer.get_extra_info("sockname")[0]).split("%", 1)[0]
+        async with asyncio.timeout(settings.smtp_command_timeout):
+            banner = await reader.read(_BANNER_LIMIT)
+            writer.write(b"QUIT\r\n")
+            await writer.drain()
     finally:
         writer.close()
         try:

@@ -8,6 +8,7 @@ a ``Settings`` with the loopback nameserver and SMTP port.
 from __future__ import annotations
 
 import ipaddress
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -21,6 +22,14 @@ def _split_csv(value: object) -> object:
     if isinstance(value, str):
         return [part.strip() for part in value.split(",") if part.strip()]
     return value
+
+
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_LITERAL = re.compile(r"\[(?:[0-9.]{7,15}|IPv6:[0-9A-Fa-f:.]{2,45})\]")
+_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 
 
 def parse_nameserver(entry: str) -> tuple[str, int]:
@@ -102,6 +111,22 @@ class Settings(BaseSettings):
     @classmethod
     def _csv(cls, value: object) -> object:
         return _split_csv(value)
+
+    @field_validator("helo_name")
+    @classmethod
+    def _helo(cls, value: str) -> str:
+        # It goes on the wire verbatim: a CR/LF here would inject SMTP commands.
+        if not (_HOSTNAME.fullmatch(value) or _LITERAL.fullmatch(value)):
+            raise ValueError("must be a host name (mx.example.com) or an address literal")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        local, at, domain = value.rpartition("@")
+        if not (at and _LOCAL.fullmatch(local) and _HOSTNAME.fullmatch(domain)):
+            raise ValueError("must be a plain address such as verify@example.com")
+        return value
 
     @field_validator("dns_nameservers")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from mailvet.settings import Settings
@@ -13,6 +14,8 @@ def test_every_setting_is_in_configuration_md() -> None:
     text = (ROOT / "docs" / "CONFIGURATION.md").read_text()
     missing = [n for n in Settings.model_fields if f"`MAILVET_{n.upper()}`" not in text]
     assert not missing
+    documented = set(re.findall(r"`MAILVET_([A-Z0-9_]+)`", text))
+    assert documented == {n.upper() for n in Settings.model_fields}  # nothing stale either
 
 
 def test_readme_opens_with_the_two_setup_commands() -> None:

@@ -36,3 +36,25 @@ def test_bad_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_nameserver_is_refused_at_start(bad: str) -> None:
     with pytest.raises(ValidationError, match="dns_nameservers"):
         Settings(dns_nameservers=[bad])
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("helo_name", "mx.example.com\r\nRSET"),
+        ("helo_name", "under_score.example.com"),
+        ("helo_name", ""),
+        ("mail_from", "verify@example.com\r\nRCPT TO:<x@y>"),
+        ("mail_from", "no-at-sign"),
+        ("mail_from", "a b@example.com"),
+    ],
+)
+def test_what_goes_on_the_wire_is_validated(field: str, bad: str) -> None:
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: bad})
+
+
+def test_good_wire_values() -> None:
+    s = Settings(helo_name="[192.0.2.1]", mail_from="bounce+probe@mail.example.com")
+    assert s.helo_name == "[192.0.2.1]"
+    assert Settings(helo_name="mx1.example.com").helo_name == "mx1.example.com"
