@@ -116,7 +116,7 @@ def validate(
         out = sys.stdout.buffer
         async for verdict, facts in _verify_all(settings, _addresses(addresses), offline):
             if json:
-                data = verdict.model_dump(mode="json")
+                data = verdict.as_dict()
                 if details:
                     data["details"] = [
                         {"at_ms": e.at_ms, "kind": e.kind, "host": e.host, "text": e.text}

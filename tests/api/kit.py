@@ -65,14 +65,14 @@ class FakeEngine:
     def verdict_offline(self, raw: str) -> Verdict:
         facts = self.check_offline(raw)
         if not facts.syntax.ok:
-            return Verdict(
+            return Verdict.make(
                 email=raw[:254],
                 score=0,
                 isv_format=False,
                 result=Result.UNDELIVERABLE,
                 reason=Reason.INVALID_FORMAT,
             )
-        return Verdict(
+        return Verdict.make(
             email=facts.syntax.email,
             username=facts.syntax.local,
             domain=facts.syntax.domain,
@@ -107,15 +107,13 @@ class FakeEngine:
             TranscriptEntry(2.0, "connect", f"mx.{domain}:25", f"mx.{domain}"),
             TranscriptEntry(5.5, "recv", "250 2.1.5 ok", f"mx.{domain}"),
         ]
-        verdict = base.model_copy(
-            update={
-                "result": result,
-                "reason": reason,
-                "score": score,
-                "isv_domain": True,
-                "isv_mx": True,
-                "mx_record": f"mx.{domain}",
-            }
+        verdict = base._replace(
+            result=result,
+            reason=reason,
+            score=score,
+            isv_domain=True,
+            isv_mx=True,
+            mx_record=f"mx.{domain}",
         )
         return FakeChecked(verdict, facts)
 

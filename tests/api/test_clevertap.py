@@ -98,7 +98,7 @@ async def test_liquid_branches_on_real_responses(
 async def test_tarpit_gets_a_complete_unknown_before_the_deadline(linked: Linked) -> None:
     body = await linked.fetch("anyone@slow.test", flat="1", details="1")
     data = body["data"]
-    assert list(data) == list(Verdict.model_fields)
+    assert list(data) == list(Verdict._fields)
     assert data["result"] == "unknown"
     assert data["reason"] == "timeout"
     assert data["email"] == "anyone@slow.test"

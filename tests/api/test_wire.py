@@ -21,9 +21,9 @@ def test_rfc3339() -> None:
 
 
 def test_order_verdict_restores_field_order() -> None:
-    verdict = Verdict(email="a@b.test", score=1, result=Result.UNKNOWN, reason=Reason.TIMEOUT)
-    shuffled = dict(reversed(list(verdict.model_dump(mode="json").items())))
-    assert list(wire.order_verdict(shuffled)) == list(Verdict.model_fields)
+    verdict = Verdict.make(email="a@b.test", score=1, result=Result.UNKNOWN, reason=Reason.TIMEOUT)
+    shuffled = dict(reversed(list(verdict.as_dict().items())))
+    assert list(wire.order_verdict(shuffled)) == list(Verdict._fields)
 
 
 def _record(done: int = 0) -> tuple[BatchRecord, ApiKey]:
@@ -41,11 +41,11 @@ def test_batch_object_without_and_with_items() -> None:
     assert out["user"] == "acme"
     assert out["counts"] == {"deliverable": 0, "undeliverable": 0, "risky": 0, "unknown": 0}
     assert "emails" not in out
-    verdict = Verdict(
+    verdict = Verdict.make(
         email="a@b.test", score=100, result=Result.DELIVERABLE, reason=Reason.ACCEPTED_EMAIL
     )
     items = [
-        BatchItem(0, "a@b.test", verdict.model_dump(mode="json")),
+        BatchItem(0, "a@b.test", verdict.as_dict()),
         BatchItem(1, "c@d.test", None),
     ]
     out = wire.batch_object(record, key, items)
@@ -55,7 +55,7 @@ def test_batch_object_without_and_with_items() -> None:
 
 
 def test_downloads() -> None:
-    verdict = Verdict(
+    verdict = Verdict.make(
         email="a@b.test",
         score=100,
         isv_format=True,
@@ -63,7 +63,7 @@ def test_downloads() -> None:
         reason=Reason.ACCEPTED_EMAIL,
     )
     items = [
-        BatchItem(0, "a@b.test", verdict.model_dump(mode="json")),
+        BatchItem(0, "a@b.test", verdict.as_dict()),
         BatchItem(1, 'q"x,y', None),
     ]
     csv_text = "".join(wire.csv_rows(items))
@@ -80,3 +80,13 @@ def test_error_response() -> None:
     r = wire.error_response(wire.UNAUTHORIZED, 401)
     assert r.status_code == 401
     assert orjson.loads(r.body) == {"data": None, "error": "Unauthorized"}
+
+
+def test_wire_verdict_model_mirrors_verdict() -> None:
+    assert tuple(wire.VerdictOut.model_fields) == Verdict._fields
+    verdict = Verdict.make(
+        email="a@b.test", score=100, result=Result.DELIVERABLE, reason=Reason.ACCEPTED_EMAIL
+    )
+    assert wire.VerdictOut.model_validate(verdict.as_dict()).model_dump(mode="json") == (
+        verdict.as_dict()
+    )

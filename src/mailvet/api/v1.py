@@ -167,7 +167,7 @@ async def _verify(svc: Service, email: str) -> tuple[CachedResult, bool]:
         facts.deadline_hit = True
         verdict = _timed_out(engine.verdict_offline(email))
     svc.metrics.observe_facts(facts)
-    entry = CachedResult(verdict.model_dump(mode="json"), facts)
+    entry = CachedResult(verdict.as_dict(), facts)
     if not facts.offline:
         ttl = settings.result_cache_ttl
         if verdict.result is Result.UNKNOWN:
@@ -179,9 +179,7 @@ async def _verify(svc: Service, email: str) -> tuple[CachedResult, bool]:
 def _timed_out(verdict: Verdict) -> Verdict:
     if verdict.result is Result.UNDELIVERABLE:
         return verdict
-    return verdict.model_copy(
-        update={"result": Result.UNKNOWN, "reason": Reason.TIMEOUT, "score": 40}
-    )
+    return verdict._replace(result=Result.UNKNOWN, reason=Reason.TIMEOUT, score=40)
 
 
 # --- single validation ---

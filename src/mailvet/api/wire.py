@@ -28,7 +28,7 @@ from starlette.responses import Response
 
 from mailvet.engine.facts import Facts
 from mailvet.storage.base import ApiKey, BatchItem, BatchRecord
-from mailvet.verdict import Result, Verdict
+from mailvet.verdict import Reason, Result, Verdict
 
 __all__ = [
     "BAD_FORMAT",
@@ -47,6 +47,7 @@ __all__ = [
     "BatchWithEmailsOut",
     "ErrorOut",
     "ValidateOut",
+    "VerdictOut",
     "batch_body",
     "batch_object",
     "csv_rows",
@@ -70,7 +71,7 @@ RATE_LIMITED = "Too many requests."
 BODY_TOO_LARGE = "The body provided is too large."
 BATCH_TOO_LARGE = "Too many emails: a batch holds at most {limit}."
 
-VERDICT_FIELDS: tuple[str, ...] = tuple(Verdict.model_fields)
+VERDICT_FIELDS: tuple[str, ...] = Verdict._fields
 MAX_EMAIL_CHARS = 1024  # an address is at most 254; longer input is not an address at all
 MAX_NAME_CHARS = 200
 _NO_NUL = "^[^\\u0000]*$"
@@ -111,13 +112,39 @@ class DetailsOut(BaseModel):
     transcript: list[TranscriptEntryOut]
 
 
+class VerdictOut(BaseModel):
+    """The single-validate ``data`` object: ``mailvet.verdict.Verdict`` field for field,
+    in the same order (a test keeps them equal)."""
+
+    model_config = ConfigDict(title="Verdict")
+
+    id: str = Field(description="uuid of this answer")
+    email: str
+    username: str | None
+    domain: str | None
+    did_you_mean: str | None
+    mx_record: str | None
+    provider: str | None
+    score: int = Field(ge=0, le=100)
+    isv_format: bool | None
+    isv_domain: bool | None
+    isv_mx: bool | None
+    isv_noblock: bool | None
+    isv_nocatchall: bool | None
+    isv_nogeneric: bool | None
+    is_disposable: bool | None
+    is_free: bool | None
+    result: Result
+    reason: Reason
+
+
 class ValidateOut(BaseModel):
     """``{"data": ..., "error": null}``; ``result``/``reason``/``score`` only with
     ``flat=1``; ``details`` only with ``details=1``."""
 
     model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
 
-    data: Verdict
+    data: VerdictOut
     error: None = None
     result: Result | None = Field(default=None, description="only with flat=1")
     reason: str | None = Field(default=None, description="only with flat=1")
@@ -142,7 +169,7 @@ class BatchOut(BaseModel):
 
 
 class BatchWithEmailsOut(BatchOut):
-    emails: list[Verdict] = Field(
+    emails: list[VerdictOut] = Field(
         description="the verdicts known so far, in submitted order; an address appears "
         "once its verification is done (all of them once finished_at is set)"
     )

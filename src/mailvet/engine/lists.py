@@ -185,14 +185,8 @@ class Lists:
         answer = self._answers.get(domain)
         if answer is None:
             answer = self._answer(domain, syntax.domain or domain)
-        local = syntax.local or ""  # role check: _normalise_local, inlined (hot path)
-        key = local.lower()
-        plus = key.find("+")
-        if plus >= 0:
-            key = key[:plus]
-        if "." in key or "-" in key or "_" in key:
-            key = key.replace(".", "").replace("-", "").replace("_", "")
-        role = key in self._roles
+        local = syntax.local or ""
+        role = self.is_role(local)
         if answer.suggestion is None:
             return answer.role if role else answer.person
         base = answer.role if role else answer.person
@@ -204,6 +198,16 @@ class Lists:
             allowed=base.allowed,
             denied=base.denied,
         )
+
+    def is_role(self, local: str) -> bool:
+        """Whether ``local`` is a role / generic local part (the rule ``check`` applies)."""
+        key = local.lower()  # _normalise_local, inlined (hot path)
+        if not key.isalnum():  # else no "+", ".", "-" or "_" to deal with
+            plus = key.find("+")
+            if plus >= 0:
+                key = key[:plus]
+            key = key.replace(".", "").replace("-", "").replace("_", "")
+        return key in self._roles
 
     def _answer(self, key: str, display_domain: str) -> _DomainAnswer:
         domain = key.lower().rstrip(".")

@@ -13,16 +13,25 @@ from dataclasses import dataclass
 
 from mailvet.engine.dns import DnsStage
 from mailvet.engine.facts import DnsOutcome, Facts
-from mailvet.engine.lists import Lists
+from mailvet.engine.lists import Lists, role_local_parts
 from mailvet.engine.providers import provider_for
 from mailvet.engine.scoring import decide
 from mailvet.engine.smtp import SmtpStage
-from mailvet.engine.syntax import SyntaxPolicy, check_syntax
+from mailvet.engine.syntax import SyntaxPolicy, check_syntax, fast_local, fast_split
 from mailvet.engine.transcript import Transcript
 from mailvet.settings import Settings
-from mailvet.verdict import Verdict
+from mailvet.verdict import Verdict, new_id
 
 __all__ = ["Checked", "Engine"]
+
+# verdict_offline's memo entry for a typed domain: the normalised domain for ``email`` when
+# it differs from the typed one, the Unicode domain, the typo suggestion, and the tails of
+# decide's verdicts for a personal and a role probe address (the fields after
+# ``username``, or after ``did_you_mean`` when there is a suggestion).
+_MemoEntry = tuple[str | None, str | None, str | None, tuple[object, ...], tuple[object, ...]]
+_MEMO_SIZE = 100_000  # domains; cleared when full (the lists stage's cache does the same)
+_PERSON_PROBE = "x"
+_tuple_new = tuple.__new__
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +53,16 @@ class Engine:
         self.settings = settings
         self._policy = SyntaxPolicy.from_settings(settings)
         self._lists = Lists(settings)
+        self._memo: dict[str, _MemoEntry | tuple[()]] = {}  # () = no memo for this domain
+        self._memo_get = self._memo.get
+        self._is_role = self._lists.is_role
+        # probes: the shortest role local part the fast path accepts, and a personal one
+        self._role_probe = min(
+            (r for r in sorted(role_local_parts()) if fast_split(f"{r}@a.example")),
+            key=len,
+        )
+        if not self._lists.is_role(self._role_probe) or self._lists.is_role(_PERSON_PROBE):
+            raise AssertionError("verdict_offline probes: role list changed")  # pragma: no cover
         self._dns = dns
         self._smtp = smtp
 
@@ -67,7 +86,82 @@ class Engine:
         return Facts(syntax=syntax, lists=self._lists.check(syntax), offline=True)
 
     def verdict_offline(self, raw: str) -> Verdict:
+        """``decide(self.check_offline(raw))``, memoised per domain (a fresh ``id`` each).
+
+        Where the syntax stage's fast path accepts ``raw`` (a plain ASCII dot-atom
+        address within the length limits: nearly every real one), the offline verdict
+        depends on the address only through its domain, whether the local part is a
+        role one, and the local part itself in ``email``, ``username`` and
+        ``did_you_mean``. So the verdict is ``decide``'s own output for a probe address
+        on the same domain (one for a personal, one for a role local part), with those
+        three fields and the id substituted. The verdict logic stays in ``decide``;
+        anything else takes the full path. tests/unit/test_pipeline.py checks that both
+        paths agree.
+        """
+        local, _, typed_domain = raw.partition("@")
+        entry = self._memo_get(typed_domain)
+        if entry is None:
+            entry = self._memo_entry(raw)
+        # Every key of the memo passed the fast path's domain rule (it is the domain of an
+        # address the fast path accepted), so the local part's rule completes it here.
+        if entry and fast_local(raw, local):
+            email_domain, domain, suggestion, person, role = entry
+            tail = role if self._is_role(local) else person
+            email = raw if email_domain is None else f"{local}@{email_domain}"
+            # concatenation: a little cheaper than unpacking into a new tuple
+            if suggestion is None:
+                return _tuple_new(Verdict, (new_id(), email, local) + tail)  # noqa: RUF005
+            dym = f"{local}@{suggestion}"
+            return _tuple_new(Verdict, (new_id(), email, local, domain, dym) + tail)  # noqa: RUF005
         return decide(self.check_offline(raw))
+
+    def _memo_entry(self, raw: str) -> _MemoEntry | tuple[()] | None:
+        """The memo entry for the domain of ``raw``, made now; ``None`` when the fast
+        path does not accept ``raw`` (nothing is stored then)."""
+        split = fast_split(raw)
+        if split is None:
+            return None
+        typed_domain = split[1]
+        if len(self._memo) >= _MEMO_SIZE:
+            self._memo.clear()
+        entry = self._probe(typed_domain) or ()
+        self._memo[typed_domain] = entry
+        return entry
+
+    def _probe(self, typed_domain: str) -> _MemoEntry | None:
+        """Run probe addresses on ``typed_domain`` through the full path and keep what
+        does not depend on the local part; ``None`` (the full path for every address
+        on this domain) when a probe does not take the fast path or the output does
+        not have the expected shape."""
+        probes = (_PERSON_PROBE, self._role_probe)
+        templates: list[Verdict] = []
+        for probe in probes:
+            address = f"{probe}@{typed_domain}"
+            if fast_split(address) is None:
+                return None
+            templates.append(decide(self.check_offline(address)))
+        person, role = templates
+        email_domain = person.email.partition("@")[2]
+        suggestion = None
+        if person.did_you_mean is not None:
+            suggestion = person.did_you_mean.partition("@")[2]
+        for probe, verdict in zip(probes, templates, strict=True):
+            expected = None if suggestion is None else f"{probe}@{suggestion}"
+            if (
+                verdict.username != probe
+                or verdict.domain != person.domain
+                or verdict.email != f"{probe}@{email_domain}"
+                or verdict.did_you_mean != expected
+            ):
+                return None  # pragma: no cover - defensive: decide changed shape
+        cut = 3 if suggestion is None else 5  # the fields from here on are per domain
+        return (
+            None if email_domain == typed_domain else email_domain,
+            person.domain,
+            suggestion,
+            tuple(person[cut:]),
+            tuple(role[cut:]),
+        )
 
     async def verify(self, raw: str, *, offline: bool = False) -> Checked:
         """The whole pipeline for one address, within ``settings.deadline``."""

@@ -9,7 +9,7 @@ beats list facts, and so on. The function never raises and does no I/O.
 from __future__ import annotations
 
 from mailvet.engine.facts import DnsOutcome, Facts, SmtpOutcome
-from mailvet.verdict import Reason, Result, Verdict
+from mailvet.verdict import Reason, Result, Verdict, new_id
 
 __all__ = ["SCORES", "decide"]
 
@@ -46,50 +46,60 @@ _SMTP_UNKNOWN: dict[SmtpOutcome, tuple[Reason, str]] = {
 }
 
 
-def _flags(facts: Facts) -> dict[str, object]:
-    """The ``isv_*`` / ``is_*`` flags and descriptive fields; ``None`` = not concluded."""
+def _verdict(facts: Facts, result: Result, reason: Reason, score: str) -> Verdict:
+    """The verdict, built positionally (in ``Verdict`` field order): its values are
+    valid by construction. Flags are ``None`` where their check did not conclude."""
     syn, lists, dns, smtp = facts.syntax, facts.lists, facts.dns, facts.smtp
-    out: dict[str, object] = {
-        "email": syn.email,
-        "username": syn.local,
-        "domain": syn.domain,
-        "isv_format": syn.ok,
-        "provider": facts.provider,
-    }
     if lists is not None:
-        out["is_disposable"] = lists.is_disposable
-        out["is_free"] = lists.is_free
-        out["isv_nogeneric"] = not lists.is_role
-        out["did_you_mean"] = lists.did_you_mean
+        is_disposable: bool | None = lists.is_disposable
+        is_free: bool | None = lists.is_free
+        isv_nogeneric: bool | None = not lists.is_role
+        did_you_mean = lists.did_you_mean
+    else:
+        is_disposable = is_free = isv_nogeneric = did_you_mean = None
+    isv_domain: bool | None = None
+    isv_mx: bool | None = None
+    isv_noblock: bool | None = None
+    mx_record: str | None = None
     if dns is not None:
         if dns.outcome in (DnsOutcome.OK, DnsOutcome.NULL_MX, DnsOutcome.NO_MAIL_HOST):
-            out["isv_domain"] = True
+            isv_domain = True
         elif dns.outcome is DnsOutcome.NXDOMAIN:
-            out["isv_domain"] = False
+            isv_domain = False
         if dns.outcome is DnsOutcome.OK:
-            out["isv_mx"] = True
+            isv_mx = True
         elif dns.outcome in (DnsOutcome.NXDOMAIN, DnsOutcome.NULL_MX, DnsOutcome.NO_MAIL_HOST):
-            out["isv_mx"] = False
+            isv_mx = False
         if dns.blocklisted is not None:
-            out["isv_noblock"] = not dns.blocklisted
+            isv_noblock = not dns.blocklisted
         if dns.mx_hosts:
-            out["mx_record"] = dns.mx_hosts[0].host
+            mx_record = dns.mx_hosts[0].host
+    isv_nocatchall: bool | None = None
     if smtp is not None:
         if smtp.catch_all is not None:
-            out["isv_nocatchall"] = not smtp.catch_all
+            isv_nocatchall = not smtp.catch_all
         if smtp.mx_host:
-            out["mx_record"] = smtp.mx_host
-    return out
-
-
-def _verdict(facts: Facts, result: Result, reason: Reason, score: str) -> Verdict:
-    # ``trusted``: the values are correct by construction; validating them again cost
-    # ~1 us of the ~8 us of an offline verdict (docs/BENCHMARKS.md, "Offline pipeline").
-    values = _flags(facts)
-    values["result"] = result
-    values["reason"] = reason
-    values["score"] = SCORES[score]
-    return Verdict.trusted(values)
+            mx_record = smtp.mx_host
+    return Verdict(
+        new_id(),
+        syn.email,
+        syn.local,
+        syn.domain,
+        did_you_mean,
+        mx_record,
+        facts.provider,
+        SCORES[score],
+        syn.ok,
+        isv_domain,
+        isv_mx,
+        isv_noblock,
+        isv_nocatchall,
+        isv_nogeneric,
+        is_disposable,
+        is_free,
+        result,
+        reason,
+    )
 
 
 def decide(facts: Facts) -> Verdict:

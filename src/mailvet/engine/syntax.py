@@ -51,6 +51,9 @@ __all__ = [
     "MAX_INPUT",
     "SyntaxPolicy",
     "check_syntax",
+    "fast_domain",
+    "fast_local",
+    "fast_split",
 ]
 
 MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1, octets
@@ -103,14 +106,29 @@ DEFAULT_POLICY = SyntaxPolicy()
 # anywhere in the domain, so A-labels and RFC 5891 reserved labels) goes to the slow
 # path, which is the specification. tests/unit/test_syntax_properties.py checks that
 # whenever the fast path answers, the slow path gives the identical answer.
+#
+# The same rule also comes in two halves, built from the same patterns: what concerns
+# the local part and the whole length (``fast_local``), and what concerns the domain
+# alone (``fast_domain``). Neither half admits "@", so an accepted address has exactly
+# one, and ``fast_split(raw)`` accepts exactly when both halves accept the text either
+# side of it (tests/unit/test_syntax.py checks this). ``Engine.verdict_offline`` keeps a
+# per-domain memo whose keys all passed ``fast_domain``, so it needs only ``fast_local``.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _TLD = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_FAST_MATCH = re.compile(rf"({_ATEXT}+(?:\.{_ATEXT}+)*)@((?:{_LABEL}\.)+{_TLD})").fullmatch
+_LOCAL_PATTERN = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
+_DOMAIN_PATTERN = rf"(?:{_LABEL}\.)+{_TLD}"
+_FAST_MATCH = re.compile(rf"({_LOCAL_PATTERN})@({_DOMAIN_PATTERN})").fullmatch
+_FAST_LOCAL = re.compile(_LOCAL_PATTERN).fullmatch
+_FAST_DOMAIN = re.compile(_DOMAIN_PATTERN).fullmatch
 
 
-def _fast(raw: str) -> SyntaxFacts | None:
-    """Accept a plain ASCII address, or return ``None`` to defer to the slow path."""
+def fast_split(raw: str) -> tuple[str, str] | None:
+    """``(local, domain as typed)`` when the fast path accepts ``raw``, else ``None``.
+
+    Accepted means valid, with the normal form ``local@domain.lower()``, under every
+    ``SyntaxPolicy``.
+    """
     if len(raw) > MAX_PATH:
         return None
     m = _FAST_MATCH(raw)
@@ -119,6 +137,27 @@ def _fast(raw: str) -> SyntaxFacts | None:
     local, domain = m.groups()
     if len(local) > MAX_LOCAL or "--" in domain:
         return None
+    return local, domain
+
+
+def fast_local(raw: str, local: str) -> bool:
+    """The fast path's rule for the address ``raw`` whose text before its first "@" is
+    ``local``, apart from the domain: a dot-atom of ASCII atext, within the limits."""
+    return len(raw) <= MAX_PATH and len(local) <= MAX_LOCAL and _FAST_LOCAL(local) is not None
+
+
+def fast_domain(domain: str) -> bool:
+    """The fast path's rule for the domain as typed: an LDH host name whose last label
+    starts with a letter, with no "--" anywhere (A-labels and reserved labels)."""
+    return "--" not in domain and _FAST_DOMAIN(domain) is not None
+
+
+def _fast(raw: str) -> SyntaxFacts | None:
+    """Accept a plain ASCII address, or return ``None`` to defer to the slow path."""
+    split = fast_split(raw)
+    if split is None:
+        return None
+    local, domain = split
     if domain.islower():
         email = raw
     else:

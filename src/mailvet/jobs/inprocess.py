@@ -116,14 +116,12 @@ class BatchRunner:
                 return item.position, _failed(self.engine, item.email)
         if self.on_checked is not None:
             self.on_checked(checked)
-        return item.position, checked.verdict.model_dump(mode="json")
+        return item.position, checked.verdict.as_dict()
 
 
 def _failed(engine: Engine, raw: str) -> dict[str, Any]:
     """An ``unknown`` verdict for an item whose verification crashed."""
     verdict: Verdict = engine.verdict_offline(raw)
     if verdict.result is not Result.UNDELIVERABLE:
-        verdict = verdict.model_copy(
-            update={"result": Result.UNKNOWN, "reason": Reason.INVALID_SMTP, "score": 40}
-        )
-    return verdict.model_dump(mode="json")
+        verdict = verdict._replace(result=Result.UNKNOWN, reason=Reason.INVALID_SMTP, score=40)
+    return verdict.as_dict()

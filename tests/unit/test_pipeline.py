@@ -1,0 +1,219 @@
+"""engine/pipeline.py offline: the memoised ``verdict_offline`` equals ``decide(check_offline)``.
+
+``Engine.verdict_offline`` answers plain ASCII addresses from a per-domain memo of
+``decide``'s own output; these properties check, on generated addresses of every kind,
+that it gives exactly the verdict of the full path except for the fresh ``id``.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mailvet.engine import pipeline
+from mailvet.engine.pipeline import Engine
+from mailvet.engine.scoring import decide
+from mailvet.settings import Settings
+from mailvet.verdict import Reason, Result, Verdict
+
+SETTINGS = settings(
+    max_examples=400,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+
+ENGINES = {
+    "default": Settings(),
+    "operator lists": Settings(
+        allow_domains=["partner.example", "gmial.com", "mailinator.com"],
+        deny_domains=["blocked.example", "yahoo.com", "*.spam.test"],
+    ),
+    "permissive syntax": Settings(
+        allow_quoted_local=True, allow_address_literal=True, allow_single_label_domain=True
+    ),
+    "no smtputf8": Settings(allow_smtputf8=False),
+}
+
+LOCALS = [
+    "john",
+    "john.doe",
+    "J.Doe+news",
+    "first_last1985",
+    "a",
+    "x",
+    "hi",
+    "it",
+    "info",
+    "Info",
+    "INFO+tag",
+    "info+x",
+    "no-reply",
+    "No.Reply",
+    "noreply",
+    "no_reply",
+    "sales",
+    "sales.team",
+    "sales+eu",
+    "postmaster",
+    "admin",
+    "customer_service",
+    "support-team",
+    "o'brien",
+    "a!#$%&'*+/=?^_`{|}~-z",
+    "x" * 64,
+    "x" * 65,
+    "jörg",
+    "josé.garcía",
+    "zoë",
+    '"quoted"',
+    '"info"',
+    "a..b",
+    ".a",
+    "a.",
+    "",
+    "a b",
+]
+DOMAINS = [
+    "gmail.com",
+    "GMAIL.COM",
+    "Gmail.com",
+    "yahoo.com",
+    "hotmail.co.uk",
+    "outlook.com",
+    "gmial.com",
+    "Gmial.com",
+    "yaho.com",
+    "gmail.con",
+    "hotmial.com",
+    "outlok.com",
+    "icloud.co",
+    "mailinator.com",
+    "inbox.mailinator.com",
+    "MAILINATOR.COM",
+    "a.b.mailinator.com",
+    "guerrillamail.com",
+    "acmetech.io",
+    "mail.acmetech.io",
+    "ACMETECH-LABS.DE",
+    "example.com",
+    "partner.example",
+    "sub.partner.example",
+    "blocked.example",
+    "x.spam.test",
+    "münchen-bau.de",
+    "bücher.de",
+    "xn--bcher-kva.de",
+    "例子.中国",
+    "gmail.com.",
+    "gmail",
+    "localhost",
+    "iana.123",
+    "[127.0.0.1]",
+    "[IPv6:::1]",
+    "-gmail.com",
+    "gmail-.com",
+    "gm--ail.com",
+    "a_b.com",
+    "1.2.3.4",
+    "x" * 63 + ".com",
+    "x" * 64 + ".com",
+    ".".join(["abcdefghi"] * 25) + ".com",
+]
+
+ATEXT = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~"
+atext = st.sampled_from(ATEXT)
+atom = st.lists(atext, min_size=1, max_size=12).map("".join)
+gen_local = st.one_of(
+    st.sampled_from(LOCALS),
+    st.lists(atom, min_size=1, max_size=4).map(".".join),
+    st.integers(min_value=60, max_value=70).map(lambda n: "y" * n),
+    st.text(alphabet='aé.+-_ "@x', max_size=10),
+)
+label = st.from_regex(r"[a-zA-Z0-9]([a-zA-Z0-9-]{0,8}[a-zA-Z0-9])?", fullmatch=True)
+gen_domain = st.one_of(
+    st.sampled_from(DOMAINS),
+    st.sampled_from(DOMAINS).map(str.upper),
+    st.sampled_from(DOMAINS).map(lambda d: d + "."),
+    st.lists(label, min_size=1, max_size=4).map(lambda ls: ".".join([*ls, "com"])),
+    st.lists(label, min_size=2, max_size=4).map(".".join),
+    st.integers(min_value=180, max_value=260).map(lambda n: ("a" * 60 + ".") * (n // 61) + "com"),
+)
+address = st.one_of(
+    st.builds(lambda local, domain: f"{local}@{domain}", gen_local, gen_domain),
+    st.sampled_from(["", "NULL", "null", "@", "a@", "@gmail.com", "a@@gmail.com", "a@b@c.com"]),
+    st.builds(lambda a, b: f"{a}{b}", gen_local, st.sampled_from([" ", "\n", ",", ">"])).flatmap(
+        lambda s: gen_domain.map(lambda d: f"{s}@{d}")
+    ),
+)
+
+
+@pytest.fixture(scope="module", params=list(ENGINES))
+def engine(request: pytest.FixtureRequest) -> Engine:
+    return Engine(ENGINES[request.param])
+
+
+def _same(engine: Engine, raw: str) -> Verdict:
+    fast = engine.verdict_offline(raw)
+    slow = decide(engine.check_offline(raw))
+    assert type(fast) is Verdict
+    assert fast._replace(id="") == slow._replace(id=""), raw
+    assert str(uuid.UUID(fast.id)) == fast.id and fast.id != slow.id
+    assert type(fast.result) is Result and type(fast.reason) is Reason
+    return fast
+
+
+@SETTINGS
+@given(raw=address)
+def test_memoised_verdict_equals_the_full_path(engine: Engine, raw: str) -> None:
+    _same(engine, raw)
+    _same(engine, raw)  # the second time the domain's memo entry exists
+
+
+@SETTINGS
+@given(local=gen_local, domain=gen_domain)
+def test_same_domain_different_local_parts(engine: Engine, local: str, domain: str) -> None:
+    for other in ("x", "hi", "info", "Sales.Team", local):
+        _same(engine, f"{other}@{domain}")
+    _same(engine, f"{local}@{domain}")
+
+
+def test_every_listed_pair(engine: Engine) -> None:
+    for domain in DOMAINS:
+        for local in LOCALS:
+            _same(engine, f"{local}@{domain}")
+
+
+def test_memo_is_used_and_keeps_typo_and_role_apart() -> None:
+    engine = Engine(Settings())
+    v = engine.verdict_offline("Info+x@Gmial.com")
+    assert engine._memo.get("Gmial.com")
+    assert v.email == "Info+x@gmial.com" and v.username == "Info+x"
+    assert v.did_you_mean == "Info+x@gmail.com" and v.isv_nogeneric is False
+    w = engine.verdict_offline("jane.doe@gmial.com")
+    assert w.did_you_mean == "jane.doe@gmail.com" and w.isv_nogeneric is True
+    assert w.email == "jane.doe@gmial.com"
+    assert engine.verdict_offline("bob@gmail.com").did_you_mean is None
+
+
+def test_domains_the_probes_cannot_take_use_the_full_path() -> None:
+    engine = Engine(Settings())
+    size = 254 - len(engine._role_probe)  # the role probe address is one octet too long
+    assert size >= 192 + 2 and len(engine._role_probe) > 1
+    domain = ".".join(["a" * 63] * 3 + ["b" * (size - 192)])
+    assert len(domain) == size
+    raw = f"x@{domain}"
+    _same(engine, raw)
+    assert engine._memo[domain] == ()
+    _same(engine, raw)
+
+
+def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(pipeline, "_MEMO_SIZE", 3)
+    engine = Engine(Settings())
+    for i in range(10):
+        _same(engine, f"user{i}@company{i}.example")
+        assert len(engine._memo) <= 3
+    _same(engine, "user@company0.example")
