@@ -6,6 +6,7 @@ Settings are built once here (from the environment, ``MAILVET_*``) and passed do
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
@@ -182,7 +183,14 @@ def serve(
             f"'{url}/v1/validate?email=someone@example.com'"
         )
         typer.echo(f"Docs:    {url}/docs")
-    uvicorn.run(create_app(settings), host=host, port=port, log_level=settings.log_level.lower())
+    # No access log: its request lines carry ?email=..., personal data we do not write down.
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+    )
 
 
 async def _dev_key(settings: Settings, path: Path) -> str:
@@ -195,8 +203,11 @@ async def _dev_key(settings: Settings, path: Path) -> str:
             if secret and await store.authenticate(secret) is not None:
                 return secret
         _, secret = await store.create_key("make-run", Plan.PAID)
-        path.touch(mode=0o600)
-        path.write_text(secret + "\n")
+        # owner-only from the first byte, even if the file existed with looser modes
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            os.fchmod(handle.fileno(), 0o600)
+            handle.write(secret + "\n")
         return secret
 
 

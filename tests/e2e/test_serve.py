@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def serve(tmp: Path, port: int) -> Iterator[tuple[str, str]]:
+def serve(tmp: Path, port: int, log: list[str] | None = None) -> Iterator[tuple[str, str]]:
     env = {
         **os.environ,
         "MAILVET_DATABASE_URL": f"sqlite:///{tmp / 'serve.db'}",
@@ -52,19 +52,30 @@ def serve(tmp: Path, port: int) -> Iterator[tuple[str, str]]:
         proc.terminate()
         proc.wait(10)
         if proc.stdout is not None:
+            rest = proc.stdout.read()
             proc.stdout.close()
+            if log is not None:
+                log.append(rest)
 
 
 def test_make_run_prints_a_working_key_and_curl_line(tmp_path: Path) -> None:
+    (tmp_path / "dev-key").write_text("stale\n")
+    (tmp_path / "dev-key").chmod(0o644)  # a looser file left behind is tightened
     port = free_port()
-    with serve(tmp_path, port) as (key, curl_line):
+    log: list[str] = []
+    with serve(tmp_path, port, log) as (key, curl_line):
         assert key.startswith("mv_")
         assert "curl" in curl_line and key in curl_line and f"127.0.0.1:{port}" in curl_line
         r = httpx.get(f"http://127.0.0.1:{port}/v1/validate", params={"email": "NULL"},
                       headers={"x-mails-api-key": key})
         assert r.status_code == 200
         assert r.json()["data"]["reason"] == "invalid_format"
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/validate", params={"email": "secret@x.test"},
+                      headers={"x-mails-api-key": key})
+        assert r.status_code == 200
     assert oct((tmp_path / "dev-key").stat().st_mode & 0o777) == "0o600"
+    # what the server logged after start-up holds neither addresses nor the key
+    assert "secret@x.test" not in log[0] and key not in log[0]
     # a second start reuses the same key instead of minting another
     with serve(tmp_path, free_port()) as (again, _):
         assert again == key

@@ -153,3 +153,19 @@ async def test_offline_does_no_io(net: SimInternet, engine: Engine) -> None:
 async def test_dns_outcomes_are_recorded(engine: Engine) -> None:
     checked = await engine.verify("alice@nullmx.test")
     assert checked.facts.dns is not None and checked.facts.dns.outcome is DnsOutcome.NULL_MX
+
+
+async def test_address_literal_probes_the_named_host(net: SimInternet) -> None:
+    strict = Engine(net.settings(allow_address_literal=True, allow_private_mx=False))
+    loose = Engine(net.settings(allow_address_literal=True))
+    try:
+        refused = await strict.verify("alice@[127.0.0.10]")  # deliverable.test's MX
+        probed = await loose.verify("alice@[127.0.0.10]")
+        unknown = await loose.verify("zed@[127.0.0.10]")
+    finally:
+        await strict.close()
+        await loose.close()
+    assert refused.verdict.reason is Reason.PRIVATE_MX  # same policy as any MX
+    assert (probed.verdict.result, probed.verdict.mx_record) == (Result.DELIVERABLE, "[127.0.0.10]")
+    assert unknown.verdict.reason is Reason.REJECTED_EMAIL
+    assert not any(q.name.startswith("[") for q in net.dns.log)  # no DNS for a literal

@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 from mailvet.engine.dns import DnsStage
-from mailvet.engine.facts import DnsOutcome, Facts
+from mailvet.engine.facts import DnsFacts, DnsOutcome, Facts, MxHost
 from mailvet.engine.lists import Lists, role_local_parts
 from mailvet.engine.providers import provider_for
 from mailvet.engine.scoring import decide
@@ -38,6 +38,17 @@ _tuple_new = tuple.__new__
 class Checked:
     verdict: Verdict
     facts: Facts
+
+
+def _literal_host(literal: str) -> DnsFacts:
+    """The mail host an address literal names (RFC 5321 4.1.3): the address itself.
+
+    The SMTP stage applies the same private-address policy as to any MX.
+    """
+    ip = literal[1:-1]
+    if ip[:5].lower() == "ipv6:":
+        ip = ip[5:]
+    return DnsFacts(DnsOutcome.OK, (MxHost(0, literal, (ip,)),))
 
 
 class Engine:
@@ -183,7 +194,11 @@ class Engine:
         """DNS then SMTP; fills ``facts`` as it goes so a deadline keeps what is known."""
         syntax = facts.syntax
         assert syntax.ascii_domain is not None and syntax.domain is not None
-        dns = await self.dns.lookup(syntax.ascii_domain, transcript)
+        if syntax.ascii_domain.startswith("["):
+            dns = _literal_host(syntax.ascii_domain)  # user@[192.0.2.1]: no DNS to ask
+            transcript.add("note", f"address literal: mail host {dns.mx_hosts[0].addresses[0]}")
+        else:
+            dns = await self.dns.lookup(syntax.ascii_domain, transcript)
         facts.dns = dns
         if dns.outcome is not DnsOutcome.OK:
             return
