@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import struct
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -38,11 +39,20 @@ from mailvet.testing.smtp import (
     mailbox_full,
     mailboxes,
     policy_block,
+    second_rcpt_fails,
+    starttls_broken,
+    starttls_refused,
     starttls_required,
     tarpit,
 )
 
 UNDELIVERABLE = {SmtpOutcome.USER_UNKNOWN, SmtpOutcome.DISABLED}
+# Timeouts. Nothing healthy may depend on a short one: a loaded 2-core CI machine (worse
+# under tracemalloc) can take well over a second to answer on loopback. GENEROUS is for
+# every timeout a test does not exercise; SHORT only where a test needs a timeout to fire
+# (a tarpit, a stall), with margin for the healthy replies before it.
+GENEROUS = 10.0
+SHORT = 3.0
 
 
 def mx(*ips: str) -> DnsFacts:
@@ -418,18 +428,28 @@ HOSTILE: list[tuple[str, Behaviour, SmtpOutcome]] = [
 ]
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(60)
 @pytest.mark.parametrize(
     ("behaviour", "expected"),
     [(b, e) for _, b, e in HOSTILE],
     ids=[name for name, _, _ in HOSTILE],
 )
 async def test_hostile_servers_end_bounded(behaviour: Behaviour, expected: SmtpOutcome) -> None:
+    # Only a tarpit needs the command timeout to end (a 1 byte/s drip of a 40-byte reply
+    # never completes in SHORT); everything else ends by itself on the protocol (line or
+    # reply limit, junk, hang-up), so it gets GENEROUS timeouts and cannot lose a race
+    # with a slow machine. tracemalloc slows everything 2-4x: hence no short timeouts
+    # for healthy replies at all.
+    # (With a tarpit every path ends in TIMEOUT, even a slow healthy banner: 1 s will do.)
+    command_timeout = 1.0 if expected is SmtpOutcome.TIMEOUT else GENEROUS
     async with SmtpSim(behaviour) as sim:
         tracemalloc.start()
         try:
             run = await probe(
-                sim, smtp_command_timeout=0.5, smtp_connect_timeout=0.5, smtp_max_reply_bytes=16384
+                sim,
+                smtp_command_timeout=command_timeout,
+                smtp_connect_timeout=GENEROUS,
+                smtp_max_reply_bytes=16384,
             )
             _, peak = tracemalloc.get_traced_memory()
         finally:
@@ -442,43 +462,222 @@ async def test_hostile_servers_end_bounded(behaviour: Behaviour, expected: SmtpO
     assert_polite(sim)
 
 
-@pytest.mark.timeout(30)
-async def test_hostile_primary_fails_over_to_sane_backup() -> None:
+@pytest.mark.timeout(60)
+async def test_hostile_primaries_fail_over_to_sane_backup() -> None:
+    # junk, a huge line and a hang-up end on their own: no timeout involved at all
     sim = SmtpSim(
         mailboxes("alice"),
-        by_ip={"127.0.0.2": tarpit(), "127.0.0.3": garbage(), "127.0.0.4": huge_line()},
+        by_ip={"127.0.0.2": close_after_banner(), "127.0.0.3": garbage(), "127.0.0.4": huge_line()},
     )
     async with sim:
         run = await probe(
             sim,
             dns=mx("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.1"),
             smtp_max_mx_hosts=4,
-            smtp_command_timeout=0.5,
+            smtp_command_timeout=GENEROUS,
+            smtp_connect_timeout=GENEROUS,
         )
     assert run.facts.outcome is SmtpOutcome.ACCEPTED
     assert run.facts.mx_host == "mx4.sim.test"
 
 
-@pytest.mark.timeout(30)
-async def test_all_hosts_fail_reports_most_informative() -> None:
-    sim = SmtpSim(accept(), by_ip={"127.0.0.2": tarpit(), "127.0.0.3": policy_block(at="banner")})
+@pytest.mark.timeout(60)
+async def test_tarpit_primary_fails_over_to_sane_backup() -> None:
+    # the tarpit must hit the command timeout; the backup's replies share that timeout,
+    # so it is SHORT (not sub-second) and the tarpit drips far too slowly to beat it
+    sim = SmtpSim(mailboxes("alice"), by_ip={"127.0.0.2": tarpit(rate=0.2)})
     async with sim:
         run = await probe(
-            sim, dns=mx("127.0.0.9", "127.0.0.2", "127.0.0.3"), smtp_command_timeout=0.5
+            sim,
+            dns=mx("127.0.0.2", "127.0.0.1"),
+            smtp_command_timeout=SHORT,
+            smtp_connect_timeout=GENEROUS,
+        )
+    assert run.facts.outcome is SmtpOutcome.ACCEPTED
+    assert run.facts.mx_host == "mx2.sim.test"
+    assert [s.local_ip for s in sim.sessions] == ["127.0.0.2", "127.0.0.1"]
+
+
+@pytest.mark.timeout(60)
+async def test_all_hosts_fail_reports_most_informative() -> None:
+    sim = SmtpSim(
+        accept(), by_ip={"127.0.0.2": tarpit(rate=0.2), "127.0.0.3": policy_block(at="banner")}
+    )
+    async with sim:
+        run = await probe(
+            sim,
+            dns=mx("127.0.0.9", "127.0.0.2", "127.0.0.3"),
+            smtp_command_timeout=SHORT,
+            smtp_connect_timeout=GENEROUS,
         )
     assert run.facts.outcome is SmtpOutcome.BLOCKED
     assert run.facts.mx_host == "mx3.sim.test"
 
 
-@pytest.mark.timeout(30)
+async def _until(predicate: Any, what: str) -> None:
+    """Wait (bounded, no timing assertion) until ``predicate()`` holds."""
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never happened: {what}")
+
+
+@pytest.mark.timeout(60)
 async def test_cancelled_probe_leaks_nothing() -> None:
-    async with SmtpSim(tarpit()) as sim:
+    # a fast drip: the server writes often, so it notices the hang-up soon
+    async with SmtpSim(tarpit(rate=50)) as sim:
         stage = SmtpStage(settings(sim, smtp_command_timeout=30))
+        before = asyncio.all_tasks()
         task = asyncio.create_task(stage.probe("a@corp.test", "corp.test", mx("127.0.0.1")))
-        await asyncio.sleep(0.2)
+        await _until(lambda: len(sim.sessions) == 1, "the server saw the connection")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        # the client closed the connection: the server sees the session end
+        await _until(lambda: sim.sessions[0].closed, "the server saw the session closed")
+        # and nothing the probe started is still running
+        await _until(lambda: asyncio.all_tasks() <= before, "no leftover tasks")
+    assert sim.sessions[0].closed
+
+
+# --- C1: a failed catch-all check never costs the real answer --------------------------------
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "plain"])
+@pytest.mark.parametrize("how", ["stall", "close"])
+async def test_failed_catch_all_check_keeps_the_real_answer(pipelining: bool, how: str) -> None:
+    # Exchange slows replies to invalid recipients (~5 s) past the command timeout: the
+    # random RCPT gets no answer (stall) or the server hangs up on it (close). The real
+    # RCPT was answered: that is final; the catch-all flag is unknown; no backup MX asked.
+    sim = SmtpSim(
+        second_rcpt_fails(how, pipelining=pipelining),  # type: ignore[arg-type]
+        by_ip={"127.0.0.2": accept()},
+    )
+    async with sim:
+        run = await probe(
+            sim,
+            dns=mx("127.0.0.1", "127.0.0.2"),
+            smtp_command_timeout=SHORT if how == "stall" else GENEROUS,
+            smtp_connect_timeout=GENEROUS,
+        )
+    f = run.facts
+    assert f.outcome is SmtpOutcome.ACCEPTED
+    assert (f.code, f.mx_host) == (250, "mx1.sim.test")
+    assert f.catch_all is None
+    assert run.stage.catch_all_cached("corp.test") is None
+    assert [s.local_ip for s in sim.sessions] == ["127.0.0.1"]  # the backup never asked
+    assert sim.sessions[0].count("RCPT") == 2
+    assert any("catch-all check failed" in n for n in run.notes())
+    assert_polite(sim)
+
+
+@pytest.mark.timeout(60)
+async def test_failed_catch_all_check_keeps_a_pipelined_refusal() -> None:
+    sim = SmtpSim(second_rcpt_fails("close", then=mailboxes("alice")))
+    async with sim:
+        run = await probe(sim, "bob@corp.test", smtp_command_timeout=GENEROUS)
+    assert run.facts.outcome is SmtpOutcome.USER_UNKNOWN
+    assert run.facts.catch_all is False  # the refusal itself says: not a catch-all
+    assert len(sim.sessions) == 1
+
+
+# --- C4: opportunistic STARTTLS never costs the verdict -----------------------------------
+
+
+async def test_starttls_refused_goes_on_in_plain_text() -> None:
+    sim = SmtpSim(starttls_refused(), by_ip={"127.0.0.2": starttls_refused()})
+    async with sim:
+        run = await probe(sim)
+        required = await probe(sim, dns=mx("127.0.0.2"), smtp_starttls="required")
+    assert run.facts.outcome is SmtpOutcome.ACCEPTED
+    assert run.facts.tls is False
+    first = sim.sessions[0]
+    assert first.verbs() == ["EHLO", "STARTTLS", "MAIL", "RCPT", "RCPT", "QUIT"]
+    assert [s.local_ip for s in sim.sessions].count("127.0.0.1") == 1  # same connection
+    assert required.facts.outcome is SmtpOutcome.TEMPORARY
+    assert required.facts.code == 454
+    assert sim.sessions[-1].count("MAIL") == 0
+
+
+async def test_starttls_handshake_failure_retries_once_in_plain_text() -> None:
+    sim = SmtpSim(starttls_broken(), by_ip={"127.0.0.2": starttls_broken()})
+    async with sim:
+        run = await probe(sim)
+        required = await probe(sim, dns=mx("127.0.0.2"), smtp_starttls="required")
+    assert run.facts.outcome is SmtpOutcome.ACCEPTED
+    assert run.facts.tls is False
+    assert run.facts.mx_host == "mx1.sim.test"
+    on_first = [s for s in sim.sessions if s.local_ip == "127.0.0.1"]
+    assert len(on_first) == 2  # the failed handshake, then one plain-text session
+    assert on_first[0].verbs() == ["EHLO", "STARTTLS"]
+    assert on_first[1].verbs() == ["EHLO", "MAIL", "RCPT", "RCPT", "QUIT"]
+    assert any("retrying without STARTTLS" in n for n in run.notes())
+    # required by us: no plain-text retry, and never "undeliverable"
+    assert required.facts.outcome is SmtpOutcome.TEMPORARY
+    assert "TLS handshake failed" in (required.facts.message or "")
+    assert [s.local_ip for s in sim.sessions].count("127.0.0.2") == 1
+
+
+async def test_tls_client_context_is_permissive() -> None:
+    async with SmtpSim(accept()) as sim:
+        ctx = SmtpStage(settings(sim))._tls()
+    assert ctx.verify_mode is ssl.CERT_NONE
+    assert not ctx.check_hostname
+    assert ctx.minimum_version <= ssl.TLSVersion.TLSv1_2
+    assert ctx.minimum_version in (ssl.TLSVersion.TLSv1, ssl.TLSVersion.MINIMUM_SUPPORTED)
+
+
+# --- C5: odd MX names never break TLS (SNI only for LDH names) -----------------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "\u00e9" * 63 + ".sim.test",  # a 63-character label of non-ASCII
+        "\\195\\169" * 12 + ".sim.test",  # dnspython's escapes for such bytes
+        "x" * 64 + ".sim.test",  # over the 63-octet label limit
+        "under_score.sim.test",
+        "-dash.sim.test",
+        "mx..sim.test",
+        "mx.sim.test.",  # absolute names are fine: sent without the dot
+    ],
+    ids=["non-ascii-63", "escaped-bytes", "label-64", "underscore", "dash", "empty", "dot"],
+)
+async def test_odd_mx_names_do_not_break_starttls(name: str) -> None:
+    dns = DnsFacts(DnsOutcome.OK, (MxHost(10, name, ("127.0.0.1",)),))
+    async with SmtpSim(mailboxes("alice", starttls="offered")) as sim:
+        run = await probe(sim, dns=dns)
+    assert run.facts.outcome is SmtpOutcome.ACCEPTED
+    assert run.facts.tls is True
+    assert run.facts.mx_host == name
+    assert sim.sessions[0].tls
+
+
+# --- C7: EHLO keywords after the 20th line count ---------------------------------------
+
+
+async def test_ehlo_keywords_after_line_twenty_are_seen() -> None:
+    extra = tuple(f"X-EXTENSION-{i}" for i in range(30))
+    sim = SmtpSim(
+        mailboxes("alice", ehlo_extra=extra),
+        by_ip={"127.0.0.2": mailboxes("alice", ehlo_extra=extra, starttls="offered")},
+    )
+    async with sim:
+        run = await probe(sim, "jösé@corp.test")
+        tls = await probe(sim, dns=mx("127.0.0.2"))
+    # PIPELINING and SMTPUTF8 come after 30+ lines: both were seen
+    assert run.facts.outcome is SmtpOutcome.USER_UNKNOWN
+    assert sim.sessions[0].commands[1].endswith(" SMTPUTF8")
+    assert run.round_trips() == 3
+    # and STARTTLS too
+    assert tls.facts.outcome is SmtpOutcome.ACCEPTED
+    assert tls.facts.tls is True
+    # the text kept of a long reply stays bounded
+    ehlo = [e.text for e in run.transcript.entries if e.kind == "recv"][1]
+    assert "X-EXTENSION-18" in ehlo
+    assert "X-EXTENSION-25" not in ehlo
 
 
 # --- SOCKS5 --------------------------------------------------------------------------------

@@ -199,6 +199,35 @@ REAL_REPLIES: list[tuple[str, SmtpOutcome]] = [
     ("550 permanent failure for one or more recipients (x@y:blocked)", BLK),
     ("554 mailbox unavailable", BLK),  # "mailbox unavailable" counts only with exactly 550
     ("500 5.5.1 Command unrecognized", BLK),
+    # refusals of OUR sender / host / session with mailbox-looking words: never
+    # undeliverable (regressions: each was once USER_UNKNOWN or DISABLED)
+    ("550 Sender domain does not exist", BLK),
+    ("553 Domain of sender address foo@bar does not exist", BLK),
+    ("550 HELO name x does not exist", BLK),
+    ("554 sending host does not exist in DNS", BLK),
+    ("550 The PTR record for 1.2.3.4 could not be found", BLK),
+    ("550 Too many invalid recipients", BLK),
+    ("501 Syntax error in parameters: invalid address", BLK),
+    ("550 Relaying disabled", BLK),
+    ("550 SMTPUTF8 is disabled", BLK),
+    ("550 Your sending account has been suspended", BLK),
+    ("550 rejected because your hostname x does not exist", BLK),
+    ("501 5.1.3 Bad recipient address syntax", BLK),  # 501-504: syntax, not the mailbox
+    ("502 5.1.1 User unknown", BLK),
+    ("504 5.5.2 <x@y>: Recipient address rejected: need fully-qualified address", BLK),
+    ("550 5.1.1 EHLO name does not exist in DNS", BLK),
+    ("550 Client host 1.2.3.4 could not be found in DNS", BLK),
+    ("552 Message size exceeds fixed maximum message size", BLK),
+    ("555 5.5.4 Unsupported option: SMTPUTF8", BLK),
+    ("450 4.7.25 Client host rejected: cannot find your hostname, [1.2.3.4]", BLK),
+    ("451 4.1.8 Domain of sender address x@y does not resolve", BLK),
+    ("450 Sender domain does not exist, try again", TMP),
+    ("452 Too many invalid recipients", TMP),
+    # ... while the recipient's own mailbox words still count
+    ("550 Recipient does not exist here", UU),
+    ("550 User account is disabled", DIS),
+    ("550 Address of the recipient could not be found", UU),
+    ("551 User not local; please try <x@z> -- user unknown", UU),
     # --- temporary ---
     (
         "450 4.2.0 <x@y>: Recipient address rejected: Greylisted, see "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 import ssl
 
@@ -23,6 +24,9 @@ from mailvet.testing.smtp import (
     mailbox_full,
     mailboxes,
     policy_block,
+    second_rcpt_fails,
+    starttls_broken,
+    starttls_refused,
     starttls_required,
     tarpit,
 )
@@ -287,3 +291,89 @@ async def test_several_addresses_share_one_port() -> None:
             c = await Client.open(sim.port, host)
             assert (await c.reply())[0].startswith("220")
             await c.close()
+
+
+async def test_starttls_refused_answers_454_and_goes_on() -> None:
+    async with SmtpSim(starttls_refused()) as sim:
+        c = await Client.open(sim.port)
+        await c.reply()
+        assert any("STARTTLS" in line for line in await c.cmd("EHLO t"))
+        assert (await c.cmd("STARTTLS"))[0].startswith("454 4.7.0")
+        assert (await c.cmd("MAIL FROM:<me@t>"))[0].startswith("250")
+        await c.close()
+    assert not sim.sessions[0].tls
+
+
+async def test_starttls_broken_sends_junk_after_ready() -> None:
+    async with SmtpSim(starttls_broken()) as sim:
+        c = await Client.open(sim.port)
+        await c.reply()
+        await c.cmd("EHLO t")
+        assert (await c.cmd("STARTTLS"))[0].startswith("220")
+        with pytest.raises((ssl.SSLError, ConnectionError)):
+            await asyncio.wait_for(
+                c.writer.start_tls(client_context(), server_hostname="mx.sim.test"), 5
+            )
+        c.writer.transport.abort()
+    assert not sim.sessions[0].tls
+
+
+@pytest.mark.parametrize("how", ["stall", "close"])
+async def test_second_rcpt_fails(how: str) -> None:
+    async with SmtpSim(second_rcpt_fails(how, then=mailboxes("alice"))) as sim:  # type: ignore[arg-type]
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "alice@x.test"))[0].startswith("250")
+        c.writer.write(b"RCPT TO:<random@x.test>\r\n")
+        if how == "close":
+            assert await c.reply() == []  # hung up without answering
+        else:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(c.reader.readline(), 0.3)
+        await c.close()
+    assert sim.sessions[0].count("RCPT") == 2
+    assert sim.sessions[0].replies[-1] == 250  # only the first RCPT was answered
+
+
+async def test_ehlo_extra_keywords_come_first() -> None:
+    extra = tuple(f"X-{i}" for i in range(30))
+    async with SmtpSim(accept(ehlo_extra=extra)) as sim:
+        c = await Client.open(sim.port)
+        await c.reply()
+        ehlo = await c.cmd("EHLO t")
+        await c.close()
+    assert [line[4:] for line in ehlo[1:31]] == list(extra)
+    assert ehlo[-1] == "250 SMTPUTF8"
+    assert "250-PIPELINING" in ehlo[31:]
+
+
+async def test_stop_is_clean_mid_handshake_and_mid_stall(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # stopping while a session waits in a TLS handshake, in a stall, or in a tarpit
+    # must not log "Exception in callback ... CancelledError"
+    sim = SmtpSim(
+        starttls_required(),
+        by_ip={"127.0.0.2": garbage(), "127.0.0.3": tarpit(), "127.0.0.4": second_rcpt_fails()},
+    )
+    caplog.set_level(logging.DEBUG, logger="asyncio")
+    await sim.start()
+    tls = await Client.open(sim.port)
+    await tls.reply()
+    await tls.cmd("EHLO t")
+    assert (await tls.cmd("STARTTLS"))[0].startswith("220")  # ... and no handshake
+    junk = await Client.open(sim.port, "127.0.0.2")
+    await asyncio.wait_for(junk.reader.read(8), 5)
+    drip = await Client.open(sim.port, "127.0.0.3")
+    await asyncio.wait_for(drip.reader.read(1), 5)
+    stall = await Client.open(sim.port, "127.0.0.4")
+    await _to_rcpt(stall, "a@x.test")
+    stall.writer.write(b"RCPT TO:<b@x.test>\r\n")
+    await stall.writer.drain()
+    while sim.sessions[-1].count("RCPT") < 2:
+        await asyncio.sleep(0.01)
+    await sim.stop()
+    for c in (tls, junk, drip, stall):
+        c.writer.transport.abort()
+    await asyncio.sleep(0)  # let any done-callbacks run
+    assert all(s.closed for s in sim.sessions)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text

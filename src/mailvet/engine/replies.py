@@ -121,7 +121,35 @@ _POLICY = _any(
     r"sender address rejected",
     r"envelope sender",
     r"not yet authorized",
-    r"your (?:ip|host|server|network)\b",
+    r"your (?:ip|host(?:name)?|server|network|domain)\b",
+)
+
+# --- a refusal that names OUR side (sender, HELO name, PTR, connection, relaying): never
+# about the recipient's mailbox, whatever mailbox-looking words follow. BLOCKED for 5xx,
+# TEMPORARY for 4xx. Checked before the mailbox words:
+#   "550 Sender domain does not exist" ; "553 Domain of sender address x@y does not exist"
+#   "550 HELO name x does not exist" ; "554 sending host does not exist in DNS"
+#   "550 The PTR record for 1.2.3.4 could not be found" ; "550 Too many invalid recipients"
+#   "550 Relaying disabled" ; "550 SMTPUTF8 is disabled"
+#   "550 Your sending account has been suspended" ; "550 rejected because your hostname x
+#   does not exist"
+_OURS = _any(
+    r"\bsender\b",
+    r"\bh[ae]lo\b",
+    r"\behlo\b",
+    r"\bptr\b",
+    r"reverse (?:dns|lookup|hostname|record)",
+    r"\brdns\b",
+    r"\byour (?:\w+ )?(?:host|hostname|ip|server|account|domain|network|mail server)\b",
+    r"\bsending (?:host|server|ip|account|domain|mta|address)\b",
+    r"\bclient host\b",
+    r"too many (?!messages)",  # "too many messages" is Postfix's full mailbox
+    r"\brelaying\b",
+    r"\brelay (?:access|denied|not|prohibited|disabled)",
+    r"(?:unable|not permitted|not allowed) to relay",
+    r"\bsmtputf8\b",
+    r"\b8bitmime\b",
+    r"\brate limit",
 )
 
 # Microsoft 365 Directory-Based Edge Blocking: the recipient is not in the tenant's
@@ -129,6 +157,12 @@ _POLICY = _any(
 # (Microsoft Learn, "Fix NDR error 550 5.4.1 in Exchange Online"). It says "access
 # denied" but it is about the mailbox, so it is checked before the policy table.
 _M365_DBEB = re.compile(r"recipient address rejected: access denied", re.IGNORECASE)
+
+# the nouns a mailbox-level refusal talks about (the recipient's, once _OURS had its say)
+_NOUN = r"(?:mailbox|user|recipient|rcpt|account|address|addressee|e-?mail)"
+# what may stand between the noun and the verb: not the end of a sentence (dots inside
+# an address or host name are fine)
+_GAP = r"(?:[^.;]|\.(?=\S))"
 
 # --- the mailbox is full -------------------------------------------------------------------
 _FULL = _any(
@@ -147,22 +181,19 @@ _FULL = _any(
 # --- the mailbox exists but is disabled ----------------------------------------------------
 _DISABLED = _any(
     # Gmail: "550-5.2.1 The email account that you tried to reach is disabled."
-    r"\bdisabled\b",
-    # Yahoo: "554 delivery error: dd Sorry your message to x cannot be delivered. This
-    #   account has been disabled or discontinued"
-    r"discontinued",
+    # Yahoo: "This mailbox is disabled (554.30)" ; "This account has been disabled or
+    #   discontinued" ; "550 5.2.1 Mailbox disabled for this recipient"
     # Daum/hanmail: "550 5.2.1 RACT MY.IP: Mailbox is inactive"
-    r"\binactive\b",
-    r"deactivated",
-    r"account (?:has been )?(?:suspended|closed|expired)",
+    _NOUN + r"\b" + _GAP + r"{0,60}?\b(?:disabled|discontinued|inactive|deactivated)\b",
+    r"\b(?:disabled|inactive|deactivated) (?:e-?mail )?(?:account|mailbox|user|recipient)",
+    _NOUN + r" (?:has been |is )?(?:suspended|closed|expired)",
 )
 
 # --- the mailbox does not exist ------------------------------------------------------------
 _UNKNOWN = _any(
     # Gmail: "550-5.1.1 The email account that you tried to reach does not exist."
-    r"does ?n[o']t exist",
-    r"dosn't exist",  # sic, seen on hgy.ooo (reacher)
-    r"not exist",
+    # reacher: "550 RCPT (x@stigpods.com.cn) dosn't exist" (sic) ; "recipient is not exist"
+    _NOUN + r"\b" + _GAP + r"{0,80}?(?:does ?n[o']t|dosn't|is not|not) exist",
     # Sendmail: "550 5.1.1 <x>... User unknown"; Postfix: "550 5.1.1 <x>: Recipient address
     #   rejected: User unknown in virtual mailbox table" (also local/relay/alias tables)
     r"user unknown",
@@ -184,17 +215,17 @@ _UNKNOWN = _any(
     r"recipient not found",
     r"account not found",
     r"address not found",
-    r"could not be found",
+    # "550 5.1.1 <x@y>: Email address could not be found, or was misspelled (G8)"
+    _NOUN + r"\b" + _GAP + r"{0,40}?could not be found",
     # Mimecast: "550 Invalid Recipient - https://community.mimecast.com/docs/DOC-1369#550"
     r"invalid (?:recipient|mailbox|user|address|email address|account)",
-    r"recipient (?:invalid|rejected)",
+    r"recipient (?:address )?invalid",
     r"not a valid (?:mailbox|user|recipient)",
     # Yahoo: "554 delivery error: dd This user doesn't have a yahoo.com account"
     r"doesn't have an? [\w.-]* ?account",
     r"no longer (?:available|accepts mail)",
     r"address is not handled",
-    r"recipient is not exist",
-    r"address error",
+    r"(?:recipient|rcpt|mailbox) address error",
 )
 
 # RFC 5321's own 550 text is "Requested action not taken: mailbox unavailable (e.g.,
@@ -210,6 +241,10 @@ _UNKNOWN_ENHANCED = {"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"}
 # ... and those that speak about OUR sender address (5.1.7 bad sender syntax,
 # 5.1.8 bad sender's system address)
 _SENDER_ENHANCED = {"5.1.7", "5.1.8", "4.1.7", "4.1.8"}
+
+# reply codes whose text may be read for mailbox words; 511 is qmail chkuser's
+# "511 sorry, no mailbox here by that name (#5.1.1 - chkuser)"
+_WORD_CODES = {511, 550, 551, 552, 553, 554}
 
 _MAILBOX_OUTCOMES = {SmtpOutcome.USER_UNKNOWN, SmtpOutcome.DISABLED, SmtpOutcome.MAILBOX_FULL}
 
@@ -246,12 +281,20 @@ def _classify(code: int, enhanced: str | None, text: str) -> SmtpOutcome:
     if klass == 4:
         if _GREYLIST.search(text):
             return SmtpOutcome.TEMPORARY
-        if enh.endswith(".2.2") or _FULL.search(text):
+        if enh.endswith(".2.2"):
             return SmtpOutcome.MAILBOX_FULL
         if _POLICY.search(text) or enh in _SENDER_ENHANCED:
             return SmtpOutcome.BLOCKED
+        if _OURS.search(text):
+            return SmtpOutcome.TEMPORARY
+        if _FULL.search(text):
+            return SmtpOutcome.MAILBOX_FULL
         return SmtpOutcome.TEMPORARY
 
+    # 500-504 are syntax / sequence errors (RFC 5321 4.2.2): about the command we sent,
+    # never about the mailbox, whatever the text or enhanced code says
+    if code <= 504:
+        return SmtpOutcome.BLOCKED
     # 5xx: the enhanced code first where it is unambiguous about the mailbox ...
     if enh == "5.2.2":
         return SmtpOutcome.MAILBOX_FULL
@@ -259,15 +302,21 @@ def _classify(code: int, enhanced: str | None, text: str) -> SmtpOutcome:
         return SmtpOutcome.USER_UNKNOWN
     # ... then anything that points at our host or sender (beats mailbox words: Exim's
     # "Sender verify failed" carries "Unrouteable address" about OUR address) ...
-    if _POLICY.search(text) or enh in _SENDER_ENHANCED or subject == "7":
+    if _POLICY.search(text) or _OURS.search(text) or enh in _SENDER_ENHANCED or subject == "7":
         return SmtpOutcome.BLOCKED
     if enh == "5.2.1":
         return SmtpOutcome.DISABLED
     if enh in _UNKNOWN_ENHANCED:
         return SmtpOutcome.USER_UNKNOWN
-    # ... then the words, for servers without (or with useless) enhanced codes.
+    # ... then the words, for servers without (or with useless) enhanced codes, and only
+    # with the codes that mean "mailbox refused" (550 unavailable, 551 not local, 552
+    # storage, 553 name not allowed, 554 failed: Yahoo's "dd This user doesn't have ...")
+    if code not in _WORD_CODES:
+        return SmtpOutcome.BLOCKED
     if _FULL.search(text):
         return SmtpOutcome.MAILBOX_FULL
+    if code == 552:  # "exceeded storage allocation": full, or nothing we can tell
+        return SmtpOutcome.BLOCKED
     if _DISABLED.search(text):
         return SmtpOutcome.DISABLED
     if _UNKNOWN.search(text) or (code == 550 and _UNAVAILABLE.search(text)):

@@ -18,6 +18,12 @@ Round trips (server-initiated banner counted as one):
   without:         banner, EHLO, MAIL, RCPT, RCPT (catch-all), QUIT = 6 (5 when the
                    domain's catch-all status is cached or the address was refused)
   STARTTLS adds STARTTLS, the handshake and a second EHLO.
+
+What the verdict may rest on: once the real RCPT is answered, that answer is final.
+The catch-all RCPT and QUIT after it are best effort (a timeout there, e.g. Exchange
+slowing replies to invalid recipients, only leaves ``catch_all`` unknown). In
+opportunistic STARTTLS mode TLS never costs the verdict either: a refused STARTTLS
+(454) goes on in plain text, a failed handshake is retried once in plain text.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import secrets
 import ssl
 import string
 import time
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Protocol
@@ -46,9 +53,11 @@ _MAX_LINE = 4096  # one reply line (RFC 5321 says 512; real servers exceed it a 
 _READ_CHUNK = 4096
 _MAX_ADDRESSES_PER_HOST = 2
 _MAX_MESSAGE = 300  # SmtpFacts.message
+_MAX_TEXT_LINES = 20  # lines of a reply kept in its text (all lines count for EHLO keywords)
 _CATCH_ALL_CACHE_SIZE = 50_000
 _LINE = re.compile(rb"^([0-9]{3})([ -]|\r?\n|$)")
 _RANDOM_ALPHABET = string.ascii_lowercase + string.digits
+_LDH_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")  # fullmatch only
 
 # worse failures first lose to more informative ones when every host failed
 _FAILURE_RANK = {
@@ -68,11 +77,19 @@ class _ProviderLike(Protocol):
 class _Failed(Exception):
     """A session cannot go on; carries the outcome for this host."""
 
-    def __init__(self, outcome: SmtpOutcome, message: str, reply: Reply | None = None) -> None:
+    def __init__(
+        self,
+        outcome: SmtpOutcome,
+        message: str,
+        reply: Reply | None = None,
+        *,
+        tls_failed: bool = False,
+    ) -> None:
         super().__init__(message)
         self.outcome = outcome
         self.message = message
         self.reply = reply
+        self.tls_failed = tls_failed  # the TLS handshake failed: worth a plain-text retry
 
 
 @dataclass(slots=True)
@@ -164,7 +181,7 @@ class _Conn:
     async def _reply(self, what: str) -> Reply:
         total = 0
         code: bytes | None = None
-        texts: list[str] = []
+        lines: list[str] = []  # every line (bounded by max_reply): EHLO keywords come late
         while True:
             line = await self._line()
             total += len(line)
@@ -178,21 +195,39 @@ class _Conn:
                 self.note("recv", shown)
                 raise _Failed(SmtpOutcome.INVALID_SMTP, f"not an SMTP reply to {what}: {shown!r}")
             code = m.group(1)
-            if len(texts) < 20:  # keep the text bounded even for long multi-line replies
-                texts.append(shown[4:].strip())
+            lines.append(shown[4:].strip())
             if m.group(2) != b"-":
                 break
         number = int(code)
+        texts = lines[:_MAX_TEXT_LINES]  # keep the text bounded even for long replies
         enhanced, _ = parse_enhanced(number, texts[0] if texts else "")
         if enhanced:  # Gmail repeats "5.1.1" on every line: drop the repeats
             texts = [t[len(enhanced) :].strip() if t.startswith(enhanced) else t for t in texts]
         text = " ".join(t for t in texts if t)
-        reply = Reply(number, enhanced, text, tuple(texts))
+        reply = Reply(number, enhanced, text, tuple(lines))
         self.note("recv", str(reply))
         return reply
 
     def abort(self) -> None:
         self.writer.transport.abort()
+
+
+def _sni(host: str) -> str | None:
+    """``host`` if it can be sent as TLS SNI (an LDH host name), else None.
+
+    An MX name from DNS may hold any bytes (a 63-byte label of non-ASCII, escapes, an
+    underscore); ``ssl`` raises UnicodeError/ValueError on those, which must not cost
+    the session: SNI is only a courtesy to the server.
+    """
+    name = host.rstrip(".")
+    if not name or len(name) > 253 or not name.isascii():
+        return None
+    labels = name.split(".")
+    if len(labels) < 2 or not all(_LDH_LABEL.fullmatch(label) for label in labels):
+        return None
+    if labels[-1].isdigit():  # an address literal is never SNI
+        return None
+    return name
 
 
 def _random_local() -> str:
@@ -340,6 +375,25 @@ class SmtpStage:
     async def _attempt(
         self, host: str, ip: str, email: str, domain: str, transcript: Transcript | None
     ) -> _Attempt:
+        attempt, retry_plain = await self._attempt_once(host, ip, email, domain, transcript, True)
+        if retry_plain:
+            # a failed handshake (old MX: TLS 1.0, weak ciphers, broken STARTTLS) is no
+            # verdict: once more to the same address, in plain text, as MTAs do
+            if transcript is not None:
+                transcript.add("note", "TLS handshake failed: retrying without STARTTLS", host=host)
+            attempt, _ = await self._attempt_once(host, ip, email, domain, transcript, False)
+        return attempt
+
+    async def _attempt_once(
+        self,
+        host: str,
+        ip: str,
+        email: str,
+        domain: str,
+        transcript: Transcript | None,
+        use_tls: bool,
+    ) -> tuple[_Attempt, bool]:
+        """One session; also says whether to retry without STARTTLS."""
         if transcript is not None:
             transcript.add("connect", f"{ip}:{self.settings.smtp_port}", host=host)
         try:
@@ -348,16 +402,16 @@ class SmtpStage:
             msg = f"connect to {ip} timed out"
             return _Attempt(
                 SmtpFacts(SmtpOutcome.NO_CONNECT, mx_host=host, message=msg), False, False
-            )
+            ), False
         except Exception as exc:  # refused, unreachable, proxy errors
             why = _short(f"cannot connect to {ip}: {exc}")
             return _Attempt(
                 SmtpFacts(SmtpOutcome.NO_CONNECT, mx_host=host, message=why), False, False
-            )
+            ), False
         conn = _Conn(reader, writer, host, self.settings, transcript, self)
         try:
-            facts = await self._session(conn, email, domain)
-            return _Attempt(facts, True, True)
+            facts = await self._session(conn, email, domain, use_tls=use_tls)
+            return _Attempt(facts, True, True), False
         except _Failed as failed:
             conn.note("note", failed.message)
             r = failed.reply
@@ -369,7 +423,8 @@ class SmtpStage:
                 message=_short(str(r) if r else failed.message),
                 tls=conn.tls,
             )
-            return _Attempt(facts, False, True)
+            retry = failed.tls_failed and use_tls and self.settings.smtp_starttls != "required"
+            return _Attempt(facts, False, True), retry
         finally:
             conn.abort()
 
@@ -377,9 +432,17 @@ class SmtpStage:
         if self._tls_context is None:
             # MX certificates are routinely self-signed or for another name: opportunistic
             # encryption without verification, as MTAs do (RFC 7435).
-            ctx = ssl.create_default_context()
+            # And permissive: a failed handshake would cost the verdict, and old MX servers
+            # still speak TLS 1.0 with ciphers below OpenSSL's default security level.
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+            with warnings.catch_warnings():  # TLSVersion.TLSv1 is deprecated (on purpose)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                with contextlib.suppress(ValueError, ssl.SSLError):
+                    ctx.minimum_version = ssl.TLSVersion.TLSv1
+            with contextlib.suppress(ssl.SSLError):  # OpenSSL builds differ
+                ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
             self._tls_context = ctx
         return self._tls_context
 
@@ -395,12 +458,49 @@ class SmtpStage:
                 return set()
         raise _Failed(classify(r.code, r.enhanced, r.text, command="EHLO"), str(r), r)
 
+    async def _starttls(self, conn: _Conn, ext: set[str]) -> set[str]:
+        """Encrypt the session; the extensions to use afterwards.
+
+        Opportunistic mode (the default) never lets TLS cost the verdict: a refusal
+        (454 "TLS not available") goes on in plain text on this connection, a failed
+        handshake is retried in plain text on a new one (``tls_failed``).
+        """
+        required = self.settings.smtp_starttls == "required"
+        await conn.send("STARTTLS")
+        r = await conn.reply("STARTTLS")
+        if r.code != 220:
+            if required:
+                raise _Failed(classify(r.code, r.enhanced, r.text, command="STARTTLS"), str(r), r)
+            conn.note("note", "STARTTLS refused: going on without TLS")
+            return ext - {"STARTTLS"}  # RFC 3207: the session is as before the command
+        if conn.buf:  # bytes after "220" before our handshake: not a TLS server hello
+            raise _Failed(
+                SmtpOutcome.TEMPORARY,
+                "TLS handshake failed: data after the STARTTLS reply",
+                tls_failed=True,
+            )
+        try:
+            async with asyncio.timeout(self.settings.smtp_command_timeout):
+                await conn.writer.start_tls(self._tls(), server_hostname=_sni(conn.host))
+        except TimeoutError:
+            raise _Failed(SmtpOutcome.TIMEOUT, "TLS handshake timed out") from None
+        except (ssl.SSLError, ConnectionError, OSError, ValueError) as exc:
+            raise _Failed(
+                SmtpOutcome.TEMPORARY, _short(f"TLS handshake failed: {exc}") or "", tls_failed=True
+            ) from None
+        conn.tls = True
+        conn.buf.clear()  # nothing sent in clear text may be trusted after STARTTLS
+        conn.note("note", "TLS established")
+        return await self._hello(conn)
+
     @staticmethod
     def _extensions(r: Reply) -> set[str]:
         # every line after the greeting starts with an extension keyword (RFC 5321 4.1.1.1)
         return {line.split(" ", 1)[0].upper() for line in r.lines[1:] if line}
 
-    async def _session(self, conn: _Conn, email: str, domain: str) -> SmtpFacts:
+    async def _session(
+        self, conn: _Conn, email: str, domain: str, *, use_tls: bool = True
+    ) -> SmtpFacts:
         s = self.settings
         banner = await conn.reply("banner")
         if not 200 <= banner.code < 300:
@@ -410,22 +510,8 @@ class SmtpStage:
                 banner,
             )
         ext = await self._hello(conn)
-        if "STARTTLS" in ext and s.smtp_starttls != "never":
-            await conn.send("STARTTLS")
-            r = await conn.reply("STARTTLS")
-            if r.code != 220:
-                raise _Failed(classify(r.code, r.enhanced, r.text, command="STARTTLS"), str(r), r)
-            try:
-                async with asyncio.timeout(s.smtp_command_timeout):
-                    await conn.writer.start_tls(self._tls(), server_hostname=conn.host)
-            except TimeoutError:
-                raise _Failed(SmtpOutcome.TIMEOUT, "TLS handshake timed out") from None
-            except (ssl.SSLError, ConnectionError, OSError) as exc:
-                raise _Failed(SmtpOutcome.TEMPORARY, f"TLS handshake failed: {exc}") from None
-            conn.tls = True
-            conn.buf.clear()  # nothing sent in clear text may be trusted after STARTTLS
-            conn.note("note", "TLS established")
-            ext = await self._hello(conn)
+        if "STARTTLS" in ext and s.smtp_starttls != "never" and use_tls:
+            ext = await self._starttls(conn, ext)
         elif s.smtp_starttls == "required":
             raise _Failed(SmtpOutcome.TEMPORARY, "STARTTLS required by settings, not offered")
         utf8 = not email.isascii()
@@ -449,8 +535,10 @@ class SmtpStage:
                     mail_r,
                 )
             rcpt_r = await conn.reply("RCPT")
-            probe_r = await conn.reply("RCPT") if probe is not None else None
-            await self._quit(conn, sent=True)
+            # the real answer is in: what follows (the random RCPT, QUIT) is best effort
+            probe_r = await self._best_effort(conn, probe is not None)
+            if probe is None or probe_r is not None:
+                await self._quit(conn, sent=True)
         else:
             await conn.send(mail)
             mail_r = await conn.reply("MAIL")
@@ -464,10 +552,13 @@ class SmtpStage:
             await conn.send(rcpt)
             rcpt_r = await conn.reply("RCPT")
             probe_r = None
+            probe_failed = False
             if probe is not None and 200 <= rcpt_r.code < 300:
-                await conn.send(probe)
-                probe_r = await conn.reply("RCPT")
-            await self._quit(conn)
+                # the real answer is in: the random RCPT and QUIT are best effort
+                probe_r = await self._best_effort(conn, True, send=probe)
+                probe_failed = probe_r is None
+            if not probe_failed:
+                await self._quit(conn)
 
         outcome = classify(rcpt_r.code, rcpt_r.enhanced, rcpt_r.text, command="RCPT")
         catch_all: bool | None = None
@@ -495,6 +586,24 @@ class SmtpStage:
             catch_all=catch_all,
             tls=conn.tls,
         )
+
+    async def _best_effort(
+        self, conn: _Conn, wanted: bool, *, send: str | None = None
+    ) -> Reply | None:
+        """The reply to the catch-all RCPT, or None when it fails (timeout, hang-up).
+
+        Exchange slows its answer to an invalid recipient past our command timeout;
+        that must cost the catch-all flag only, never the real RCPT's answer.
+        """
+        if not wanted:
+            return None
+        try:
+            if send is not None:
+                await conn.send(send)
+            return await conn.reply("RCPT")
+        except _Failed as failed:
+            conn.note("note", f"catch-all check failed, ignored: {failed.message}")
+            return None
 
     async def _quit(self, conn: _Conn, *, sent: bool = False) -> None:
         """Say goodbye politely; the verdict is already known, so errors are ignored."""

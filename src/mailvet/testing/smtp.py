@@ -65,6 +65,9 @@ __all__ = [
     "mailboxes",
     "policy_block",
     "reply_rule",
+    "second_rcpt_fails",
+    "starttls_broken",
+    "starttls_refused",
     "starttls_required",
     "tarpit",
 ]
@@ -145,7 +148,13 @@ class Behaviour:
     ehlo_supported: bool = True
     pipelining: bool = True
     smtputf8: bool = True
-    starttls: Literal["no", "offered", "required"] = "no"
+    # "refused": offered, but STARTTLS gets "454 4.7.0 TLS not available"; "broken":
+    # offered, "220 Ready", then junk instead of a TLS handshake
+    starttls: Literal["no", "offered", "required", "refused", "broken"] = "no"
+    ehlo_extra: tuple[str, ...] = ()  # more EHLO keywords, listed before the usual ones
+    # the second RCPT of a session (the catch-all check): answered, or never answered
+    # ("stall"), or the connection is dropped on receiving it ("close")
+    second_rcpt: Literal["answer", "stall", "close"] = "answer"
     mail_reply: str | None = None  # override the reply to MAIL FROM
     hostile: Hostile | None = None
     hostile_at: Stage = "banner"  # where the hostile behaviour starts
@@ -169,6 +178,7 @@ class Session:
     mail_from: str | None = None
     tls: bool = False
     closed: bool = False
+    rcpts: int = 0  # RCPT commands answered or refused so far
 
     def verbs(self) -> list[str]:
         return [c.split(" ", 1)[0].split(":", 1)[0].upper() for c in self.commands]
@@ -271,6 +281,25 @@ def banner_421(**options: object) -> Behaviour:
 def starttls_required(**options: object) -> Behaviour:
     """Offer STARTTLS and answer MAIL with 530 5.7.0 until the session is encrypted."""
     return Behaviour(starttls="required").with_options(**options)
+
+
+def starttls_refused(**options: object) -> Behaviour:
+    """Offer STARTTLS in EHLO, then answer it "454 4.7.0 TLS not available"."""
+    return Behaviour(starttls="refused").with_options(**options)
+
+
+def starttls_broken(**options: object) -> Behaviour:
+    """Offer STARTTLS, answer "220 Ready", then send junk instead of a TLS handshake."""
+    return Behaviour(starttls="broken").with_options(**options)
+
+
+def second_rcpt_fails(
+    how: Literal["stall", "close"] = "stall", then: Behaviour | None = None, **options: object
+) -> Behaviour:
+    """Answer the first RCPT of a session (per ``then``, default accept), then never
+    answer the second (``stall``, like Exchange slowing replies to invalid recipients
+    past a client's timeout) or hang up on it (``close``)."""
+    return replace(then or accept(), second_rcpt=how).with_options(**options)
 
 
 def tarpit(at: Stage = "banner", rate: float = 1.0, **options: object) -> Behaviour:
@@ -423,6 +452,12 @@ class SmtpSim:
             await self._converse(reader, writer, session, behaviour)
         except (_Hangup, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
             pass
+        except asyncio.CancelledError:
+            # stop() (or the loop shutting down) ends the session. Swallowed on purpose:
+            # asyncio's StreamReaderProtocol calls task.exception() on this task when it
+            # is done, which raises on a cancelled task and logs "Exception in callback
+            # ... CancelledError" (seen when stopping mid-handshake or mid-stall).
+            pass
         finally:
             session.closed = True
             self._writers.discard(writer)
@@ -531,7 +566,13 @@ class SmtpSim:
                 if not b.ehlo_supported:
                     await say("500 5.5.1 Command unrecognized: EHLO", "EHLO")
                     continue
-                ext = [self.hostname, "SIZE 35882577", "8BITMIME", "ENHANCEDSTATUSCODES"]
+                ext = [
+                    self.hostname,
+                    *b.ehlo_extra,
+                    "SIZE 35882577",
+                    "8BITMIME",
+                    "ENHANCEDSTATUSCODES",
+                ]
                 if b.pipelining:
                     ext.append("PIPELINING")
                 if b.smtputf8:
@@ -548,7 +589,18 @@ class SmtpSim:
                 if b.starttls == "no" or session.tls:
                     await say("502 5.5.1 Error: command not implemented")
                     continue
+                if b.starttls == "refused":
+                    await say("454 4.7.0 TLS not available due to local problem")
+                    continue
                 await say("220 2.0.0 Ready to start TLS")
+                if b.starttls == "broken":  # junk where the server hello belongs
+                    if not await reader.read(65536):  # the client hello
+                        raise _Hangup
+                    writer.write(b"\x15\x03\x00\x00\x02\x02\x28not tls at all\r\n")
+                    await writer.drain()
+                    while await reader.read(65536):  # until the client gives up
+                        pass
+                    raise _Hangup
                 if self._tls is None:
                     from mailvet.testing.tls import server_context
 
@@ -571,6 +623,13 @@ class SmtpSim:
                     await say("503 5.5.1 Error: need MAIL command", "RCPT")
                     continue
                 rcpt = _angle(line)
+                session.rcpts += 1
+                if session.rcpts == 2 and b.second_rcpt == "close":
+                    raise _Hangup
+                if session.rcpts == 2 and b.second_rcpt == "stall":
+                    while await reader.read(65536):  # never answer; wait for a hang-up
+                        pass
+                    raise _Hangup
                 await say(self._rule_for(rcpt, b)(rcpt, session), "RCPT")
             elif verb == "RSET":
                 session.mail_from = None
