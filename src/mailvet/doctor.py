@@ -17,12 +17,12 @@ import dns.asyncresolver
 import dns.exception
 import dns.resolver
 import dns.reversename
-from python_socks.async_.asyncio import Proxy
 from rich.console import Console
 
 from mailvet.engine.dns import DnsStage, make_resolver
 from mailvet.engine.facts import DnsOutcome
 from mailvet.engine.netpolicy import is_public_address
+from mailvet.engine.smtp import open_smtp_connection
 from mailvet.settings import Settings
 
 __all__ = ["Check", "diagnose", "run_doctor"]
@@ -48,18 +48,7 @@ async def _names(resolver: dns.asyncresolver.Resolver, name: str, rdtype: str) -
 
 async def _connect(settings: Settings, address: str) -> tuple[str, str]:
     """Open the SMTP port, read the banner; return (our local address, banner line)."""
-    port = settings.smtp_port
-    async with asyncio.timeout(settings.smtp_connect_timeout):
-        if settings.socks_proxy:
-            proxy = Proxy.from_url(settings.socks_proxy)
-            sock = await proxy.connect(address, port)
-            try:
-                reader, writer = await asyncio.open_connection(sock=sock)
-            except BaseException:
-                sock.close()
-                raise
-        else:
-            reader, writer = await asyncio.open_connection(address, port)
+    reader, writer = await open_smtp_connection(settings, address)
     try:
         # a scoped IPv6 address ("fe80::1%eth0") is not something ipaddress parses
         local = str(writer.get_extra_info("sockname")[0]).split("%", 1)[0]

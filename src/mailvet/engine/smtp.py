@@ -47,7 +47,7 @@ from mailvet.engine.replies import Reply, classify, parse_enhanced
 from mailvet.engine.transcript import Transcript
 from mailvet.settings import Settings
 
-__all__ = ["SmtpStage"]
+__all__ = ["SmtpStage", "open_smtp_connection"]
 
 _MAX_LINE = 4096  # one reply line (RFC 5321 says 512; real servers exceed it a little)
 _READ_CHUNK = 4096
@@ -240,6 +240,26 @@ def _short(text: str | None) -> str | None:
     return text[:_MAX_MESSAGE] + "..."
 
 
+async def open_smtp_connection(
+    settings: Settings, ip: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to ``ip`` on the SMTP port, through the SOCKS5 proxy when one is set,
+    within the connect timeout. The caller has already applied the address policy."""
+    port = settings.smtp_port
+    async with asyncio.timeout(settings.smtp_connect_timeout):
+        if settings.socks_proxy:
+            from python_socks.async_.asyncio import Proxy
+
+            proxy = Proxy.from_url(settings.socks_proxy)
+            sock = await proxy.connect(dest_host=ip, dest_port=port)
+            try:
+                return await asyncio.open_connection(sock=sock)
+            except BaseException:
+                sock.close()
+                raise
+        return await asyncio.open_connection(ip, port)
+
+
 class SmtpStage:
     """Probe mailboxes over SMTP. One per process; safe to share across tasks."""
 
@@ -357,20 +377,7 @@ class SmtpStage:
         return best
 
     async def _connect(self, ip: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        port = self.settings.smtp_port
-        proxy_url = self.settings.socks_proxy
-        async with asyncio.timeout(self.settings.smtp_connect_timeout):
-            if proxy_url:
-                from python_socks.async_.asyncio import Proxy
-
-                proxy = Proxy.from_url(proxy_url)
-                sock = await proxy.connect(dest_host=ip, dest_port=port)
-                try:
-                    return await asyncio.open_connection(sock=sock)
-                except BaseException:
-                    sock.close()
-                    raise
-            return await asyncio.open_connection(ip, port)
+        return await open_smtp_connection(self.settings, ip)
 
     async def _attempt(
         self, host: str, ip: str, email: str, domain: str, transcript: Transcript | None
