@@ -52,7 +52,7 @@ class FakeEngine:
 
     def check_offline(self, raw: str) -> Facts:
         local, at, domain = raw.rpartition("@")
-        ok = bool(at and local and "." in domain and " " not in raw)
+        ok = bool(at and local and "." in domain) and not any(c.isspace() for c in raw)
         syntax = SyntaxFacts(
             ok=ok,
             email=raw if not ok else f"{local}@{domain.lower()}",

@@ -44,7 +44,7 @@ async def test_openapi_describes_the_api(api: Api) -> None:
     assert schemes["MailsApiKey"] == {"type": "apiKey", "in": "header", "name": "x-mails-api-key"}
     get = paths["/v1/validate"]["get"]
     assert [p["name"] for p in get["parameters"]] == ["email", "flat", "details"]
-    assert set(get["responses"]) == {"200", "400", "401", "413", "429"}
+    assert set(get["responses"]) == {"200", "400", "401", "413", "429", "503"}
 
 
 async def test_docs_are_served_without_a_cdn(api: Api) -> None:

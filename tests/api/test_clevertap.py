@@ -11,6 +11,7 @@ gets a complete ``unknown`` answer (the engine's deadline, not CleverTap's timeo
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import httpx
@@ -55,15 +56,15 @@ class Linked:
         return body
 
 
-@pytest.fixture
-async def linked() -> AsyncIterator[Linked]:
+@asynccontextmanager
+async def linked_app(deadline: float) -> AsyncIterator[Linked]:
     sim = SmtpSim(mailboxes("alice"), by_ip={"127.0.0.2": tarpit()})
     async with DnsServer(Zone(ZONE)) as dns, sim:
         settings = Settings(
             dns_nameservers=[dns.nameserver],
             smtp_port=sim.port,
             allow_private_mx=True,
-            deadline=1.5,
+            deadline=deadline,
             database_url="memory://",
         )
         store = MemoryStore()
@@ -71,6 +72,20 @@ async def linked() -> AsyncIterator[Linked]:
         app = create_app(settings, store=store)
         async with serve(app) as url:
             yield Linked(url, key)
+
+
+@pytest.fixture
+async def linked() -> AsyncIterator[Linked]:
+    """Healthy paths: a generous deadline, so a loaded CI machine still concludes."""
+    async with linked_app(deadline=4.0) as running:
+        yield running
+
+
+@pytest.fixture
+async def tarpit_linked() -> AsyncIterator[Linked]:
+    """The deadline itself is under test: a short one."""
+    async with linked_app(deadline=1.5) as running:
+        yield running
 
 
 @pytest.mark.parametrize(
@@ -95,8 +110,10 @@ async def test_liquid_branches_on_real_responses(
     assert liquid.render(FLAT, Linked={"Mail.so": nested}) == "B"
 
 
-async def test_tarpit_gets_a_complete_unknown_before_the_deadline(linked: Linked) -> None:
-    body = await linked.fetch("anyone@slow.test", flat="1", details="1")
+async def test_tarpit_gets_a_complete_unknown_before_the_deadline(
+    tarpit_linked: Linked,
+) -> None:
+    body = await tarpit_linked.fetch("anyone@slow.test", flat="1", details="1")
     data = body["data"]
     assert list(data) == list(Verdict._fields)
     assert data["result"] == "unknown"

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
 
 from mailvet.jobs.inprocess import BatchRunner
 from mailvet.storage.base import Plan
@@ -92,3 +96,124 @@ async def test_wake_picks_up_new_batches_and_engine_errors_do_not_stop_it() -> N
     assert items[0].verdict is not None
     assert (items[0].verdict["result"], items[0].verdict["reason"]) == ("unknown", "invalid_smtp")
     assert items[1].verdict is not None
+
+
+class Recording(MemoryStore):
+    """A MemoryStore that records finishes and can fail ``save_verdicts`` for one batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.finished: list[str] = []
+        self.broken: str | None = None
+        self.save_attempts: dict[str, int] = {}
+
+    async def save_verdicts(
+        self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
+    ) -> None:
+        self.save_attempts[batch_id] = self.save_attempts.get(batch_id, 0) + 1
+        if batch_id == self.broken:
+            raise RuntimeError("disk full")
+        await super().save_verdicts(batch_id, verdicts)
+
+    async def finish_batch(self, batch_id: str) -> None:
+        self.finished.append(batch_id)
+        await super().finish_batch(batch_id)
+
+
+async def _until(predicate: Callable[[], bool]) -> None:
+    for _ in range(1000):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never held")
+
+
+async def test_small_batch_submitted_later_does_not_wait_for_a_large_one() -> None:
+    store = Recording()
+    key, _ = await store.create_key("k", Plan.PAID)
+    large = await store.create_batch(
+        key.id, "large", [f"l{i}@deliverable.test" for i in range(200)]
+    )
+    engine = FakeEngine()
+    engine.gate = asyncio.Event()
+    runner = BatchRunner(store, engine, make_settings(batch_concurrency=2))  # type: ignore[arg-type]
+    runner.start()
+    await _until(lambda: engine.in_flight > 0)  # the large batch's first chunk is running
+    small = await store.create_batch(key.id, "small", ["s1@deliverable.test", "s2@b.test"])
+    runner.wake()
+    engine.gate.set()
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    await runner.stop()
+    assert store.finished == [small.id, large.id]
+    small_calls = [i for i, email in enumerate(engine.calls) if email.startswith("s")]
+    assert max(small_calls) < 20  # within a few chunks of the large batch, not after 200
+
+
+async def test_a_failing_batch_backs_off_without_blocking_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = Recording()
+    key, _ = await store.create_key("k", Plan.PAID)
+    broken = await store.create_batch(key.id, "broken", ["a@deliverable.test"])
+    healthy = await store.create_batch(key.id, "healthy", ["b@deliverable.test"])
+    store.broken = broken.id
+    # a long back-off: once it starts, the broken batch is not tried again in this test
+    engine: Any = FakeEngine()
+    runner = BatchRunner(store, engine, make_settings(), retry_delay=60.0, max_failures=3)
+    runner.start()
+    await asyncio.wait_for(_until(lambda: healthy.id in store.finished), 10)
+    await _until(lambda: runner.failing.get(broken.id) == 3)
+    for _ in range(20):  # the loop waits; it does not spin on the broken batch
+        await asyncio.sleep(0.01)
+    await runner.stop()
+    assert store.save_attempts[broken.id] == 3
+    assert store.save_attempts[healthy.id] == 1
+    assert broken.id not in store.finished
+    assert any("next try in 60.0 s" in r.getMessage() for r in caplog.records)
+
+
+async def test_on_checked_errors_do_not_break_the_loop() -> None:
+    store, batch_id, _ = await _store_with_batch(5)
+
+    def hook(checked: object) -> None:
+        raise RuntimeError("metrics bug")
+
+    engine: Any = FakeEngine()
+    runner = BatchRunner(store, engine, make_settings(), on_checked=hook, retry_delay=60.0)
+    runner.start()
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    await runner.stop()
+    assert await store.unfinished_batches() == []
+    assert all(item.verdict is not None for item in await store.batch_items(batch_id))
+
+
+async def test_wait_idle_does_not_return_early_when_wake_races_an_empty_lookup() -> None:
+    class Slow(MemoryStore):
+        """``unfinished_batches`` answers from a snapshot taken before the test releases it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.entered = asyncio.Event()
+            self.release = asyncio.Event()
+            self.held = False
+
+        async def unfinished_batches(self) -> list[str]:
+            snapshot = await super().unfinished_batches()
+            if not self.held:
+                self.held = True
+                self.entered.set()
+                await self.release.wait()
+            return snapshot
+
+    store = Slow()
+    key, _ = await store.create_key("k", Plan.PAID)
+    runner = BatchRunner(store, FakeEngine(), make_settings())  # type: ignore[arg-type]
+    runner.start()
+    await asyncio.wait_for(store.entered.wait(), 10)  # the runner's look-up saw no batch
+    record = await store.create_batch(key.id, None, ["a@deliverable.test"])
+    runner.wake()
+    store.release.set()  # ... and now answers [] after the wake
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    finished = await store.get_batch(key.id, record.id)
+    await runner.stop()
+    assert finished is not None and finished.finished_at is not None

@@ -6,6 +6,8 @@ import uuid
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from mailvet.api.metrics import method_label
+
 from .kit import Api, running_api
 
 
@@ -59,3 +61,31 @@ async def test_each_app_has_its_own_registry() -> None:
         await first.client.get("/healthz")
         text = (await second.client.get("/metrics")).text
     assert 'route="/healthz"' not in text
+
+
+async def test_made_up_methods_and_paths_do_not_mint_series(api: Api) -> None:
+    for i in range(30):
+        await api.client.request(f"FOO{i}", "/v1/validate", headers=api.h())
+        await api.client.request(f"BAR{i}", f"/made/up/{i}")
+        await api.client.get(f"/made/up/{i}", params={"email": f"{i}@x.test"})
+        await api.client.get(f"/v1/batch/{uuid.uuid4()}", headers=api.h())
+        await api.client.get(f"/static/docs/nothing-{i}.js")
+    got = samples((await api.client.get("/metrics")).text)
+    series = [dict(labels) for (name, labels) in got if name == "mailvet_http_requests_total"]
+    routes = {labels["route"] for labels in series}
+    methods = {labels["method"] for labels in series}
+    assert methods <= {"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "OTHER"}
+    assert "OTHER" in methods
+    assert routes <= {"/v1/validate", "/v1/batch/{batch_id}", "unmatched", "/static/docs"}
+    assert len(series) <= 6  # a fixed handful of series, not one per request
+
+
+def test_method_label() -> None:
+    assert [method_label(m) for m in ("GET", "OPTIONS", "get", "FOO", "", None)] == [
+        "GET",
+        "OPTIONS",
+        "OTHER",
+        "OTHER",
+        "OTHER",
+        "OTHER",
+    ]

@@ -7,10 +7,15 @@ import re
 import uuid
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
-from mailvet.api import wire
+from mailvet.api import v1, wire
+from mailvet.api.app import create_app
+from mailvet.settings import Settings
+from mailvet.storage.base import ApiKey
+from mailvet.storage.memory import MemoryStore
 from mailvet.verdict import Verdict
 
 from .kit import Api, FakeEngine, make_settings, running_api
@@ -187,14 +192,71 @@ async def test_result_cache(api: Api) -> None:
     }
 
 
-async def test_stalled_engine_answers_unknown_before_the_safety_net() -> None:
+async def test_safety_net_answers_unknown_when_the_engine_ignores_its_deadline() -> None:
+    # FakeEngine has no deadline of its own, so this exercises the API's outer safety
+    # net (answer_within), not the engine's deadline (test_clevertap.py covers that)
     async with running_api(make_settings(deadline=0.2)) as api:
-        r = await api.client.get("/v1/validate", params={"email": "x@stall.test"}, headers=api.h())
+        r = await api.client.get(
+            "/v1/validate", params={"email": "x@stall.test", "details": "1"}, headers=api.h()
+        )
     assert r.status_code == 200
-    data = r.json()["data"]
+    body = r.json()
+    data = body["data"]
     assert data["result"] == "unknown"
     assert data["reason"] == "timeout"
     assert set(data) == set(Verdict._fields)
+    assert body["details"]["deadline_hit"] is True
+
+
+def test_answer_within_stays_inside_clevertaps_five_seconds() -> None:
+    assert make_settings().deadline == 1.0
+    assert v1.answer_within(Settings().deadline) == 4.8  # the default deadline, 4.5 s
+    assert v1.answer_within(1.0) == pytest.approx(1.3)
+    assert v1.answer_within(4.7) == 4.8
+    assert v1.answer_within(10.0) == pytest.approx(10.3)  # a deliberate longer deadline
+
+
+class StallingStore(MemoryStore):
+    """Key look-ups hang (a locked SQLite file, an overloaded database)."""
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        await asyncio.sleep(3600)
+        return None
+
+
+async def test_a_stalled_key_lookup_is_inside_the_time_budget() -> None:
+    app = create_app(make_settings(deadline=0.1), store=StallingStore(), engine=FakeEngine())  # type: ignore[arg-type]
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://mailvet.test") as client:
+            r = await asyncio.wait_for(
+                client.get(
+                    "/v1/validate",
+                    params={"email": "a@deliverable.test"},
+                    headers={"x-mails-api-key": "mv_whatever"},
+                ),
+                30,  # a hang guard, not a timing assertion
+            )
+    assert r.status_code == 503
+    assert r.headers["retry-after"] == "1"
+    error(r.json(), wire.TOO_SLOW)
+
+
+async def test_result_cache_keys_on_the_normalised_address_never_trimmed(api: Api) -> None:
+    async def result(email: str) -> str:
+        r = await api.client.get("/v1/validate", params={"email": email}, headers=api.h())
+        assert r.status_code == 200
+        return str(r.json()["data"]["reason"])
+
+    assert await result("c@deliverable.test ") == "invalid_format"
+    assert await result(" c@deliverable.test") == "invalid_format"
+    assert await result("c@deliverable.test") == "accepted_email"
+    assert await result("c@DELIVERABLE.test") == "accepted_email"  # same normalised address
+    # once the valid address is cached, the malformed ones still get their own verdict
+    assert await result("c@deliverable.test ") == "invalid_format"
+    assert await result(" c@deliverable.test") == "invalid_format"
+    assert await result("\tc@deliverable.test") == "invalid_format"
+    assert api.engine.calls.count("c@deliverable.test") == 1
 
 
 async def test_unknown_route_and_method_are_enveloped(api: Api) -> None:
@@ -376,3 +438,19 @@ async def test_batch_runs_with_bounded_concurrency() -> None:
     assert body["counts"]["deliverable"] == 20
     assert sorted(engine.calls) == sorted(emails)
     assert engine.max_in_flight == 3
+
+
+async def test_the_api_applies_the_storage_text_rule(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one rule for "text a store can hold": the API calls storage.common.check_text
+    def strict(value: str, what: str) -> str:
+        if "forbidden" in value:
+            raise ValueError(what)
+        return value
+
+    monkeypatch.setattr(v1, "check_text", strict)
+    r = await api.client.get("/v1/validate", params={"email": "forbidden@x.test"}, headers=api.h())
+    assert r.status_code == 400
+    r = await api.client.post("/v1/batch", json={"emails": ["forbidden@x.test"]}, headers=api.h())
+    assert r.status_code == 400

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
+import pytest
 
 from mailvet.api import wire
 from mailvet.storage.base import ApiKey, BatchItem, BatchRecord, Plan
@@ -90,3 +93,52 @@ def test_wire_verdict_model_mirrors_verdict() -> None:
     assert wire.VerdictOut.model_validate(verdict.as_dict()).model_dump(mode="json") == (
         verdict.as_dict()
     )
+
+
+def test_csv_download_neutralises_formulas() -> None:
+    formula = "=cmd|' /C calc'!A0"
+    verdict = Verdict.make(
+        email=formula, score=0, result=Result.UNDELIVERABLE, reason=Reason.INVALID_FORMAT
+    )
+    items = [
+        BatchItem(0, formula, verdict.as_dict()),
+        BatchItem(1, "+1@x.test", None),
+        BatchItem(2, "-2@x.test", None),
+        BatchItem(3, "@SUM(A1)", None),
+        BatchItem(4, "\tx@y.test", None),
+        BatchItem(5, "\rx@y.test", None),
+        BatchItem(6, "a=b@x.test", None),
+    ]
+    rows = list(csv.reader(io.StringIO("".join(wire.csv_rows(items)), newline="")))
+    inputs = [row[1] for row in rows[1:]]
+    assert inputs == [
+        "'" + formula,
+        "'+1@x.test",
+        "'-2@x.test",
+        "'@SUM(A1)",
+        "'\tx@y.test",
+        "'\rx@y.test",
+        "a=b@x.test",  # only a leading character makes a formula
+    ]
+    email_column = rows[0].index("email")
+    assert rows[1][email_column] == "'" + formula  # verdict fields too
+    assert rows[1][rows[0].index("score")] == "0"
+    # JSON lines carry the text as submitted: no spreadsheet reads them
+    assert orjson.loads(next(iter(wire.jsonl_lines(items[:1]))))["input"] == formula
+
+
+def test_metrics_and_details_share_one_smtp_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mailvet.api import metrics as metrics_module
+    from mailvet.engine.facts import Facts, SyntaxFacts, TranscriptEntry
+
+    facts = Facts(syntax=SyntaxFacts(ok=False, email="x"), offline=False)
+    facts.transcript = [
+        TranscriptEntry(2.0, "connect", "mx:25", "mx"),
+        TranscriptEntry(5.5, "recv", "250 ok", "mx"),
+    ]
+    assert wire.smtp_seconds(facts) == 0.0035
+    assert wire.details_object(facts, cached=False, total_ms=1.0)["timings"]["smtp_ms"] == 3.5
+    monkeypatch.setattr(metrics_module, "smtp_seconds", lambda _facts: 7.0)
+    metrics = metrics_module.Metrics()
+    metrics.observe_facts(facts)
+    assert metrics.registry.get_sample_value("mailvet_smtp_duration_seconds_sum") == 7.0

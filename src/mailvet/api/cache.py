@@ -76,7 +76,16 @@ class TTLCache(Generic[V]):
                 del self._data[k]
 
 
-def cache_key(raw: str) -> str:
-    """The cache key of an address: trimmed, domain lower-cased (local part kept as is)."""
-    local, at, domain = raw.strip().rpartition("@")
-    return f"{local}{at}{domain.lower()}" if at else raw.strip()
+def cache_key(raw: str, facts: Facts) -> str:
+    """The cache key of an address, from the offline facts of ``raw``.
+
+    A valid address is keyed on the syntax stage's normalised form (so
+    ``a@Example.com`` and ``a@example.com`` share an entry: normalisation lives in
+    one place); anything else on the exact input, never trimmed, so an input the
+    syntax stage rejects (``"a@example.com "``) never meets the verdict of the
+    address it resembles. The prefixes keep the two kinds of key apart.
+    """
+    syntax = facts.syntax
+    if syntax.ok:
+        return "v:" + syntax.email
+    return "r:" + raw

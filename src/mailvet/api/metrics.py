@@ -1,7 +1,9 @@
 """Prometheus metrics, one ``CollectorRegistry`` per app instance.
 
 - ``mailvet_http_requests_total{method,route,status}``: every HTTP request, by the
-  route *template* (``/v1/batch/{batch_id}``), never the raw path;
+  route *template* (``/v1/batch/{batch_id}``), never the raw path (``unmatched`` when
+  no route matched), and by method from a fixed set (anything else is ``OTHER``), so
+  no request can mint a new series;
 - ``mailvet_verdicts_total{result,reason,source}``: verdicts given (api / batch / cache);
 - ``mailvet_smtp_duration_seconds``: length of the SMTP conversation of a validation;
 - ``mailvet_request_duration_seconds{route}``: wall time of each request.
@@ -19,10 +21,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailvet.api.wire import smtp_seconds
 from mailvet.engine.facts import Facts
 from mailvet.verdict import Verdict
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "MetricsMiddleware"]
+__all__ = ["CONTENT_TYPE_LATEST", "METHODS", "Metrics", "MetricsMiddleware", "method_label"]
+
+METHODS = frozenset({"GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"})
+UNMATCHED = "unmatched"
 
 _SMTP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 30.0)
 _REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -65,12 +71,23 @@ class Metrics:
         self.verdicts.labels(result, reason, source).inc()
 
     def observe_facts(self, facts: Facts) -> None:
-        times = [e.at_ms for e in facts.transcript if e.kind in ("connect", "send", "recv")]
-        if times:
-            self.smtp_seconds.observe((max(times) - min(times)) / 1000.0)
+        seconds = smtp_seconds(facts)
+        if seconds is not None:
+            self.smtp_seconds.observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def method_label(method: object) -> str:
+    """The request method if it is a standard one, else ``OTHER``."""
+    return method if isinstance(method, str) and method in METHODS else "OTHER"
+
+
+def route_label(scope: Scope) -> str:
+    """The matched route's template (a fixed string from the app), else ``unmatched``."""
+    template = getattr(scope.get("route"), "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED
 
 
 class MetricsMiddleware:
@@ -96,7 +113,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            self.metrics.requests.labels(scope["method"], template, str(status)).inc()
+            template = route_label(scope)
+            self.metrics.requests.labels(method_label(scope["method"]), template, str(status)).inc()
             self.metrics.request_seconds.labels(template).observe(time.perf_counter() - start)

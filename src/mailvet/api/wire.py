@@ -40,6 +40,7 @@ __all__ = [
     "NOT_FOUND",
     "PAID_ONLY",
     "RATE_LIMITED",
+    "TOO_SLOW",
     "UNAUTHORIZED",
     "UNAUTHORIZED_BATCH",
     "VERDICT_FIELDS",
@@ -50,6 +51,7 @@ __all__ = [
     "VerdictOut",
     "batch_body",
     "batch_object",
+    "csv_cell",
     "csv_rows",
     "details_object",
     "error_response",
@@ -57,6 +59,7 @@ __all__ = [
     "jsonl_lines",
     "order_verdict",
     "rfc3339",
+    "smtp_seconds",
     "validate_body",
 ]
 
@@ -70,6 +73,7 @@ NOT_FOUND = "Not found."
 RATE_LIMITED = "Too many requests."
 BODY_TOO_LARGE = "The body provided is too large."
 BATCH_TOO_LARGE = "Too many emails: a batch holds at most {limit}."
+TOO_SLOW = "The request could not be answered in time."
 
 VERDICT_FIELDS: tuple[str, ...] = Verdict._fields
 MAX_EMAIL_CHARS = 1024  # an address is at most 254; longer input is not an address at all
@@ -286,7 +290,7 @@ def details_object(facts: Facts, *, cached: bool, total_ms: float) -> dict[str, 
     dns_ms = _span_ms(facts, ("dns",))
     if dns_ms is not None:
         timings["dns_ms"] = dns_ms
-    smtp_ms = _span_ms(facts, ("connect", "send", "recv"))
+    smtp_ms = _span_ms(facts, SMTP_KINDS)
     if smtp_ms is not None:
         timings["smtp_ms"] = smtp_ms
     smtp: dict[str, Any] | None = None
@@ -311,9 +315,15 @@ def details_object(facts: Facts, *, cached: bool, total_ms: float) -> dict[str, 
     }
 
 
+SMTP_KINDS: tuple[str, ...] = ("connect", "send", "recv")
+
+
 def smtp_seconds(facts: Facts) -> float | None:
-    """How long the SMTP conversation took, from the transcript (None if none)."""
-    span = _span_ms(facts, ("connect", "send", "recv"))
+    """How long the SMTP conversation took, from the transcript (None if none).
+
+    The one computation behind both ``details.timings.smtp_ms`` and the
+    ``mailvet_smtp_duration_seconds`` metric."""
+    span = _span_ms(facts, SMTP_KINDS)
     return None if span is None else span / 1000.0
 
 
@@ -327,6 +337,25 @@ def _span_ms(facts: Facts, kinds: tuple[str, ...]) -> float | None:
 CSV_COLUMNS: tuple[str, ...] = ("position", "input", *VERDICT_FIELDS)
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """One CSV cell; a string a spreadsheet would read as a formula gets a leading ``'``.
+
+    OWASP's CSV injection guidance: a list collected from sign-up forms can carry
+    ``=cmd|' /C calc'!A0``; prefixed, a spreadsheet shows it as text. Booleans are
+    ``true``/``false``, None is empty, numbers are written as they are.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return "'" + value if value.startswith(_FORMULA_START) else value
+    return value
+
+
 def csv_rows(items: Iterable[BatchItem]) -> Iterable[str]:
     """CSV download, one row per submitted address (verdict columns empty until done)."""
     buffer = io.StringIO()
@@ -337,12 +366,8 @@ def csv_rows(items: Iterable[BatchItem]) -> Iterable[str]:
         buffer.seek(0)
         buffer.truncate()
         verdict = item.verdict or {}
-        row: list[Any] = [item.position, item.email]
-        for name in VERDICT_FIELDS:
-            value = verdict.get(name)
-            row.append(
-                "" if value is None else str(value).lower() if isinstance(value, bool) else value
-            )
+        row: list[Any] = [item.position, csv_cell(item.email)]
+        row.extend(csv_cell(verdict.get(name)) for name in VERDICT_FIELDS)
         writer.writerow(row)
         yield buffer.getvalue()
 

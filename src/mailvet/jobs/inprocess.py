@@ -1,10 +1,22 @@
 """The in-process batch runner used by ``mailvet serve`` (embedded, SQLite).
 
-One background task works through unfinished batches, oldest first: it takes the
-next chunk of pending items, verifies them with bounded concurrency, saves the
-verdicts of the chunk in one write, and finishes the batch when nothing is pending.
+One background task works through unfinished batches **round-robin by chunk**:
+each round takes the next chunk of pending items of every unfinished batch in turn
+(oldest batch first), verifies it with bounded concurrency and saves the verdicts
+of the chunk in one write; a batch is finished once nothing of it is pending. So a
+small batch submitted after a large one finishes after a few of the large one's
+chunks, not after all of them.
+
+A batch whose chunk keeps failing (say its save raises) is retried on the next round
+``max_failures - 1`` times, then backs off exponentially (``retry_delay`` doubling up
+to ``max_backoff``) while the other batches go on. A success resets it.
+
 Progress lives only in the store, so a restart resumes where the last saved chunk
 ended: a crash loses and repeats at most the chunk that was in flight.
+
+The runner runs in every ``mailvet serve`` process and does not coordinate with
+others: run one ``serve`` process per database (docs/API.md, "Running several
+API processes").
 """
 
 from __future__ import annotations
@@ -28,6 +40,9 @@ log = logging.getLogger(__name__)
 
 OnChecked = Callable[["Checked"], None]
 
+MAX_FAILURES = 3  # consecutive failures of one batch before it backs off
+MAX_BACKOFF = 300.0  # seconds
+
 
 class BatchRunner:
     """``start()`` it once; ``wake()`` it when a batch is created; ``stop()`` at shutdown."""
@@ -40,6 +55,8 @@ class BatchRunner:
         *,
         on_checked: OnChecked | None = None,
         retry_delay: float = 1.0,
+        max_failures: int = MAX_FAILURES,
+        max_backoff: float = MAX_BACKOFF,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -48,13 +65,23 @@ class BatchRunner:
         self.chunk_size = self.concurrency * 2
         self.on_checked = on_checked
         self.retry_delay = retry_delay
+        self.max_failures = max(1, max_failures)
+        self.max_backoff = max_backoff
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
+        self._generation = 0  # bumped by wake(): an empty look-up older than it proves nothing
+        self._failures: dict[str, int] = {}  # batch id -> consecutive failed chunks
+        self._retry_at: dict[str, float] = {}  # batch id -> loop time of its next try
 
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
+
+    @property
+    def failing(self) -> dict[str, int]:
+        """Batches whose last chunks failed, with how many times in a row."""
+        return dict(self._failures)
 
     def start(self) -> None:
         """Start the loop; it first resumes every unfinished batch in the store."""
@@ -65,6 +92,7 @@ class BatchRunner:
 
     def wake(self) -> None:
         """A batch was created: look for work now."""
+        self._generation += 1
         self._idle.clear()
         self._wake.set()
 
@@ -85,10 +113,7 @@ class BatchRunner:
             await self._wake.wait()
             self._wake.clear()
             try:
-                while batch_ids := await self.store.unfinished_batches():
-                    for batch_id in batch_ids:
-                        await self.run_batch(batch_id)
-                self._idle.set()
+                await self._drain()
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -96,14 +121,77 @@ class BatchRunner:
                 await asyncio.sleep(self.retry_delay)
                 self._wake.set()
 
-    async def run_batch(self, batch_id: str) -> None:
-        """Verify every pending item of one batch, chunk by chunk, then finish it."""
-        semaphore = asyncio.Semaphore(self.concurrency)
-        while items := await self.store.pending_items(batch_id, self.chunk_size):
+    async def _drain(self) -> None:
+        """Round after round, one chunk of each ready batch, until no batch is unfinished."""
+        loop = asyncio.get_running_loop()
+        while True:
+            generation = self._generation
+            batch_ids = await self.store.unfinished_batches()
+            self._forget_except(batch_ids)
+            if not batch_ids:
+                if generation == self._generation:  # no wake() while we looked: truly idle
+                    self._idle.set()
+                    return
+                continue
+            now = loop.time()
+            ready = [b for b in batch_ids if self._retry_at.get(b, now) <= now]
+            if not ready:  # every batch is backing off: sleep until the first is due
+                delay = min(self._retry_at[b] for b in batch_ids) - now
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+                self._wake.clear()
+                continue
+            for batch_id in ready:
+                await self._step(batch_id)
+
+    async def _step(self, batch_id: str) -> None:
+        """One chunk of one batch; a failure counts against that batch only."""
+        try:
+            await self.run_chunk(batch_id)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._failed(batch_id)
+            return
+        self._failures.pop(batch_id, None)
+        self._retry_at.pop(batch_id, None)
+
+    async def run_chunk(self, batch_id: str) -> bool:
+        """Verify and save the next chunk of ``batch_id``; finish it when none is left.
+
+        Returns True when the batch is finished."""
+        items = await self.store.pending_items(batch_id, self.chunk_size)
+        if items:
+            semaphore = asyncio.Semaphore(self.concurrency)
             results = await asyncio.gather(*(self._check(item, semaphore) for item in items))
             await self.store.save_verdicts(batch_id, list(results))
-        await self.store.finish_batch(batch_id)
-        log.info("batch %s finished", batch_id)
+        if len(items) < self.chunk_size:  # that was the last chunk
+            await self.store.finish_batch(batch_id)
+            log.info("batch %s finished", batch_id)
+            return True
+        return False
+
+    def _failed(self, batch_id: str) -> None:
+        count = self._failures.get(batch_id, 0) + 1
+        self._failures[batch_id] = count
+        if count < self.max_failures:
+            log.exception("batch %s: chunk failed (%d in a row); retrying", batch_id, count)
+            return
+        exponent = min(count - self.max_failures, 30)
+        delay = min(self.retry_delay * 2.0**exponent, self.max_backoff)
+        self._retry_at[batch_id] = asyncio.get_running_loop().time() + delay
+        log.exception(
+            "batch %s: chunk failed %d times in a row; next try in %.1f s", batch_id, count, delay
+        )
+
+    def _forget_except(self, batch_ids: list[str]) -> None:
+        """Drop the failure state of batches that are finished (or gone)."""
+        if self._failures:
+            live = set(batch_ids)
+            for batch_id in [b for b in self._failures if b not in live]:
+                self._failures.pop(batch_id, None)
+                self._retry_at.pop(batch_id, None)
 
     async def _check(
         self, item: BatchItem, semaphore: asyncio.Semaphore
@@ -115,7 +203,10 @@ class BatchRunner:
                 log.exception("verifying batch item %d failed", item.position)
                 return item.position, _failed(self.engine, item.email)
         if self.on_checked is not None:
-            self.on_checked(checked)
+            try:
+                self.on_checked(checked)
+            except Exception:  # a metrics hook must never stop the batch
+                log.exception("on_checked hook failed for batch item %d", item.position)
         return item.position, checked.verdict.as_dict()
 
 
