@@ -22,9 +22,10 @@ from starlette.responses import Response, StreamingResponse
 from mailvet.api import wire
 from mailvet.api.cache import CachedResult, cache_key
 from mailvet.api.deps import Service, authenticate, service
+from mailvet.engine.scoring import decide
 from mailvet.storage.base import ApiKey, Plan
 from mailvet.storage.common import check_text
-from mailvet.verdict import Reason, Result, Verdict, new_id
+from mailvet.verdict import Result, new_id
 
 __all__ = ["MAX_EMAIL_CHARS", "MAX_NAME_CHARS", "answer_within", "router"]
 
@@ -178,7 +179,7 @@ async def _verify(svc: Service, email: str, answer_by: float) -> tuple[CachedRes
         facts = offline
         facts.offline = False
         facts.deadline_hit = True
-        verdict = _timed_out(engine.verdict_offline(email))
+        verdict = decide(facts)  # the same verdict the engine gives at its own deadline
     svc.metrics.observe_facts(facts)
     entry = CachedResult(verdict.as_dict(), facts)
     if not facts.offline:
@@ -187,12 +188,6 @@ async def _verify(svc: Service, email: str, answer_by: float) -> tuple[CachedRes
             ttl = min(ttl, UNKNOWN_TTL)
         svc.results.set(key, entry, ttl)
     return entry, False
-
-
-def _timed_out(verdict: Verdict) -> Verdict:
-    if verdict.result is Result.UNDELIVERABLE:
-        return verdict
-    return verdict._replace(result=Result.UNKNOWN, reason=Reason.TIMEOUT, score=40)
 
 
 # --- single validation ---
