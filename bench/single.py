@@ -102,9 +102,13 @@ class DelayProxy:
         w.close()
 
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
-        sr, sw = await asyncio.open_connection(*self.upstream)
-        await asyncio.gather(self._pipe(cr, sw), self._pipe_delayed(sr, cw),
-                             return_exceptions=True)
+        try:
+            sr, sw = await asyncio.open_connection(*self.upstream)
+            await asyncio.gather(self._pipe(cr, sw), self._pipe_delayed(sr, cw),
+                                 return_exceptions=True)
+        except asyncio.CancelledError:
+            # shutdown: asyncio's stream callback would log a cancelled handler as an error
+            cw.transport.abort()
 
     def __enter__(self) -> DelayProxy:
         self.thread.start()
