@@ -8,6 +8,7 @@ import pytest
 
 from mailvet.engine.facts import DnsOutcome, SmtpOutcome
 from mailvet.engine.pipeline import Engine
+from mailvet.testing import smtp as sim
 from mailvet.testing.internet import SimInternet
 from mailvet.verdict import Reason, Result
 
@@ -169,3 +170,20 @@ async def test_address_literal_probes_the_named_host(net: SimInternet) -> None:
     assert (probed.verdict.result, probed.verdict.mx_record) == (Result.DELIVERABLE, "[127.0.0.10]")
     assert unknown.verdict.reason is Reason.REJECTED_EMAIL
     assert not any(q.name.startswith("[") for q in net.dns.log)  # no DNS for a literal
+
+
+async def test_deadline_during_the_catch_all_check_keeps_the_real_answer() -> None:
+    # Exchange-like: the real RCPT is answered slowly, the random one never in time
+    slow_catch_all = sim.second_rcpt_fails(
+        "stall", then=sim.mailboxes("alice", style="microsoft"), latency_ms=200
+    )
+    async with SimInternet({"exch.test": slow_catch_all}, {}) as world:
+        eng = Engine(world.settings(deadline=2.0, smtp_command_timeout=10.0))
+        try:
+            checked = await eng.verify("alice@exch.test")
+        finally:
+            await eng.close()
+    assert checked.facts.deadline_hit
+    v = checked.verdict
+    assert (v.result, v.reason) == (Result.DELIVERABLE, Reason.ACCEPTED_EMAIL)
+    assert v.isv_nocatchall is None  # the catch-all check did not conclude

@@ -12,7 +12,7 @@ import asyncio
 from dataclasses import dataclass
 
 from mailvet.engine.dns import DnsStage
-from mailvet.engine.facts import DnsFacts, DnsOutcome, Facts, MxHost
+from mailvet.engine.facts import DnsFacts, DnsOutcome, Facts, MxHost, SmtpFacts
 from mailvet.engine.lists import Lists, role_local_parts
 from mailvet.engine.providers import provider_for
 from mailvet.engine.scoring import decide
@@ -206,8 +206,13 @@ class Engine:
         facts.provider = provider.name if provider is not None else None
         # RCPT TO uses the A-label domain: every server understands it, SMTPUTF8 or not.
         rcpt = f"{syntax.local}@{syntax.ascii_domain}"
+
+        def keep(answer: SmtpFacts) -> None:
+            # the real RCPT's answer, kept if the deadline cuts the catch-all check short
+            facts.smtp = answer
+
         facts.smtp = await self.smtp.probe(
-            rcpt, syntax.ascii_domain, dns, transcript, provider=provider
+            rcpt, syntax.ascii_domain, dns, transcript, provider=provider, on_answer=keep
         )
 
     async def close(self) -> None:

@@ -38,6 +38,7 @@ import string
 import time
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -110,7 +111,9 @@ class _Conn:
         settings: Settings,
         transcript: Transcript | None,
         stage: SmtpStage,
+        on_answer: AnswerSink | None = None,
     ) -> None:
+        self.on_answer = on_answer
         self.reader = reader
         self.writer = writer
         self.host = host
@@ -260,6 +263,27 @@ async def open_smtp_connection(
         return await asyncio.open_connection(ip, port)
 
 
+AnswerSink = Callable[[SmtpFacts], None]
+
+
+def _marking_unreliable(sink: AnswerSink) -> AnswerSink:
+    return lambda facts: sink(dataclasses.replace(facts, unreliable_accept=True))
+
+
+def _rcpt_facts(
+    conn: _Conn, rcpt_r: Reply, outcome: SmtpOutcome, catch_all: bool | None
+) -> SmtpFacts:
+    return SmtpFacts(
+        outcome,
+        mx_host=conn.host,
+        code=rcpt_r.code,
+        enhanced=rcpt_r.enhanced,
+        message=_short(rcpt_r.text),
+        catch_all=catch_all,
+        tls=conn.tls,
+    )
+
+
 class SmtpStage:
     """Probe mailboxes over SMTP. One per process; safe to share across tasks."""
 
@@ -301,10 +325,20 @@ class SmtpStage:
         dns: DnsFacts,
         transcript: Transcript | None = None,
         provider: _ProviderLike | None = None,
+        on_answer: AnswerSink | None = None,
     ) -> SmtpFacts:
+        """Probe ``email``; never raises.
+
+        ``on_answer`` is called as soon as the real RCPT is answered, with that answer
+        (catch-all not yet known), so a caller whose deadline cancels the probe during
+        the best-effort tail (catch-all RCPT, QUIT) still has the verdict's evidence.
+        """
         unreliable = bool(provider is not None and provider.unreliable_accept)
+        sink = on_answer
+        if on_answer is not None and unreliable:
+            sink = _marking_unreliable(on_answer)
         try:
-            facts = await self._probe(email, domain, dns, transcript)
+            facts = await self._probe(email, domain, dns, transcript, sink)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # never raises: a bug here is still only "unknown"
@@ -340,7 +374,12 @@ class SmtpStage:
         return hosts, refused
 
     async def _probe(
-        self, email: str, domain: str, dns: DnsFacts, transcript: Transcript | None
+        self,
+        email: str,
+        domain: str,
+        dns: DnsFacts,
+        transcript: Transcript | None,
+        on_answer: AnswerSink | None = None,
     ) -> SmtpFacts:
         if any(c in email or c in domain for c in "\r\n\x00"):
             # the syntax stage never lets these through; refuse anyway, so nothing can
@@ -364,7 +403,7 @@ class SmtpStage:
         failures: list[SmtpFacts] = []
         for mx, addresses in hosts:
             for ip in addresses:
-                attempt = await self._attempt(mx.host, ip, email, domain, transcript)
+                attempt = await self._attempt(mx.host, ip, email, domain, transcript, on_answer)
                 if attempt.final:
                     return attempt.facts
                 failures.append(attempt.facts)
@@ -380,15 +419,25 @@ class SmtpStage:
         return await open_smtp_connection(self.settings, ip)
 
     async def _attempt(
-        self, host: str, ip: str, email: str, domain: str, transcript: Transcript | None
+        self,
+        host: str,
+        ip: str,
+        email: str,
+        domain: str,
+        transcript: Transcript | None,
+        on_answer: AnswerSink | None = None,
     ) -> _Attempt:
-        attempt, retry_plain = await self._attempt_once(host, ip, email, domain, transcript, True)
+        attempt, retry_plain = await self._attempt_once(
+            host, ip, email, domain, transcript, True, on_answer
+        )
         if retry_plain:
             # a failed handshake (old MX: TLS 1.0, weak ciphers, broken STARTTLS) is no
             # verdict: once more to the same address, in plain text, as MTAs do
             if transcript is not None:
                 transcript.add("note", "TLS handshake failed: retrying without STARTTLS", host=host)
-            attempt, _ = await self._attempt_once(host, ip, email, domain, transcript, False)
+            attempt, _ = await self._attempt_once(
+                host, ip, email, domain, transcript, False, on_answer
+            )
         return attempt
 
     async def _attempt_once(
@@ -399,6 +448,7 @@ class SmtpStage:
         domain: str,
         transcript: Transcript | None,
         use_tls: bool,
+        on_answer: AnswerSink | None = None,
     ) -> tuple[_Attempt, bool]:
         """One session; also says whether to retry without STARTTLS."""
         if transcript is not None:
@@ -415,7 +465,7 @@ class SmtpStage:
             return _Attempt(
                 SmtpFacts(SmtpOutcome.NO_CONNECT, mx_host=host, message=why), False, False
             ), False
-        conn = _Conn(reader, writer, host, self.settings, transcript, self)
+        conn = _Conn(reader, writer, host, self.settings, transcript, self, on_answer)
         try:
             facts = await self._session(conn, email, domain, use_tls=use_tls)
             return _Attempt(facts, True, True), False
@@ -542,6 +592,7 @@ class SmtpStage:
                     mail_r,
                 )
             rcpt_r = await conn.reply("RCPT")
+            self._answered(conn, rcpt_r, domain, cached)
             # the real answer is in: what follows (the random RCPT, QUIT) is best effort
             probe_r = await self._best_effort(conn, probe is not None)
             if probe is None or probe_r is not None:
@@ -558,6 +609,7 @@ class SmtpStage:
                 )
             await conn.send(rcpt)
             rcpt_r = await conn.reply("RCPT")
+            self._answered(conn, rcpt_r, domain, cached)
             probe_r = None
             probe_failed = False
             if probe is not None and 200 <= rcpt_r.code < 300:
@@ -584,15 +636,17 @@ class SmtpStage:
             catch_all = False  # the domain refused a recipient: not a catch-all
             self._remember_catch_all(domain, False)
         conn.note("note", f"round trips: {conn.round_trips}")
-        return SmtpFacts(
-            outcome,
-            mx_host=conn.host,
-            code=rcpt_r.code,
-            enhanced=rcpt_r.enhanced,
-            message=_short(rcpt_r.text),
-            catch_all=catch_all,
-            tls=conn.tls,
-        )
+        return _rcpt_facts(conn, rcpt_r, outcome, catch_all)
+
+    def _answered(self, conn: _Conn, rcpt_r: Reply, domain: str, cached: bool | None) -> None:
+        """Hand the real RCPT's answer to the caller before the best-effort tail."""
+        if conn.on_answer is None:
+            return
+        outcome = classify(rcpt_r.code, rcpt_r.enhanced, rcpt_r.text, command="RCPT")
+        catch_all = cached if outcome is SmtpOutcome.ACCEPTED else None
+        if outcome is SmtpOutcome.USER_UNKNOWN:
+            catch_all = False
+        conn.on_answer(_rcpt_facts(conn, rcpt_r, outcome, catch_all))
 
     async def _best_effort(
         self, conn: _Conn, wanted: bool, *, send: str | None = None
