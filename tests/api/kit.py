@@ -82,7 +82,9 @@ class FakeEngine:
             reason=Reason.NOT_CHECKED,
         )
 
-    async def verify(self, raw: str, *, offline: bool = False) -> FakeChecked:
+    async def verify(
+        self, raw: str, *, offline: bool = False, deadline: float | None = None
+    ) -> FakeChecked:
         self.calls.append(raw)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)

@@ -10,6 +10,7 @@ gets a complete ``unknown`` answer (the engine's deadline, not CleverTap's timeo
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -130,3 +131,34 @@ async def test_real_engine_through_the_app_settings(linked: Linked) -> None:
     data = (await linked.fetch("alice@shop.test"))["data"]
     assert data["mx_record"] == "mx.shop.test"
     assert data["isv_mx"] is True
+
+
+class SlowAuthStore(MemoryStore):
+    """A database that takes its time to find the key (a cold connection pool, say)."""
+
+    async def authenticate(self, secret: str) -> Any:
+        await asyncio.sleep(0.6)
+        return await super().authenticate(secret)
+
+
+async def test_slow_key_look_up_still_gets_the_engines_own_deadline_verdict() -> None:
+    # The time budget counts from the request's arrival. The engine must get what is
+    # left of it, so its own deadline (which keeps the DNS facts) ends first, rather
+    # than the safety net (which knows only the offline facts).
+    sim = SmtpSim(mailboxes("alice"), by_ip={"127.0.0.2": tarpit()})
+    async with DnsServer(Zone(ZONE)) as dns, sim:
+        settings = Settings(
+            dns_nameservers=[dns.nameserver],
+            smtp_port=sim.port,
+            allow_private_mx=True,
+            deadline=2.0,
+            database_url="memory://",
+        )
+        store = SlowAuthStore()
+        _, key = await store.create_key("clevertap", Plan.PAID)
+        async with serve(create_app(settings, store=store)) as url:
+            body = await Linked(url, key).fetch("anyone@slow.test", details="1")
+    data = body["data"]
+    assert (data["result"], data["reason"]) == ("unknown", "timeout")
+    assert data["mx_record"] == "mx.slow.test"  # the DNS facts the engine had learned
+    assert body["details"]["deadline_hit"] is True

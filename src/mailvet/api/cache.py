@@ -14,7 +14,7 @@ from typing import Any, Generic, TypeVar
 
 from mailvet.engine.facts import Facts
 
-__all__ = ["CachedResult", "TTLCache", "cache_key"]
+__all__ = ["CachedResult", "TTLCache", "cache_key", "result_cost"]
 
 V = TypeVar("V")
 
@@ -28,14 +28,42 @@ class CachedResult:
 
 
 class TTLCache(Generic[V]):
-    __slots__ = ("_clock", "_data", "_max_size", "hits", "misses")
+    """Bounded by entry count and, when ``cost`` is given, by the sum of entry costs
+    (e.g. approximate bytes), so a few huge entries cannot grow it without bound."""
 
-    def __init__(self, max_size: int, *, clock: Callable[[], float] = time.monotonic) -> None:
+    __slots__ = (
+        "_clock",
+        "_cost",
+        "_costs",
+        "_data",
+        "_max_cost",
+        "_max_size",
+        "_total",
+        "hits",
+        "misses",
+    )
+
+    def __init__(
+        self,
+        max_size: int,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        cost: Callable[[V], int] | None = None,
+        max_cost: int = 0,
+    ) -> None:
         self._max_size = max(1, max_size)
         self._clock = clock
         self._data: dict[str, tuple[float, V]] = {}
+        self._cost = cost
+        self._max_cost = max_cost
+        self._costs: dict[str, int] = {}
+        self._total = 0
         self.hits = 0
         self.misses = 0
+
+    @property
+    def total_cost(self) -> int:
+        return self._total
 
     def __len__(self) -> int:
         return len(self._data)
@@ -47,7 +75,7 @@ class TTLCache(Generic[V]):
             return None
         expires, value = entry
         if expires < self._clock():
-            self._data.pop(key, None)
+            self._drop(key)
             self.misses += 1
             return None
         self.hits += 1
@@ -56,24 +84,44 @@ class TTLCache(Generic[V]):
     def set(self, key: str, value: V, ttl: float) -> None:
         if ttl <= 0:
             return
-        data = self._data
-        data.pop(key, None)
-        if len(data) >= self._max_size:
+        cost = self._cost(value) if self._cost is not None else 0
+        if self._cost is not None and cost > self._max_cost:
+            return  # larger than the whole budget: not worth keeping
+        self._drop(key)
+        if len(self._data) >= self._max_size:
             self._shrink()
-        data[key] = (self._clock() + ttl, value)
+        if self._cost is not None:
+            for old in list(self._data):  # oldest first
+                if self._total + cost <= self._max_cost:
+                    break
+                self._drop(old)
+            self._costs[key] = cost
+            self._total += cost
+        self._data[key] = (self._clock() + ttl, value)
 
     def clear(self) -> None:
         self._data.clear()
+        self._costs.clear()
+        self._total = 0
+
+    def _drop(self, key: str) -> None:
+        if self._data.pop(key, None) is not None and self._cost is not None:
+            self._total -= self._costs.pop(key, 0)
 
     def _shrink(self) -> None:
         now = self._clock()
         expired = [k for k, (exp, _) in self._data.items() if exp < now]
         for k in expired:
-            del self._data[k]
+            self._drop(k)
         excess = len(self._data) - self._max_size + 1
         if excess > 0:
             for k in list(self._data)[: max(excess, self._max_size // 10)]:
-                del self._data[k]
+                self._drop(k)
+
+
+def result_cost(entry: CachedResult) -> int:
+    """Approximate bytes an entry holds: the data object plus its transcript."""
+    return 1024 + sum(len(e.text) + 128 for e in entry.facts.transcript)
 
 
 def cache_key(raw: str, facts: Facts) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from mailvet.api.cache import CachedResult, TTLCache
+from mailvet.api.cache import CachedResult, TTLCache, result_cost
 from mailvet.api.metrics import Metrics
 from mailvet.api.ratelimit import RateLimiter
 from mailvet.settings import Settings
@@ -29,6 +29,7 @@ __all__ = ["AUTH_CACHE_TTL", "Service", "api_key_from", "authenticate", "service
 AUTH_CACHE_TTL = 10.0
 AUTH_CACHE_SIZE = 10_000
 RESULT_CACHE_SIZE = 100_000
+RESULT_CACHE_BYTES = 256 * 1024 * 1024  # hostile servers make long transcripts: bound bytes too
 MAX_KEY_CHARS = 512
 
 
@@ -42,7 +43,11 @@ class Service:
     store: Store | None = None
     engine: Engine | None = None
     runner: BatchRunner | None = None
-    results: TTLCache[CachedResult] = field(default_factory=lambda: TTLCache(RESULT_CACHE_SIZE))
+    results: TTLCache[CachedResult] = field(
+        default_factory=lambda: TTLCache(
+            RESULT_CACHE_SIZE, cost=result_cost, max_cost=RESULT_CACHE_BYTES
+        )
+    )
     keys: TTLCache[tuple[ApiKey | None]] = field(default_factory=lambda: TTLCache(AUTH_CACHE_SIZE))
     started_at: float = field(default_factory=time.time)
 

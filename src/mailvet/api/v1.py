@@ -89,6 +89,9 @@ class BadRequest(Exception):
 # --- helpers ---
 
 
+ENGINE_MARGIN = 0.15  # seconds between the engine's deadline and the safety net
+
+
 def answer_within(deadline: float) -> float:
     """Seconds within which ``/v1/validate`` answers, counted from the request's arrival
     and covering everything (key look-up, body, verification): ``deadline`` plus a small
@@ -172,8 +175,11 @@ async def _verify(svc: Service, email: str, answer_by: float) -> tuple[CachedRes
         return CachedResult(data, hit.facts), True
     settings = svc.settings
     try:
+        # the engine's own deadline ends first, with what it learned; the outer one is
+        # the safety net for an engine that overruns
+        left = answer_by - asyncio.get_running_loop().time() - ENGINE_MARGIN
         async with asyncio.timeout_at(answer_by):
-            checked = await engine.verify(email)
+            checked = await engine.verify(email, deadline=min(settings.deadline, left))
         verdict, facts = checked.verdict, checked.facts
     except TimeoutError:
         facts = offline

@@ -174,19 +174,23 @@ class Engine:
             tuple(role[cut:]),
         )
 
-    async def verify(self, raw: str, *, offline: bool = False) -> Checked:
-        """The whole pipeline for one address, within ``settings.deadline``."""
+    async def verify(
+        self, raw: str, *, offline: bool = False, deadline: float | None = None
+    ) -> Checked:
+        """The whole pipeline for one address, within ``deadline`` seconds (default
+        ``settings.deadline``); what is known by then becomes the verdict."""
         facts = self.check_offline(raw)
         if offline or not facts.syntax.ok or (facts.lists is not None and facts.lists.denied):
             return Checked(decide(facts), facts)
         facts.offline = False
         transcript = Transcript()
+        limit = self.settings.deadline if deadline is None else max(0.0, deadline)
         try:
-            async with asyncio.timeout(self.settings.deadline):
+            async with asyncio.timeout(limit):
                 await self._network(facts, transcript)
         except TimeoutError:
             facts.deadline_hit = True
-            transcript.add("note", f"deadline of {self.settings.deadline:g} s reached")
+            transcript.add("note", f"deadline of {limit:.3g} s reached")
         facts.transcript = transcript.entries
         return Checked(decide(facts), facts)
 
