@@ -48,6 +48,8 @@ def _literal_host(literal: str) -> DnsFacts:
     ip = literal[1:-1]
     if ip[:5].lower() == "ipv6:":
         ip = ip[5:]
+    else:  # RFC 5321 Snum is decimal: "010" is ten, never octal as inet_aton would read it
+        ip = ".".join(str(int(octet)) for octet in ip.split("."))
     return DnsFacts(DnsOutcome.OK, (MxHost(0, literal, (ip,)),))
 
 

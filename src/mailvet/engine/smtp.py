@@ -23,7 +23,8 @@ What the verdict may rest on: once the real RCPT is answered, that answer is fin
 The catch-all RCPT and QUIT after it are best effort (a timeout there, e.g. Exchange
 slowing replies to invalid recipients, only leaves ``catch_all`` unknown). In
 opportunistic STARTTLS mode TLS never costs the verdict either: a refused STARTTLS
-(454) goes on in plain text, a failed handshake is retried once in plain text.
+(454) goes on in plain text, a failed handshake is retried once in plain text (one that
+times out is not: the time is already spent).
 """
 
 from __future__ import annotations

@@ -87,6 +87,7 @@ class BatchRunner:
         """Start the loop; it first resumes every unfinished batch in the store."""
         if self.running:
             return
+        self._idle.clear()  # a restart has not looked at the store yet
         self._wake.set()  # look at the store straight away: resume after a restart
         self._task = asyncio.create_task(self._loop(), name="mailvet-batch-runner")
 
