@@ -94,7 +94,8 @@ async def test_wake_picks_up_new_batches_and_engine_errors_do_not_stop_it() -> N
     await runner.stop()
     items = await store.batch_items(record.id)
     assert items[0].verdict is not None
-    assert (items[0].verdict["result"], items[0].verdict["reason"]) == ("unknown", "invalid_smtp")
+    # the crash is no evidence about the mailbox: "the network stages did not run"
+    assert (items[0].verdict["result"], items[0].verdict["reason"]) == ("unknown", "not_checked")
     assert items[1].verdict is not None
 
 
@@ -217,3 +218,27 @@ async def test_wait_idle_does_not_return_early_when_wake_races_an_empty_lookup()
     finished = await store.get_batch(key.id, record.id)
     await runner.stop()
     assert finished is not None and finished.finished_at is not None
+
+
+async def test_a_failed_save_is_retried_without_asking_the_mail_servers_again() -> None:
+    class FlakySave(Recording):
+        async def save_verdicts(
+            self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
+        ) -> None:
+            if self.save_attempts.get(batch_id, 0) < 2:  # the first two saves fail
+                self.save_attempts[batch_id] = self.save_attempts.get(batch_id, 0) + 1
+                raise RuntimeError("database restarting")
+            await super().save_verdicts(batch_id, verdicts)
+
+    store = FlakySave()
+    key, _ = await store.create_key("k", Plan.PAID)
+    emails = [f"u{i}@deliverable.test" for i in range(3)]
+    record = await store.create_batch(key.id, None, emails)
+    engine: Any = FakeEngine()
+    runner = BatchRunner(store, engine, make_settings(), retry_delay=0.01, max_failures=5)
+    runner.start()
+    await asyncio.wait_for(_until(lambda: record.id in store.finished), 10)
+    await runner.stop()
+    assert store.save_attempts[record.id] == 3
+    assert engine.calls == emails  # each address probed once, not once per save attempt
+    assert all(item.verdict is not None for item in await store.batch_items(record.id))

@@ -27,9 +27,9 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from mailvet.engine.scoring import decide
 from mailvet.settings import Settings
 from mailvet.storage.base import BatchItem, Store
-from mailvet.verdict import Reason, Result, Verdict
 
 if TYPE_CHECKING:
     from mailvet.engine.pipeline import Checked, Engine
@@ -72,6 +72,8 @@ class BatchRunner:
         self._idle = asyncio.Event()
         self._generation = 0  # bumped by wake(): an empty look-up older than it proves nothing
         self._failures: dict[str, int] = {}  # batch id -> consecutive failed chunks
+        # batch id -> verdicts whose save failed, saved on the next try without re-probing
+        self._unsaved: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._retry_at: dict[str, float] = {}  # batch id -> loop time of its next try
 
     @property
@@ -162,12 +164,20 @@ class BatchRunner:
         """Verify and save the next chunk of ``batch_id``; finish it when none is left.
 
         Returns True when the batch is finished."""
-        items = await self.store.pending_items(batch_id, self.chunk_size)
-        if items:
+        results = self._unsaved.pop(batch_id, None)
+        if results is None:
+            items = await self.store.pending_items(batch_id, self.chunk_size)
             semaphore = asyncio.Semaphore(self.concurrency)
-            results = await asyncio.gather(*(self._check(item, semaphore) for item in items))
-            await self.store.save_verdicts(batch_id, list(results))
-        if len(items) < self.chunk_size:  # that was the last chunk
+            results = list(await asyncio.gather(*(self._check(i, semaphore) for i in items)))
+        if results:
+            try:
+                await self.store.save_verdicts(batch_id, results)
+            except BaseException:
+                # keep what the mail servers told us: a storage fault must not make us
+                # ask them again (politeness), only the save is retried
+                self._unsaved[batch_id] = results
+                raise
+        if len(results) < self.chunk_size:  # that was the last chunk
             await self.store.finish_batch(batch_id)
             log.info("batch %s finished", batch_id)
             return True
@@ -193,6 +203,7 @@ class BatchRunner:
             for batch_id in [b for b in self._failures if b not in live]:
                 self._failures.pop(batch_id, None)
                 self._retry_at.pop(batch_id, None)
+                self._unsaved.pop(batch_id, None)
 
     async def _check(
         self, item: BatchItem, semaphore: asyncio.Semaphore
@@ -212,8 +223,8 @@ class BatchRunner:
 
 
 def _failed(engine: Engine, raw: str) -> dict[str, Any]:
-    """An ``unknown`` verdict for an item whose verification crashed."""
-    verdict: Verdict = engine.verdict_offline(raw)
-    if verdict.result is not Result.UNDELIVERABLE:
-        verdict = verdict._replace(result=Result.UNKNOWN, reason=Reason.INVALID_SMTP, score=40)
-    return verdict.as_dict()
+    """The verdict for an item whose verification crashed: what the offline stages know,
+    decided by the one verdict function with the network stages marked as not run."""
+    facts = engine.check_offline(raw)
+    facts.offline = False
+    return decide(facts).as_dict()
