@@ -46,7 +46,7 @@ class Reason(StrEnum):
     DNS_ERROR = "dns_error"  # SERVFAIL / REFUSED / broken answer: unknown, never invalid
     PRIVATE_MX = "private_mx"  # MX resolves to a private/loopback address; refused
     UNVERIFIABLE = "unverifiable"  # provider accepts any RCPT: acceptance proves little
-    NOT_CHECKED = "not_checked"  # offline mode: the network stages did not run
+    NOT_CHECKED = "not_checked"  # the network stages did not run (offline, or a crash)
 
 
 # --- ids ---

@@ -36,4 +36,4 @@ def test_api_md_reason_table_matches_the_scores() -> None:
         Reason(reason)  # a real reason
         assert int(score) == SCORES[score_key.get(reason, reason)], (reason, score)
     documented = {reason for _, reason, _ in rows}
-    assert documented == {r.value for r in Reason} - {"not_checked"}
+    assert documented == {r.value for r in Reason}
