@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings", "parse_nameserver"]
+__all__ = ["Settings", "parse_nameserver"]
 
 
 def _split_csv(value: object) -> object:
@@ -135,7 +135,3 @@ class Settings(BaseSettings):
             parse_nameserver(entry)  # a bad entry fails here, at start-up, not per lookup
         return value
 
-
-def load_settings(**overrides: object) -> Settings:
-    """Build the settings from the environment, with explicit overrides on top."""
-    return Settings(**overrides)  # type: ignore[arg-type]

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from mailvet.engine.dns import DnsCache, DnsStage, parse_nameserver
+from mailvet.engine.dns import DnsCache, DnsStage
 from mailvet.engine.facts import DnsOutcome, MxHost
 from mailvet.engine.transcript import Transcript
-from mailvet.settings import Settings
+from mailvet.settings import Settings, parse_nameserver
 from mailvet.testing.dns import Behaviour, DnsServer, Zone
 
 LONG = f"{'a' * 63}.{'b' * 63}.{'c' * 63}.{'d' * 53}.test"  # 250 characters, legal

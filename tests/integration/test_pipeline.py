@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from mailvet.engine.facts import DnsOutcome, SmtpOutcome
-from mailvet.engine.pipeline import Engine
+from mailvet.engine.pipeline import Checked, Engine
 from mailvet.testing import smtp as sim
 from mailvet.testing.internet import SimInternet
 from mailvet.verdict import Reason, Result
@@ -24,6 +25,15 @@ async def engine(net: SimInternet) -> AsyncIterator[Engine]:
     eng = Engine(net.settings())
     yield eng
     await eng.close()
+
+
+async def verify_with(net: SimInternet, email: str, **overrides: Any) -> Checked:
+    """One verification by a fresh engine with these settings, closed afterwards."""
+    eng = Engine(net.settings(**overrides))
+    try:
+        return await eng.verify(email)
+    finally:
+        await eng.close()
 
 
 ROWS = [
@@ -86,11 +96,7 @@ async def test_provider_rules_apply(engine: Engine) -> None:
 @pytest.mark.parametrize("domain", ["tarpit.test", "endless.test", "hugeline.test",
                                     "closebanner.test", "closemail.test"])
 async def test_hostile_servers_end_unknown_by_the_deadline(net: SimInternet, domain: str) -> None:
-    eng = Engine(net.settings(deadline=4.0, smtp_command_timeout=1.0))
-    try:
-        checked = await eng.verify(f"alice@{domain}")
-    finally:
-        await eng.close()
+    checked = await verify_with(net, f"alice@{domain}", deadline=4.0, smtp_command_timeout=1.0)
     v = checked.verdict
     assert v.result is Result.UNKNOWN
     assert v.isv_mx is True and v.mx_record == f"mx.{domain}"  # DNS facts are kept
@@ -98,22 +104,14 @@ async def test_hostile_servers_end_unknown_by_the_deadline(net: SimInternet, dom
 
 
 async def test_slow_dns_ends_by_the_deadline_as_timeout(net: SimInternet) -> None:
-    eng = Engine(net.settings(deadline=0.8, dns_timeout=5.0))
-    try:
-        checked = await eng.verify("alice@slowdns.test")
-    finally:
-        await eng.close()
+    checked = await verify_with(net, "alice@slowdns.test", deadline=0.8, dns_timeout=5.0)
     assert checked.facts.deadline_hit
     assert (checked.verdict.result, checked.verdict.reason) == (Result.UNKNOWN, Reason.TIMEOUT)
 
 
 async def test_deadline_mid_smtp_keeps_dns_facts(net: SimInternet) -> None:
     # the tarpit needs ~50 s for its banner; 3 s leaves DNS room on a loaded machine
-    eng = Engine(net.settings(deadline=3.0, smtp_command_timeout=30.0))
-    try:
-        checked = await eng.verify("alice@tarpit.test")
-    finally:
-        await eng.close()
+    checked = await verify_with(net, "alice@tarpit.test", deadline=3.0, smtp_command_timeout=30.0)
     assert checked.facts.deadline_hit
     v = checked.verdict
     assert (v.result, v.reason, v.score) == (Result.UNKNOWN, Reason.TIMEOUT, 60)
@@ -121,14 +119,8 @@ async def test_deadline_mid_smtp_keeps_dns_facts(net: SimInternet) -> None:
 
 
 async def test_loopback_mx_refused_by_default_and_probed_when_allowed(net: SimInternet) -> None:
-    strict = Engine(net.settings(allow_private_mx=False))
-    loose = Engine(net.settings(allow_private_mx=True))
-    try:
-        refused = await strict.verify("alice@private.test")
-        probed = await loose.verify("alice@private.test")
-    finally:
-        await strict.close()
-        await loose.close()
+    refused = await verify_with(net, "alice@private.test", allow_private_mx=False)
+    probed = await verify_with(net, "alice@private.test", allow_private_mx=True)
     assert refused.facts.smtp is not None
     assert refused.facts.smtp.outcome is SmtpOutcome.PRIVATE_MX
     assert (refused.verdict.result, refused.verdict.reason) == (Result.UNKNOWN, Reason.PRIVATE_MX)
@@ -157,15 +149,12 @@ async def test_dns_outcomes_are_recorded(engine: Engine) -> None:
 
 
 async def test_address_literal_probes_the_named_host(net: SimInternet) -> None:
-    strict = Engine(net.settings(allow_address_literal=True, allow_private_mx=False))
-    loose = Engine(net.settings(allow_address_literal=True))
-    try:
-        refused = await strict.verify("alice@[127.0.0.10]")  # deliverable.test's MX
-        probed = await loose.verify("alice@[127.0.0.10]")
-        unknown = await loose.verify("zed@[127.0.0.10]")
-    finally:
-        await strict.close()
-        await loose.close()
+    literal = {"allow_address_literal": True}
+    refused = await verify_with(  # 127.0.0.10 is deliverable.test's MX
+        net, "alice@[127.0.0.10]", allow_private_mx=False, **literal
+    )
+    probed = await verify_with(net, "alice@[127.0.0.10]", **literal)
+    unknown = await verify_with(net, "zed@[127.0.0.10]", **literal)
     assert refused.verdict.reason is Reason.PRIVATE_MX  # same policy as any MX
     assert (probed.verdict.result, probed.verdict.mx_record) == (Result.DELIVERABLE, "[127.0.0.10]")
     assert unknown.verdict.reason is Reason.REJECTED_EMAIL
@@ -178,11 +167,9 @@ async def test_deadline_during_the_catch_all_check_keeps_the_real_answer() -> No
         "stall", then=sim.mailboxes("alice", style="microsoft"), latency_ms=200
     )
     async with SimInternet({"exch.test": slow_catch_all}, {}) as world:
-        eng = Engine(world.settings(deadline=2.0, smtp_command_timeout=10.0))
-        try:
-            checked = await eng.verify("alice@exch.test")
-        finally:
-            await eng.close()
+        checked = await verify_with(
+            world, "alice@exch.test", deadline=2.0, smtp_command_timeout=10.0
+        )
     assert checked.facts.deadline_hit
     v = checked.verdict
     assert (v.result, v.reason) == (Result.DELIVERABLE, Reason.ACCEPTED_EMAIL)

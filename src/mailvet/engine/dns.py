@@ -51,7 +51,7 @@ from mailvet.engine.facts import DnsFacts, DnsOutcome, MxHost
 from mailvet.engine.transcript import Transcript
 from mailvet.settings import Settings, parse_nameserver
 
-__all__ = ["DnsCache", "DnsStage", "make_resolver", "parse_nameserver"]
+__all__ = ["DnsCache", "DnsStage", "make_resolver"]
 
 _TTL_FLOOR = 30.0
 _TTL_CEILING = 3600.0
