@@ -174,3 +174,83 @@ async def test_deadline_during_the_catch_all_check_keeps_the_real_answer() -> No
     v = checked.verdict
     assert (v.result, v.reason) == (Result.DELIVERABLE, Reason.ACCEPTED_EMAIL)
     assert v.isv_nocatchall is None  # the catch-all check did not conclude
+
+
+# --- providers that accept any RCPT (Microsoft 365): the random RCPT decides -------------
+
+
+def _hosted_by(world: SimInternet, domain: str, mx_name: str) -> None:
+    """Point ``domain``'s MX at ``mx_name`` (a provider's host name, here on loopback),
+    served by the site's own simulated MX."""
+    records = world.zone.lookup(f"mx.{domain}")
+    assert records is not None
+    world.zone.set(domain, "MX", [(0, mx_name)])
+    world.zone.set(mx_name, "A", records["A"])
+
+
+M365_SITES = {
+    "m365.test": sim.microsoft365("alice", "bob"),  # Directory-Based Edge Blocking on
+    "m365open.test": sim.microsoft365(dbeb=False),  # accepts any RCPT
+    "m365stall.test": sim.second_rcpt_fails("stall", then=sim.microsoft365("alice")),
+}
+
+
+@pytest.fixture
+async def m365() -> AsyncIterator[SimInternet]:
+    async with SimInternet(M365_SITES, {}) as world:
+        for domain in M365_SITES:
+            _hosted_by(world, domain, f"{domain.replace('.', '-')}.mail.protection.outlook.com")
+        yield world
+
+
+async def test_microsoft365_acceptance_is_proof_when_the_random_address_is_refused(
+    m365: SimInternet,
+) -> None:
+    eng = Engine(m365.settings())
+    try:
+        first = await eng.verify("alice@m365.test")
+        second = await eng.verify("bob@m365.test")  # catch-all status from the cache
+        refused = await eng.verify("zed@m365.test")
+    finally:
+        await eng.close()
+    for checked in (first, second):
+        v = checked.verdict
+        assert (v.result, v.reason, v.provider) == (
+            Result.DELIVERABLE, Reason.ACCEPTED_EMAIL, "microsoft365"
+        )  # fmt: skip
+        assert v.isv_nocatchall is True and v.score == 100
+        assert checked.facts.smtp is not None and checked.facts.smtp.unreliable_accept
+    recv = [e.text for e in first.facts.transcript if e.kind == "recv"]
+    assert any("5.4.1" in t and "AS(201806281)" in t for t in recv)  # the random RCPT
+    assert [s.count("RCPT") for s in m365.smtp.sessions] == [2, 1, 1]
+    assert (refused.verdict.result, refused.verdict.reason) == (
+        Result.UNDELIVERABLE, Reason.REJECTED_EMAIL
+    )  # fmt: skip
+
+
+async def test_microsoft365_accepting_the_random_address_too_is_unverifiable(
+    m365: SimInternet,
+) -> None:
+    eng = Engine(m365.settings())
+    try:
+        verdicts = [(await eng.verify("anyone@m365open.test")).verdict for _ in range(2)]
+    finally:
+        await eng.close()
+    for v in verdicts:  # fresh, then with the catch-all status cached
+        assert (v.result, v.reason, v.provider) == (
+            Result.UNKNOWN, Reason.UNVERIFIABLE, "microsoft365"
+        )  # fmt: skip
+        assert v.isv_nocatchall is False
+
+
+async def test_microsoft365_with_an_unconcluded_catch_all_check_is_unverifiable(
+    m365: SimInternet,
+) -> None:
+    # the random RCPT is never answered: the command timeout (or the deadline) ends it
+    checked = await verify_with(
+        m365, "alice@m365stall.test", smtp_command_timeout=2.0, deadline=4.0
+    )
+    v = checked.verdict
+    assert (v.result, v.reason) == (Result.UNKNOWN, Reason.UNVERIFIABLE)
+    assert v.isv_nocatchall is None
+    assert m365.smtp.sessions[0].count("RCPT") == 2

@@ -161,3 +161,34 @@ def test_nothing_but_an_explicit_mailbox_5xx_is_undeliverable() -> None:
         v = decide(facts(smtp=smtp(outcome)))
         if v.result is Result.UNDELIVERABLE:
             assert outcome in (SmtpOutcome.USER_UNKNOWN, SmtpOutcome.DISABLED)
+
+
+# Microsoft 365 / Yahoo may answer 250 to any RCPT. The random RCPT of the same check decides:
+# refused as unknown (catch_all False) proves the acceptance; accepted too (True) or not
+# concluded (None: timeout, deadline, nothing cached) leaves the address unverifiable.
+@pytest.mark.parametrize(
+    ("catch_all", "result", "reason", "score"),
+    [
+        (False, Result.DELIVERABLE, Reason.ACCEPTED_EMAIL, 100),
+        (True, Result.UNKNOWN, Reason.UNVERIFIABLE, SCORES["unverifiable"]),
+        (None, Result.UNKNOWN, Reason.UNVERIFIABLE, SCORES["unverifiable"]),
+    ],
+)
+def test_unreliable_accept_is_proof_when_the_random_address_is_refused(
+    catch_all: bool | None, result: Result, reason: Reason, score: int
+) -> None:
+    accepted = smtp(SmtpOutcome.ACCEPTED, catch_all=catch_all, unreliable_accept=True)
+    v = decide(facts(smtp=accepted))
+    assert (v.result, v.reason, v.score) == (result, reason, score)
+    assert v.isv_nocatchall is (None if catch_all is None else not catch_all)
+
+
+def test_unreliable_accept_of_a_role_account_scores_as_a_role_account() -> None:
+    accepted = smtp(SmtpOutcome.ACCEPTED, catch_all=False, unreliable_accept=True)
+    v = decide(facts(lists=ListFacts(is_role=True), smtp=accepted))
+    assert (v.result, v.score) == (Result.DELIVERABLE, SCORES["deliverable_role"])
+
+
+def test_ordinary_server_accepting_the_random_address_too_is_catch_all() -> None:
+    v = decide(facts(smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=True, unreliable_accept=False)))
+    assert (v.result, v.reason) == (Result.RISKY, Reason.CATCH_ALL)

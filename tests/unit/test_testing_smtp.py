@@ -23,6 +23,7 @@ from mailvet.testing.smtp import (
     huge_line,
     mailbox_full,
     mailboxes,
+    microsoft365,
     policy_block,
     second_rcpt_fails,
     starttls_broken,
@@ -377,3 +378,21 @@ async def test_stop_is_clean_mid_handshake_and_mid_stall(
     await asyncio.sleep(0)  # let any done-callbacks run
     assert all(s.closed for s in sim.sessions)
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
+@pytest.mark.parametrize("dbeb", [True, False])
+async def test_microsoft365_with_and_without_edge_blocking(dbeb: bool) -> None:
+    async with SmtpSim(microsoft365("alice", dbeb=dbeb)) as sim:
+        c = await Client.open(sim.port)
+        banner = await c.reply()
+        assert "Microsoft ESMTP MAIL Service ready" in banner[0]
+        assert (await c.cmd("EHLO t"))[-1].startswith("250 ")
+        assert (await c.cmd("MAIL FROM:<me@t>"))[0].startswith("250")
+        assert (await c.cmd("RCPT TO:<alice@x.test>"))[0].startswith("250")
+        nobody = (await c.cmd("RCPT TO:<nobody@x.test>"))[0]
+        await c.close()
+    if dbeb:
+        assert nobody.startswith("550 5.4.1 Recipient address rejected: Access denied.")
+        assert "AS(201806281)" in nobody
+    else:
+        assert nobody.startswith("250")

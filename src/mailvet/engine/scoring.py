@@ -139,9 +139,12 @@ def decide(facts: Facts) -> Verdict:
         return _verdict(facts, Result.UNKNOWN, Reason.NOT_CHECKED, "not_checked")
 
     if smtp.outcome is SmtpOutcome.ACCEPTED:
-        # A provider that accepts any RCPT (Yahoo, Microsoft 365) also "looks" catch-all;
-        # that is its policy, not the domain's, and proves nothing about the mailbox.
-        if smtp.unreliable_accept:
+        # A provider that may answer 250 to any RCPT (Yahoo, Microsoft 365) proves nothing
+        # by accepting, unless the domain refuses an unknown recipient: the random RCPT
+        # answered "user unknown" (catch_all False: Microsoft 365 with Directory-Based
+        # Edge Blocking, "550 5.4.1 ... Access denied. AS(201806281)"), now or in the
+        # cached check. Accepted too (True) or not concluded (None): unverifiable.
+        if smtp.unreliable_accept and smtp.catch_all is not False:
             return _verdict(facts, Result.UNKNOWN, Reason.UNVERIFIABLE, "unverifiable")
         if smtp.catch_all:
             return _verdict(facts, Result.RISKY, Reason.CATCH_ALL, "catch_all")

@@ -63,6 +63,7 @@ __all__ = [
     "huge_line",
     "mailbox_full",
     "mailboxes",
+    "microsoft365",
     "policy_block",
     "reply_rule",
     "second_rcpt_fails",
@@ -224,6 +225,24 @@ def mailboxes(*known: str, style: str = "postfix", **options: object) -> Behavio
         return reject.format(rcpt=rcpt, ip=session.peer)
 
     return Behaviour(rcpt=rule).with_options(**options)
+
+
+# Exchange Online's banner: "220 <server>.mail.protection.outlook.com Microsoft ESMTP MAIL
+# Service ready at <date>"
+_M365_BANNER = "220 BN8NAM11FT066.mail.protection.outlook.com Microsoft ESMTP MAIL Service ready"
+
+
+def microsoft365(*known: str, dbeb: bool = True, **options: object) -> Behaviour:
+    """An Exchange Online (Microsoft 365) tenant's MX.
+
+    With Directory-Based Edge Blocking (``dbeb``, the default for tenants whose domain is
+    authoritative) a recipient not in the directory is refused at RCPT with
+    "550 5.4.1 Recipient address rejected: Access denied. AS(201806281)"; only ``known``
+    are accepted. Without it, every RCPT is accepted and unknown recipients bounce later.
+    """
+    if dbeb:
+        return mailboxes(*known, style="m365", banner=_M365_BANNER).with_options(**options)
+    return accept(banner=_M365_BANNER).with_options(**options)
 
 
 def greylist(delay: float = 0.0, then: Behaviour | None = None, **options: object) -> Behaviour:
