@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -90,13 +91,33 @@ async def test_mx_sorted_by_preference_with_addresses(stage: DnsStage) -> None:
     assert facts.blocklisted is None and facts.blocklists == ()
 
 
-async def test_equal_preferences_are_ordered_by_name(stage: DnsStage) -> None:
-    facts = await stage.lookup("tie.test")
-    assert [h.host for h in facts.mx_hosts] == [
-        "mx2.example.test",
-        "a.example.test",
-        "b.example.test",
-    ]
+async def test_equal_preferences_come_in_random_order(stage: DnsStage) -> None:
+    # RFC 5321 5.1. 200 lookups (cached after the first): both orders of the two hosts of
+    # preference 10 occur (the chance that one never does is 2**-199), and the host of
+    # preference 5 always comes first.
+    orders = set()
+    for _ in range(200):
+        facts = await stage.lookup("tie.test")
+        hosts = [h.host for h in facts.mx_hosts]
+        assert hosts[0] == "mx2.example.test"
+        assert all(h.addresses for h in facts.mx_hosts)
+        orders.add(tuple(hosts[1:]))
+    assert orders == {
+        ("a.example.test", "b.example.test"),
+        ("b.example.test", "a.example.test"),
+    }
+
+
+async def test_the_order_of_equal_preferences_comes_from_the_given_rng(server: DnsServer) -> None:
+    settings = Settings(dns_nameservers=[server.nameserver], dns_timeout=1.0)
+    runs = []
+    for _ in range(2):
+        stage = DnsStage(settings, rng=random.Random(7))
+        lookups = [await stage.lookup("tie.test") for _ in range(40)]
+        runs.append([[h.host for h in facts.mx_hosts] for facts in lookups])
+        await stage.close()
+    assert runs[0] == runs[1]  # same seed, same orders
+    assert len({tuple(order) for order in runs[0]}) == 2
 
 
 @pytest.mark.parametrize(
@@ -161,6 +182,96 @@ async def test_next_hosts_are_resolved_when_the_first_do_not_resolve(server: Dns
     assert facts.mx_hosts[1] == MxHost(20, "mx2.example.test", ("127.0.0.2",))
 
 
+# --- MX hosts that do not resolve: one outcome however many ---------------------------
+
+GHOST_COUNTS = [1, 3, 4, 6, 7, 31]  # 31 ghosts and one more host: the 32 kept
+
+
+def ghost_mx(n: int, *, then: str | None = None) -> list[tuple[int, str]]:
+    """``n`` MX hosts that do not exist (NXDOMAIN), then optionally ``then`` last."""
+    ghosts = [(10 + i, f"ghost{i}.nowhere.test") for i in range(n)]
+    return ghosts + ([(99, then)] if then else [])
+
+
+@pytest.fixture
+async def ghost_server() -> AsyncIterator[DnsServer]:
+    records: dict[str, dict[str, list[Any]]] = {
+        "mx2.example.test": {"A": ["127.0.0.2"]},
+        "txtonly.example.test": {"TXT": ["no address here"]},
+        "slowhost.example.test": {"A": ["127.0.0.9"]},
+        "broken.example.test": {"A": ["127.0.0.9"]},
+    }
+    records["lastlive32.test"] = {"MX": ghost_mx(32, then="mx2.example.test")}
+    for n in GHOST_COUNTS:
+        records[f"ghosts{n}.test"] = {"MX": ghost_mx(n)}
+        records[f"nodata{n}.test"] = {"MX": ghost_mx(n, then="txtonly.example.test")}
+        records[f"lastlive{n}.test"] = {"MX": ghost_mx(n, then="mx2.example.test")}
+        records[f"lastslow{n}.test"] = {"MX": ghost_mx(n, then="slowhost.example.test")}
+        records[f"lastbroken{n}.test"] = {"MX": ghost_mx(n, then="broken.example.test")}
+    zone = Zone(records)
+    zone.behave("slowhost.example.test", Behaviour.SLOW, delay=5.0)
+    zone.behave("broken.example.test", Behaviour.SERVFAIL)
+    async with DnsServer(zone) as srv:
+        yield srv
+
+
+@pytest.mark.parametrize("max_hosts", [2, 3])
+@pytest.mark.parametrize("n", GHOST_COUNTS)
+async def test_mx_hosts_that_do_not_exist_mean_no_mail_host_however_many(
+    ghost_server: DnsServer, n: int, max_hosts: int
+) -> None:
+    # RFC 5321 5.1: MX records present, none usable: the domain takes no mail. Before,
+    # more than two batches of smtp_max_mx_hosts ghosts gave OK (then no_connect).
+    stage = make_stage(ghost_server, smtp_max_mx_hosts=max_hosts)
+    try:
+        facts = await stage.lookup(f"ghosts{n}.test")
+        nodata = await stage.lookup(f"nodata{n}.test")  # the last host exists, no address
+    finally:
+        await stage.close()
+    assert facts.outcome is DnsOutcome.NO_MAIL_HOST
+    assert [h.host for h in facts.mx_hosts] == [f"ghost{i}.nowhere.test" for i in range(n)]
+    assert not any(h.addresses for h in facts.mx_hosts)
+    assert nodata.outcome is DnsOutcome.NO_MAIL_HOST
+
+
+@pytest.mark.parametrize("n", GHOST_COUNTS)
+async def test_one_resolving_host_after_many_that_do_not_is_found(
+    ghost_server: DnsServer, n: int
+) -> None:
+    stage = make_stage(ghost_server, smtp_max_mx_hosts=2)
+    try:
+        facts = await stage.lookup(f"lastlive{n}.test")
+    finally:
+        await stage.close()
+    assert facts.outcome is DnsOutcome.OK
+    assert facts.mx_hosts[-1] == MxHost(99, "mx2.example.test", ("127.0.0.2",))
+
+
+async def test_more_mx_hosts_than_kept_none_resolving_is_unknown(ghost_server: DnsServer) -> None:
+    stage = make_stage(ghost_server)
+    try:
+        facts = await stage.lookup("lastlive32.test")  # 32 ghosts kept, the live host not
+    finally:
+        await stage.close()
+    assert facts.outcome is DnsOutcome.ERROR
+    assert len(facts.mx_hosts) == 32 and not any(h.addresses for h in facts.mx_hosts)
+
+
+@pytest.mark.parametrize("n", [1, 6])
+async def test_unresolved_hosts_with_one_that_failed_are_unknown_not_invalid(
+    ghost_server: DnsServer, n: int
+) -> None:
+    # the host whose lookup timed out or failed might have been the one taking the mail
+    stage = make_stage(ghost_server, smtp_max_mx_hosts=2, dns_timeout=0.5)
+    try:
+        slow = await stage.lookup(f"lastslow{n}.test")
+        broken = await stage.lookup(f"lastbroken{n}.test")
+    finally:
+        await stage.close()
+    assert slow.outcome is DnsOutcome.TIMEOUT
+    assert broken.outcome is DnsOutcome.ERROR
+
+
 async def test_cname_is_followed(stage: DnsStage) -> None:
     facts = await stage.lookup("alias.test")
     assert facts.outcome is DnsOutcome.OK
@@ -209,7 +320,10 @@ async def test_hostile_mx_set_is_fetched_over_tcp_and_capped(
     assert {q.transport for q in server.log if q.name == "hugemx.test"} == {"udp", "tcp"}
     assert len(facts.mx_hosts) == 32
     assert [h.preference for h in facts.mx_hosts] == list(range(32))
-    assert server.count(rtype="A") <= 6  # two batches of smtp_max_mx_hosts at most
+    assert server.count(rtype="A") <= 32  # the 32 kept hosts at most, never all 100
+    # none of the 32 exists; one of the 68 not asked might: unknown, never invalid
+    assert facts.outcome is DnsOutcome.ERROR
+    assert facts.error is not None and "100 MX hosts" in facts.error
 
 
 async def test_no_reachable_nameserver_is_not_nxdomain() -> None:

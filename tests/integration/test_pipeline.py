@@ -254,3 +254,16 @@ async def test_microsoft365_with_an_unconcluded_catch_all_check_is_unverifiable(
     assert (v.result, v.reason) == (Result.UNKNOWN, Reason.UNVERIFIABLE)
     assert v.isv_nocatchall is None
     assert m365.smtp.sessions[0].count("RCPT") == 2
+
+
+@pytest.mark.parametrize("n", [1, 3, 4, 6, 7])
+async def test_mx_hosts_that_do_not_exist_are_invalid_domain_however_many(n: int) -> None:
+    # before: up to two batches of smtp_max_mx_hosts ghosts gave invalid_domain, more
+    # gave no_connect
+    ghosts = {"ghosts.test": {"MX": [(10, f"ghost{i}.nowhere.test") for i in range(n)]}}
+    async with SimInternet({}, ghosts) as world:
+        checked = await verify_with(world, "alice@ghosts.test", smtp_max_mx_hosts=2)
+    v = checked.verdict
+    assert (v.result, v.reason) == (Result.UNDELIVERABLE, Reason.INVALID_DOMAIN)
+    assert (v.isv_domain, v.isv_mx) == (True, False)
+    assert checked.facts.smtp is None

@@ -366,6 +366,24 @@ async def test_max_mx_hosts() -> None:
     assert len(sim.sessions) == 2
 
 
+async def test_hosts_are_tried_by_preference_keeping_the_dns_order_among_equals() -> None:
+    # the DNS stage puts equal preferences in random order (RFC 5321 5.1); the SMTP stage
+    # sorts by preference only, never by name: "z" before "a" here, as DNS gave them
+    dns = DnsFacts(
+        DnsOutcome.OK,
+        (
+            MxHost(10, "z.sim.test", ("127.0.0.2",)),
+            MxHost(10, "a.sim.test", ("127.0.0.3",)),
+            MxHost(5, "m.sim.test", ("127.0.0.4",)),
+        ),
+    )
+    ips = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
+    sim = SmtpSim(accept(), by_ip={ip: banner_421() for ip in ips})
+    async with sim:
+        await probe(sim, dns=dns, smtp_max_mx_hosts=3)
+    assert [s.local_ip for s in sim.sessions] == ["127.0.0.4", "127.0.0.2", "127.0.0.3"]
+
+
 async def test_hosts_without_addresses_are_skipped() -> None:
     dns = DnsFacts(
         DnsOutcome.OK,

@@ -23,8 +23,23 @@ Design choices:
   clamped to [30 s, 15 min], 60 s without an SOA; timeouts and SERVFAIL for 5 s
   (RFC 2308 section 7), so a dead domain in a big list does not cost a timeout per
   address. Concurrent lookups of one name share one in-flight query (single flight).
-- Order: MX hosts by preference; ties by host name, so that the order is stable for
-  the per-MX batch scheduler and catch-all cache (the SMTP stage fails over anyway).
+- Order: MX hosts by preference; hosts of equal preference in random order, drawn anew
+  for every lookup (RFC 5321 5.1: the sender "MUST randomize them to spread the load
+  across multiple mail exchangers"). ``mx_hosts`` is the order the hosts are resolved
+  and tried in (the SMTP stage keeps it). A hostile zone may publish hundreds of MX
+  records: only the first 32 by preference (then name) are considered; when none of
+  those resolves, the ones left out might have: ``ERROR`` (unknown), never "invalid".
+- Resolution: the first ``smtp_max_mx_hosts`` hosts (all the SMTP stage will try once one
+  resolves); if none of them has an address, all the others at once.
+- MX hosts that do not resolve: one outcome however many there are. When no MX host has
+  an address, the outcome is ``NO_MAIL_HOST`` (the domain takes no mail: undeliverable,
+  ``invalid_domain``) if every host's A and AAAA answers were definite (NXDOMAIN or no
+  such record), and ``TIMEOUT`` / ``ERROR`` (unknown) if any host's lookup timed out or
+  failed (SERVFAIL, REFUSED, junk): that host might have been the one that takes the
+  mail. RFC 5321 5.1: "If MX records are present, but none of them are usable [...] this
+  situation MUST be reported as an error"; an MTA bounces such mail (Postfix: "Host or
+  domain name not found. Name service error for name=... type=A: Host not found") and
+  retries later only when a lookup failed temporarily.
 - A null MX mixed with real MX records is ignored in favour of the real ones.
 """
 
@@ -32,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import random
 import re
 import time
 from collections import OrderedDict
@@ -174,8 +190,15 @@ def _describe(rdtype: str, name: str, result: _Result, how: str) -> str:
 class DnsStage:
     """MX/implicit MX/null MX lookup with a shared TTL cache and single-flight queries."""
 
-    def __init__(self, settings: Settings, *, cache: DnsCache | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cache: DnsCache | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
         self._settings = settings
+        self._rng = rng if rng is not None else random.Random()  # order of equal MX hosts
         self.cache = cache if cache is not None else DnsCache(settings.dns_cache_size)
         self._inflight: dict[_Key, asyncio.Task[_Result]] = {}
         self._max_hosts = max(1, settings.smtp_max_mx_hosts)
@@ -230,12 +253,16 @@ class DnsStage:
         for pref, host in mx.mx:
             if host != ".":
                 best[host] = min(pref, best.get(host, pref))
-        hosts = sorted(best.items(), key=lambda item: (item[1], item[0]))[:_MAX_MX]
-        if not hosts:
+        kept = sorted(best.items(), key=lambda item: (item[1], item[0]))[:_MAX_MX]
+        if not kept:
             return DnsFacts(DnsOutcome.NULL_MX)
+        # RFC 5321 5.1: equal preferences in random order (a random tie-break per host)
+        keys = {host: self._rng.random() for host, _ in kept}
+        hosts = sorted(kept, key=lambda item: (item[1], keys[item[0]]))
+        names = [h for h, _ in hosts]
         resolved: dict[str, tuple[_Result, _Result]] = {}
-        for start in (0, self._max_hosts):  # a second batch only if the first has no address
-            batch = [h for h, _ in hosts[start : start + self._max_hosts]]
+        # the hosts the SMTP stage may try; all the others only if none of these resolves
+        for batch in (names[: self._max_hosts], names[self._max_hosts :]):
             if not batch:
                 break
             answers = [self._cached_pair(h, transcript) for h in batch]
@@ -253,12 +280,16 @@ class DnsStage:
             MxHost(pref, host, _merge(resolved[host]) if host in resolved else ())
             for host, pref in hosts
         )
-        if any(h.addresses for h in mx_hosts) or len(resolved) < len(hosts):
+        if any(h.addresses for h in mx_hosts):
             return DnsFacts(DnsOutcome.OK, mx_hosts=mx_hosts)
+        # every host was asked and none has an address: one outcome, however many
         statuses = {r.status for pair in resolved.values() for r in pair}
         for status in (_Status.TIMEOUT, _Status.ERROR):
             if status in statuses:
                 return DnsFacts(_outcome(status), mx_hosts=mx_hosts, error="MX host lookup failed")
+        if len(best) > len(kept):
+            error = f"none of the first {_MAX_MX} of {len(best)} MX hosts resolves; rest not asked"
+            return DnsFacts(DnsOutcome.ERROR, mx_hosts=mx_hosts, error=error)
         return DnsFacts(DnsOutcome.NO_MAIL_HOST, mx_hosts=mx_hosts, error="no MX host resolves")
 
     async def _implicit(

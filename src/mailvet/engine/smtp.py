@@ -353,6 +353,11 @@ class SmtpStage:
     def _candidates(
         self, dns: DnsFacts, transcript: Transcript | None
     ) -> tuple[list[tuple[MxHost, list[str]]], list[tuple[str, str]]]:
+        """The hosts to try, in order, with their allowed addresses; and the refused ones.
+
+        By preference only: a stable sort keeps the DNS stage's random order among hosts
+        of equal preference (RFC 5321 5.1), never an order by name.
+        """
         hosts: list[tuple[MxHost, list[str]]] = []
         refused: list[tuple[str, str]] = []
         for mx in sorted(dns.mx_hosts, key=lambda m: m.preference):
