@@ -267,3 +267,14 @@ async def test_mx_hosts_that_do_not_exist_are_invalid_domain_however_many(n: int
     assert (v.result, v.reason) == (Result.UNDELIVERABLE, Reason.INVALID_DOMAIN)
     assert (v.isv_domain, v.isv_mx) == (True, False)
     assert checked.facts.smtp is None
+
+
+async def test_mail_hosted_by_google_is_provider_gmail() -> None:
+    # Google Workspace: the domain's MX is aspmx.l.google.com; Mails.so answers "gmail"
+    async with SimInternet({"workspace.test": sim.mailboxes("alice", style="gmail")}, {}) as world:
+        _hosted_by(world, "workspace.test", "aspmx.l.google.com")
+        checked = await verify_with(world, "alice@workspace.test")
+    v = checked.verdict
+    assert (v.result, v.provider, v.mx_record) == (
+        Result.DELIVERABLE, "gmail", "aspmx.l.google.com"
+    )  # fmt: skip

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,10 +22,12 @@ def _entries() -> list[dict[str, Any]]:
 @pytest.mark.parametrize(
     ("host", "name", "unreliable"),
     [
-        ("aspmx.l.google.com", "google", False),
-        ("alt4.aspmx.l.google.com.", "google", False),
-        ("ASPMX.L.GOOGLE.COM", "google", False),
-        ("aspmx2.googlemail.com", "google", False),
+        # Mails.so's name for mail hosted by Google (Gmail and Google Workspace)
+        ("aspmx.l.google.com", "gmail", False),
+        ("alt4.aspmx.l.google.com.", "gmail", False),
+        ("ASPMX.L.GOOGLE.COM", "gmail", False),
+        ("smtp.google.com", "gmail", False),  # Workspace's single MX since 2023
+        ("aspmx2.googlemail.com", "gmail", False),
         ("contoso-com.mail.protection.outlook.com", "microsoft365", True),
         ("contoso-com.l-v1.mx.microsoft", "microsoft365", True),
         ("hotmail-com.olc.protection.outlook.com", "outlook", False),
@@ -75,7 +79,7 @@ def test_unknown_or_lookalike_hosts(host: str) -> None:
 
 
 def test_suffix_itself_matches() -> None:
-    assert provider_for(["google.com"]) == Provider("google", False)
+    assert provider_for(["google.com"]) == Provider("gmail", False)
 
 
 def test_first_known_host_in_order_wins() -> None:
@@ -85,8 +89,8 @@ def test_first_known_host_in_order_wins() -> None:
 
 
 def test_provider_is_frozen_and_hashable() -> None:
-    p = Provider("google", False)
-    assert {p: 1}[Provider("google", False)] == 1
+    p = Provider("gmail", False)
+    assert {p: 1}[Provider("gmail", False)] == 1
     with pytest.raises(AttributeError):
         p.name = "other"  # type: ignore[misc]
 
@@ -107,11 +111,22 @@ def test_table_is_well_formed() -> None:
     assert len(suffixes) == len(set(suffixes))
     assert all(s == s.lower().strip(".") and "." in s for s in suffixes)
     required = {
-        "google", "microsoft365", "outlook", "yahoo", "aol", "icloud", "zoho", "proton",
+        "gmail", "microsoft365", "outlook", "yahoo", "aol", "icloud", "zoho", "proton",
         "yandex", "mailru", "gmx", "webde", "fastmail", "mimecast", "proofpoint", "barracuda",
         "cisco", "godaddy", "ovh", "namecheap", "amazon", "rackspace",
     }  # fmt: skip
     assert required <= set(names)
     unreliable = {e["name"] for e in entries if e["unreliable_accept"]}
     assert {"yahoo", "microsoft365"} <= unreliable
-    assert "outlook" not in unreliable and "google" not in unreliable
+    assert "outlook" not in unreliable and "gmail" not in unreliable
+
+
+def test_api_md_lists_every_provider_as_the_table_has_it() -> None:
+    text = (Path(__file__).resolve().parents[2] / "docs" / "API.md").read_text("utf-8")
+    section = text.split("### Providers", 1)[1]
+    rows = re.findall(r"^\| `([a-z0-9]+)` \| (.+) \| (yes|no) \|$", section, re.MULTILINE)
+    documented = [
+        (name, re.findall(r"`([^`]+)`", suffixes), flag == "yes") for name, suffixes, flag in rows
+    ]
+    table = [(e["name"], e["suffixes"], e["unreliable_accept"]) for e in _entries()]
+    assert documented == table

@@ -5,8 +5,13 @@ matched on a label boundary (``aspmx.l.google.com`` is under ``google.com``,
 ``evilgoogle.com`` is not), case-insensitively, trailing dot ignored. The longest
 matching suffix wins, so ``*.olc.protection.outlook.com`` (Outlook.com consumer
 mailboxes) and ``*.mail.protection.outlook.com`` (Microsoft 365 tenants) are told apart.
-``unreliable_accept`` marks providers that answer 250 to RCPT for any local part
-(Yahoo, AOL, Microsoft 365), so their acceptance proves little.
+``unreliable_accept`` marks providers that may answer 250 to RCPT for any local part
+(Yahoo, AOL, Microsoft 365), so their acceptance proves little on its own (the verdict
+trusts it when the same domain refused a random address as unknown).
+
+Names are the wire's ``provider``: Mails.so's where known (``gmail`` for any mail hosted
+by Google, Google Workspace included, as Mails.so answers), else short lower-case names.
+docs/API.md ("Providers") lists the table; a test keeps the two equal.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ _MAX_LABELS = 127  # a DNS name has at most this many labels; ignore anything lo
 
 @dataclass(frozen=True, slots=True)
 class Provider:
-    name: str  # short stable slug, e.g. "google", "microsoft365"; the wire's ``provider``
+    name: str  # short stable slug, e.g. "gmail", "microsoft365"; the wire's ``provider``
     unreliable_accept: bool
 
 
