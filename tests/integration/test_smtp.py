@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from mailvet.engine.facts import DnsFacts, DnsOutcome, MxHost, SmtpFacts, SmtpOutcome
+from mailvet.engine.providers import Provider
 from mailvet.engine.smtp import SmtpStage
 from mailvet.engine.transcript import Transcript
 from mailvet.settings import Settings
@@ -38,6 +39,7 @@ from mailvet.testing.smtp import (
     huge_line,
     mailbox_full,
     mailboxes,
+    microsoft365,
     policy_block,
     second_rcpt_fails,
     starttls_broken,
@@ -312,6 +314,25 @@ async def test_transcript_kinds_and_unreliable_accept() -> None:
     kinds = {e.kind for e in t.entries}
     assert {"connect", "send", "recv", "note"} <= kinds
     assert all(e.host == "mx1.sim.test" for e in t.entries if e.kind in ("send", "recv"))
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_microsoft365_edge_blocking_refuses_the_random_address_cached_or_not(
+    pipelining: bool,
+) -> None:
+    # Directory-Based Edge Blocking refuses the random RCPT as unknown: catch_all False is
+    # the fact the verdict trusts the acceptance on; the cache carries it to the next check
+    provider = Provider("microsoft365", True)
+    async with SmtpSim(microsoft365("alice", "bob", pipelining=pipelining)) as sim:
+        stage = SmtpStage(settings(sim))
+        facts = [
+            await stage.probe(f"{who}@corp.test", "corp.test", mx("127.0.0.1"), None, provider)
+            for who in ("alice", "bob")
+        ]
+    for f in facts:
+        assert (f.outcome, f.catch_all, f.unreliable_accept) == (SmtpOutcome.ACCEPTED, False, True)
+    assert [s.count("RCPT") for s in sim.sessions] == [2, 1]
+    assert sim.sessions[0].replies.count(550) == 1  # the random address, 550 5.4.1
 
 
 # --- failover and refusal -------------------------------------------------------------------
