@@ -1,4 +1,4 @@
-"""The ``mailvet`` command: validate, serve, keys, db, doctor.
+"""The ``mailvet`` command: validate, serve, keys, db, doctor, sim.
 
 Settings are built once here (from the environment, ``MAILVET_*``) and passed down.
 """
@@ -300,6 +300,127 @@ def doctor(
 
     ok = asyncio.run(run_doctor(_settings(ctx), probe_domain, Console(highlight=False)))
     raise typer.Exit(0 if ok else 1)
+
+
+# ---- mailvet sim: the simulated internet, for trying mailvet without port 25 ----
+
+_SIM_TRIM_EVERY = 30.0  # seconds between trims of the simulator's query/session records
+
+
+@app.command()
+def sim(
+    dns_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="DNS port on 127.0.0.1 (0: a free one).")
+    ] = 10053,
+    smtp_port: Annotated[
+        int, typer.Option(min=0, max=65535, help="SMTP port of every MX (0: a free one).")
+    ] = 10025,
+    export_file: Annotated[
+        Path | None,
+        typer.Option(help="Also write the MAILVET_* lines here once up (removed on exit)."),
+    ] = None,
+    json: Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")] = False,
+) -> None:
+    """Run a simulated internet on loopback (DNS + mail servers) until Ctrl-C.
+
+    Prints the MAILVET_* settings that point `mailvet validate` / `serve` at it, and
+    example addresses showing every verdict. Nothing leaves this machine.
+    """
+    import contextlib
+    import signal
+
+    from mailvet.testing.world import EXAMPLES, ordinary_domains, sim_world
+
+    net = sim_world(dns_port=dns_port, smtp_port=smtp_port)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        try:
+            await net.__aenter__()
+        except OSError as exc:
+            typer.echo(f"error: the simulated internet could not start: {exc}", err=True)
+            typer.echo(
+                "Another `mailvet sim` may hold the ports (--dns-port 0 --smtp-port 0 pick"
+                " free ones). It listens on 127.0.0.1, 127.0.0.10-33 and 127.0.1.1-4: all"
+                " loopback on Linux; on macOS add them with `ifconfig lo0 alias`.",
+                err=True,
+            )
+            raise typer.Exit(1) from exc
+        written: str | None = None
+        try:
+            env = net.env()
+            if export_file is not None:
+                written = _sim_write_env(export_file, env)
+            if json:
+                info = {
+                    "dns": net.dns.nameserver,
+                    "smtp_port": net.smtp.port,
+                    "env": env,
+                    "domains": len(ordinary_domains()),
+                    "examples": [
+                        {"email": e.email, "result": e.result, "reason": e.reason, "shows": e.shows}
+                        for e in EXAMPLES
+                    ],
+                }
+                typer.echo(orjson.dumps(info).decode())
+            else:
+                _sim_print(net.dns.nameserver, net.smtp.port, env, export_file)
+            sys.stdout.flush()
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), _SIM_TRIM_EVERY)
+                net.forget()
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+            await net.__aexit__(None, None, None)
+            if export_file is not None and written is not None:
+                with contextlib.suppress(OSError):
+                    if export_file.read_text() == written:  # still ours: take it back
+                        export_file.unlink()
+        typer.echo("mailvet sim: stopped", err=True)
+
+    asyncio.run(run())
+
+
+def _sim_write_env(path: Path, env: dict[str, str]) -> str:
+    """Write ``KEY=value`` lines to ``path`` in one step (readers never see half a file)."""
+    import shlex
+
+    text = (
+        "# mailvet sim: load with  set -a; . ./FILE; set +a  (removed when the sim stops)\n"
+        + "".join(f"{key}={shlex.quote(value)}\n" for key, value in env.items())
+    )
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return text
+
+
+def _sim_print(nameserver: str, smtp_port: int, env: dict[str, str], file: Path | None) -> None:
+    import shlex
+
+    from mailvet.testing.world import EXAMPLES, ordinary_domains
+
+    echo = typer.echo
+    echo(f"mailvet sim: a simulated internet on loopback, DNS {nameserver}, SMTP port {smtp_port}")
+    echo(
+        f"{len(ordinary_domains())} ordinary *.test domains plus the scripted sites below;"
+        " nothing leaves this machine. Stop with Ctrl-C."
+    )
+    echo("")
+    where = f" (also in {file}: set -a; . {shlex.quote(str(file))}; set +a)" if file else ""
+    echo(f"Point mailvet at it{where}:")
+    for key, value in env.items():
+        echo(f"export {key}={shlex.quote(value)}")
+    echo("")
+    echo("Then try `mailvet validate ADDRESS...` (or /v1/validate on `mailvet serve`):")
+    width = max(len(e.email) for e in EXAMPLES)
+    for e in EXAMPLES:
+        echo(f"  {e.email:<{width}}  {e.result:<13} {e.reason:<16} {e.shows}")
 
 
 @asynccontextmanager

@@ -11,6 +11,9 @@ scenarios (NXDOMAIN, null MX, SERVFAIL, slow answers) are zone entries.
 
 ``STANDARD_SITES`` / ``STANDARD_ZONE`` cover every row of the verdict table and every
 scripted behaviour; tests and benchmarks share them so they speak about the same world.
+``mailvet sim`` serves them too, with a few hundred ordinary domains on top
+(:mod:`mailvet.testing.world`): domains whose RCPT replies come from ``by_domain`` and
+whose MX hosts share a few "hosting" addresses given in ``by_ip``.
 """
 
 from __future__ import annotations
@@ -98,16 +101,53 @@ def build_zone(
 
 
 class SimInternet:
-    """DNS server + SMTP simulator on loopback; ``settings()`` points the engine at them."""
+    """DNS server + SMTP simulator on loopback; ``settings()`` points the engine at them.
+
+    ``by_domain`` answers RCPT per recipient domain (whatever address the MX is on);
+    ``by_ip`` adds listening addresses (with their connection behaviour) to the sites'
+    own. ``dns_port`` / ``smtp_port`` 0 pick free ports.
+    """
 
     def __init__(
         self,
         sites: Mapping[str, sim.Behaviour] = STANDARD_SITES,
         extra_zone: Mapping[str, Mapping[str, list[Any]]] = STANDARD_ZONE,
+        *,
+        by_domain: Mapping[str, sim.Behaviour] | None = None,
+        by_ip: Mapping[str, sim.Behaviour] | None = None,
+        dns_port: int = 0,
+        smtp_port: int = 0,
     ) -> None:
-        self.zone, by_ip = build_zone(sites, extra_zone)
-        self.dns = DnsServer(self.zone)
-        self.smtp = sim.SmtpSim(sim.accept(), by_ip=by_ip)
+        self.zone, site_ips = build_zone(sites, extra_zone)
+        self.dns = DnsServer(self.zone, port=dns_port)
+        self.smtp = sim.SmtpSim(
+            sim.accept(),
+            by_ip={**(by_ip or {}), **site_ips},
+            by_domain=by_domain,
+            port=smtp_port,
+        )
+
+    def env(self) -> dict[str, str]:
+        """The ``MAILVET_*`` variables that point a ``mailvet`` process at this world.
+
+        Timeouts and deadline stay at their defaults, so what a newcomer sees is what a
+        real host would show.
+        """
+        return {
+            "MAILVET_DNS_NAMESERVERS": self.dns.nameserver,
+            "MAILVET_SMTP_PORT": str(self.smtp.port),
+            "MAILVET_ALLOW_PRIVATE_MX": "true",  # every simulated MX is on 127.0.0.0/8
+            "MAILVET_ALLOWED_SPECIAL_DOMAINS": "test",  # the world's names end in .test
+        }
+
+    def forget(self, keep: int = 1000) -> None:
+        """Drop all but the last ``keep`` recorded queries and SMTP sessions.
+
+        Tests read those records; a long-running ``mailvet sim`` trims them so its memory
+        stays bounded however many checks it answers.
+        """
+        del self.dns.log[: max(0, len(self.dns.log) - keep)]
+        del self.smtp.sessions[: max(0, len(self.smtp.sessions) - keep)]
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = {
@@ -118,6 +158,8 @@ class SimInternet:
             "smtp_connect_timeout": 1.0,
             "smtp_command_timeout": 1.0,
             "deadline": 3.0,
+            # TODO(allowed_special_domains): "allowed_special_domains": ["test"] once the
+            # setting exists (issue 7, section 4); .test is still allowed by default here.
         }
         values.update(overrides)
         return Settings(**values)
