@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from mailvet.settings import Settings
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_user_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No test touches the real per-user data directory (where the default database is):
+    XDG_DATA_HOME points into the session's temporary folder, for this process and every
+    ``mailvet`` subprocess a test starts."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_DATA_HOME", str(tmp_path_factory.mktemp("xdg-data")))
+        yield
 
 
 @pytest.fixture

@@ -190,6 +190,9 @@ def serve(
             f"'{url}/v1/validate?email=someone@example.com'"
         )
         typer.echo(f"Docs:    {url}/docs")
+    from mailvet.storage import describe_url
+
+    typer.echo(f"Database: {describe_url(settings.database_url)}")
     # No access log: its request lines carry ?email=..., personal data we do not write down.
     uvicorn.run(
         create_app(settings),
@@ -425,13 +428,19 @@ def _sim_print(nameserver: str, smtp_port: int, env: dict[str, str], file: Path 
 
 @asynccontextmanager
 async def _store(settings: Settings) -> AsyncIterator[Store]:
-    """Open the configured store with migrations applied; close it after."""
-    from mailvet.storage import open_store
+    """Open the configured store with migrations applied; close it after.
+
+    A database fault ends the command with its one-line cause, not a traceback.
+    """
+    from mailvet.storage import StorageError, describe_url, open_store
 
     store = open_store(settings.database_url)
     try:
         await store.migrate()
         yield store
+    except StorageError as exc:
+        typer.echo(f"error: {exc} ({describe_url(settings.database_url)})", err=True)
+        raise typer.Exit(1) from exc
     finally:
         await store.close()
 

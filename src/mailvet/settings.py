@@ -12,10 +12,11 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
+from platformdirs import user_data_path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "parse_nameserver"]
+__all__ = ["Settings", "default_database_url", "parse_nameserver"]
 
 
 def _split_csv(value: object) -> object:
@@ -51,6 +52,15 @@ def parse_nameserver(entry: str) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"bad nameserver port in {entry!r}")
     return host, port
+
+
+def default_database_url() -> str:
+    """SQLite in the per-user data directory (platformdirs): the same database from any folder.
+
+    Linux ``$XDG_DATA_HOME/mailvet`` (``~/.local/share/mailvet``), macOS
+    ``~/Library/Application Support/mailvet``, Windows ``%LOCALAPPDATA%\\mailvet``.
+    """
+    return f"sqlite:///{user_data_path('mailvet', appauthor=False) / 'mailvet.db'}"
 
 
 class Settings(BaseSettings):
@@ -96,7 +106,8 @@ class Settings(BaseSettings):
     result_cache_ttl: float = 600.0
 
     # --- service ---
-    database_url: str = "sqlite:///./mailvet.db"
+    # default: mailvet.db in the per-user data directory, wherever the command is typed
+    database_url: str = Field(default_factory=default_database_url)
     host: str = "127.0.0.1"
     port: int = 8000
     rate_limit_per_minute: int = 600

@@ -34,7 +34,8 @@ def serve(tmp: Path, port: int, log: list[str] | None = None) -> Iterator[tuple[
                             stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
-        lines = [proc.stdout.readline() for _ in range(2)]
+        lines = [proc.stdout.readline() for _ in range(4)]  # key, curl, docs, database
+        assert lines[3] == f"Database: {tmp / 'serve.db'}\n", lines
         key = lines[0].removeprefix("API key:").strip()
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import sys
+import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC
@@ -22,7 +23,9 @@ from mailvet.storage import (
     MemoryStore,
     NotFoundError,
     Plan,
+    StorageError,
     Store,
+    describe_url,
     normalise_url,
     open_store,
 )
@@ -551,3 +554,77 @@ async def test_migrate_is_idempotent(store: Store) -> None:
     await store.migrate()
     await store.migrate()
     assert await store.authenticate(secret) == key
+
+
+# --- faults and file modes (SQL stores only) ---
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://mailvet:s3cret-pw@db.internal:5433/mv", "db.internal:5433/mv"),
+        ("memory://", "memory"),
+        ("sqlite:///:memory:", "memory"),
+        ("mysql://u:s3cret-pw@h/db", "unusable"),
+    ],
+)
+def test_describe_url_never_shows_a_password(url: str, shown: str) -> None:
+    described = describe_url(url)
+    assert shown in described
+    assert "s3cret-pw" not in described
+
+
+def test_describe_url_gives_a_sqlite_file_as_an_absolute_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert describe_url("sqlite:///./here.db") == str(tmp_path / "here.db")
+
+
+async def test_sqlite_files_are_owner_only(tmp_path: Path) -> None:
+    folder = tmp_path / "new" / "folder"
+    store = open_store(f"sqlite:///{folder / 'mailvet.db'}")
+    try:
+        await store.migrate()
+        key, _ = await store.create_key("k", Plan.PAID)
+        await store.create_batch(key.id, None, ["a@x.test"])
+        files = sorted(p.name for p in folder.iterdir())
+        assert files == ["mailvet.db", "mailvet.db-shm", "mailvet.db-wal"]  # WAL, still open
+        modes = {name: oct((folder / name).stat().st_mode & 0o777) for name in files}
+        assert modes == dict.fromkeys(files, "0o600")
+        assert oct(folder.stat().st_mode & 0o777) == "0o700"
+    finally:
+        await store.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fault_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'faulty.db'}"
+    url: str = request.getfixturevalue("pg_fresh_url")
+    return url
+
+
+async def test_a_storage_fault_never_carries_an_address(
+    fault_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG")
+    store = open_store(fault_url)
+    try:
+        await store.migrate()
+        key, _ = await store.create_key("k", Plan.PAID)
+        sync = create_engine(normalise_url(fault_url).replace("+aiosqlite", ""))
+        with sync.begin() as conn:  # break the store under it
+            conn.execute(text("DROP TABLE batch_items"))
+        sync.dispose()
+        emails = ["hidden.person@private.test", "second@private.test"]
+        with pytest.raises(StorageError) as caught:
+            await store.create_batch(key.id, "list", emails)
+    finally:
+        await store.close()
+    error = caught.value
+    assert "batch_items" in str(error)  # it says what failed ...
+    told = "".join(traceback.format_exception(error))  # ... the whole chain included
+    assert "SQL parameters hidden" in told
+    assert "private.test" not in told
+    assert "private.test" not in caplog.text

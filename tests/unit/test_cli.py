@@ -79,6 +79,36 @@ def test_db_upgrade(db: Path) -> None:
     assert res.exit_code == 0 and db.exists()
 
 
+def test_keys_made_in_one_folder_are_listed_from_another(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MAILVET_DATABASE_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    created = runner.invoke(app, ["keys", "create", "--name", "made-in-a"])
+    assert created.exit_code == 0, created.output
+    monkeypatch.chdir(tmp_path / "b")
+    listed = runner.invoke(app, ["keys", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "made-in-a" in listed.stdout
+    assert (tmp_path / "data" / "mailvet" / "mailvet.db").is_file()
+    assert not list((tmp_path / "a").iterdir()) and not list((tmp_path / "b").iterdir())
+
+
+def test_a_broken_database_is_a_one_line_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "not-a-folder").write_text("")
+    url = f"sqlite:///{tmp_path / 'not-a-folder' / 'mailvet.db'}"
+    monkeypatch.setenv("MAILVET_DATABASE_URL", url)
+    res = runner.invoke(app, ["keys", "list"])
+    assert res.exit_code == 1
+    assert res.output.startswith("error: database error") and "Traceback" not in res.output
+    assert str(tmp_path / "not-a-folder" / "mailvet.db") in res.output  # says which database
+
+
 def test_bad_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILVET_SMTP_PORT", "many")
     res = runner.invoke(app, ["validate", "--offline", "a@b.com"])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -24,6 +26,18 @@ def test_secure_defaults() -> None:
     assert s.smtp_port == 25
     assert s.deadline < 5.0  # CleverTap waits 5 s and never retries
     assert s.database_url.startswith("sqlite")
+
+
+def test_default_database_is_in_the_user_data_dir(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("MAILVET_DATABASE_URL", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
+    monkeypatch.chdir(tmp_path)
+    expected = f"sqlite:///{tmp_path / 'data' / 'mailvet' / 'mailvet.db'}"
+    assert Settings().database_url == expected
+    monkeypatch.setenv("MAILVET_DATABASE_URL", "postgresql://u@db.internal/mailvet")
+    assert Settings().database_url == "postgresql://u@db.internal/mailvet"  # still overrides
 
 
 def test_bad_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -37,6 +37,7 @@ from mailvet.api.ratelimit import RateLimiter
 from mailvet.api.v1 import router as v1_router
 from mailvet.settings import Settings
 from mailvet.storage.base import Store
+from mailvet.storage.common import StorageError
 
 if TYPE_CHECKING:
     from mailvet.engine.pipeline import Engine
@@ -45,6 +46,7 @@ __all__ = ["STATIC_URL", "create_app"]
 
 log = logging.getLogger(__name__)
 
+STORAGE_RETRY_AFTER = 5  # seconds a client is asked to wait after a storage fault
 STATIC_URL = "/static/docs"
 _DESCRIPTION = """\
 A self-hosted, Mails.so-compatible email verification API.
@@ -154,6 +156,14 @@ def _add_handlers(app: FastAPI) -> None:
     async def too_large(request: Request, exc: Exception) -> Response:
         return wire.error_response(wire.BODY_TOO_LARGE, 413, {"connection": "close"})
 
+    async def storage_error(request: Request, exc: Exception) -> Response:
+        # a fault of the database, not of the request: worth retrying. The text names the
+        # failure only (StorageError never carries a statement's parameters).
+        log.warning("storage fault on %s %s: %s", request.method, request.url.path, exc)
+        return wire.error_response(
+            wire.STORAGE_UNAVAILABLE, 503, {"retry-after": str(STORAGE_RETRY_AFTER)}
+        )
+
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return wire.error_response("Internal server error.", 500)
@@ -161,6 +171,7 @@ def _add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(BodyTooLarge, too_large)
+    app.add_exception_handler(StorageError, storage_error)
     app.add_exception_handler(Exception, server_error)
 
 

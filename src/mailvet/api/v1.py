@@ -54,6 +54,7 @@ _BATCH_ERRORS: dict[int | str, dict[str, Any]] = {
     **_COMMON_ERRORS,
     401: _err(401, "missing or unknown API key, or a free plan key"),
     404: _err(404, "no such batch for this key"),
+    503: _err(503, "the database failed; retry after Retry-After seconds"),
 }
 
 

@@ -40,6 +40,7 @@ __all__ = [
     "NOT_FOUND",
     "PAID_ONLY",
     "RATE_LIMITED",
+    "STORAGE_UNAVAILABLE",
     "TOO_SLOW",
     "UNAUTHORIZED",
     "UNAUTHORIZED_BATCH",
@@ -70,6 +71,7 @@ BAD_FORMAT = "The body provided has an invalid format."
 PAID_ONLY = "Paid subscription required to use list validations"
 # mailvet's own (Mails.so's wording for these is not known)
 NOT_FOUND = "Not found."
+STORAGE_UNAVAILABLE = "The service is temporarily unavailable."  # the database failed
 RATE_LIMITED = "Too many requests."
 BODY_TOO_LARGE = "The body provided is too large."
 BATCH_TOO_LARGE = "Too many emails: a batch holds at most {limit}."

@@ -6,8 +6,10 @@ before first use and ``await store.close()`` at the end.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mailvet.storage.base import ApiKey, BatchItem, BatchRecord, Plan, Store
-from mailvet.storage.common import NotFoundError
+from mailvet.storage.common import NotFoundError, StorageError
 from mailvet.storage.memory import MemoryStore
 
 __all__ = [
@@ -17,7 +19,9 @@ __all__ = [
     "MemoryStore",
     "NotFoundError",
     "Plan",
+    "StorageError",
     "Store",
+    "describe_url",
     "normalise_url",
     "open_store",
 ]
@@ -49,6 +53,26 @@ def normalise_url(url: str) -> str:
         f"unsupported database URL scheme {scheme!r}: use memory://, sqlite:///path "
         "or postgresql://user@host/db"
     )
+
+
+def describe_url(url: str) -> str:
+    """Where a database URL points, fit to print: a SQLite file's absolute path, a server
+    URL with its password masked, ``memory (nothing is kept)``."""
+    text = url.strip()
+    if text.lower().startswith("memory:"):
+        return "memory (nothing is kept)"
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(normalise_url(text))
+    except Exception:  # not a URL we can open: show its scheme only, never the rest
+        return f"unusable URL ({text.partition(':')[0][:20]}:...)"
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
+            return "SQLite in memory (nothing is kept)"
+        return str(Path(database).resolve())
+    return parsed.render_as_string(hide_password=True)
 
 
 def open_store(url: str) -> Store:

@@ -22,6 +22,7 @@ __all__ = [
     "PREFIX_LENGTH",
     "SECRET_PREFIX",
     "NotFoundError",
+    "StorageError",
     "check_emails",
     "check_text",
     "dump_verdict",
@@ -40,6 +41,14 @@ MIN_REVOKE_PREFIX = 7  # "mv_" + 4: shorter prefixes never revoke anything
 
 class NotFoundError(LookupError):
     """The batch (or key) a write names does not exist."""
+
+
+class StorageError(RuntimeError):
+    """The database failed (unreachable, locked, read-only, full, schema broken).
+
+    A fault of the service, not of the request: the API answers 503 with Retry-After.
+    Its text names the failure and never a statement's parameters (addresses).
+    """
 
 
 def new_secret() -> str:

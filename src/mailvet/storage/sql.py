@@ -4,11 +4,19 @@ SQLite runs in WAL mode with ``synchronous=FULL``, a busy timeout and foreign ke
 on; write transactions start with ``BEGIN IMMEDIATE`` so two writers never dead-end
 on a lock upgrade. On PostgreSQL, writers of one batch serialise on its row
 (``SELECT ... FOR UPDATE``), which keeps the ``done`` counter exact.
+
+Faults: every database error leaves as ``StorageError``, and SQLAlchemy never renders a
+statement's parameters (``hide_parameters``): they hold addresses, which no log line
+may carry (nor may aiosqlite's debug lines, which are dropped). A new SQLite file (and
+with it its ``-wal`` and ``-shm`` files, which SQLite creates with the database's mode)
+is readable by its owner only (0600), in a directory created 0700.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sqlite3
 import time
 import uuid
@@ -20,6 +28,7 @@ from typing import Any
 
 from sqlalchemy import Connection, event, func, select, text, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
@@ -27,6 +36,7 @@ from mailvet.storage.base import ApiKey, BatchItem, BatchRecord, Plan
 from mailvet.storage.common import (
     MIN_REVOKE_PREFIX,
     NotFoundError,
+    StorageError,
     check_emails,
     check_text,
     dump_verdict,
@@ -141,14 +151,15 @@ class SqlStore:
             database = parsed.database or ""
             if database in ("", ":memory:") or parsed.query.get("mode") == "memory":
                 kwargs["poolclass"] = StaticPool  # one connection, or each sees its own db
-            else:
+            elif not (parsed.query.get("uri") or database.startswith("file:")):
                 self._sqlite_path = Path(database)
         else:
             kwargs["pool_pre_ping"] = True  # survive a PostgreSQL restart or failover
-        self._engine: AsyncEngine = create_async_engine(parsed, **kwargs)
+        # hide_parameters: an error's text never shows the statement's values (addresses)
+        self._engine: AsyncEngine = create_async_engine(parsed, hide_parameters=True, **kwargs)
         self._write_engine = self._engine.execution_options(**{_WRITE_OPTION: True})
         if self.dialect == "sqlite":
-            _install_sqlite_hooks(self._engine)
+            _install_sqlite_hooks(self._engine, self._sqlite_path)
         # SQLite allows one writer at a time: queue this process's writers on an
         # asyncio lock rather than in SQLite's busy-wait. The lock belongs to the loop
         # that made it; a store used from another loop later gets a new one (writers
@@ -164,26 +175,30 @@ class SqlStore:
     @asynccontextmanager
     async def _write(self) -> AsyncIterator[AsyncConnection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
-        if self.dialect != "sqlite":
-            async with self._engine.begin() as conn:
+        try:
+            if self.dialect != "sqlite":
+                async with self._engine.begin() as conn:
+                    yield conn
+                return
+            loop = asyncio.get_running_loop()
+            if self._write_lock is None or self._write_lock[0] is not loop:
+                self._write_lock = (loop, asyncio.Lock())
+            async with self._write_lock[1], self._write_engine.begin() as conn:
                 yield conn
-            return
-        loop = asyncio.get_running_loop()
-        if self._write_lock is None or self._write_lock[0] is not loop:
-            self._write_lock = (loop, asyncio.Lock())
-        async with self._write_lock[1], self._write_engine.begin() as conn:
-            yield conn
+        except _FAULTS as exc:
+            raise _storage_error(exc) from exc
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
-        async with self._engine.connect() as conn:
-            yield conn
+        try:
+            async with self._engine.connect() as conn:
+                yield conn
+        except _FAULTS as exc:
+            raise _storage_error(exc) from exc
 
     async def migrate(self) -> None:
         from mailvet.storage.migrations_runner import upgrade_head
 
-        if self._sqlite_path is not None:
-            self._sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         async with self._write() as conn:
             if self.dialect == "postgresql":
                 await conn.execute(
@@ -491,6 +506,42 @@ class SqlStore:
             return list(rows.scalars())
 
 
+_FAULTS = (SQLAlchemyError, sqlite3.Error, OSError)
+
+
+def _above_debug(record: logging.LogRecord) -> bool:
+    return record.levelno > logging.DEBUG
+
+
+# aiosqlite logs every call with its arguments at DEBUG: statement parameters, that is
+# addresses. Drop those records whatever level the operator's logging is set to.
+logging.getLogger("aiosqlite").addFilter(_above_debug)
+
+
+def _storage_error(exc: BaseException) -> StorageError:
+    """A ``StorageError`` naming the failure by its first line, without parameters."""
+    cause: BaseException = exc
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        cause = exc.orig  # the driver's own message, without SQLAlchemy's [SQL: ...] lines
+    lines = str(cause).strip().splitlines()
+    return StorageError(f"database error: {type(cause).__name__}: {lines[0] if lines else ''}")
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file (and its folder) owner-only, before SQLite opens it.
+
+    SQLite would create it 0644 (less the umask); its ``-wal``, ``-shm`` and journal
+    files copy the database file's mode, so they are 0600 too. An existing file is
+    left as it is: its owner may have chosen its mode.
+    """
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)  # an empty file is an empty SQLite database
+
+
 def _enable_wal(cursor: Any) -> None:
     """Switch to WAL, retrying while another connection holds the file.
 
@@ -511,8 +562,17 @@ def _enable_wal(cursor: Any) -> None:
             delay = min(delay * 2, 0.1)
 
 
-def _install_sqlite_hooks(engine: AsyncEngine) -> None:
-    """Pragmas on every new connection; explicit BEGIN so writers can ask for IMMEDIATE."""
+def _install_sqlite_hooks(engine: AsyncEngine, path: Path | None) -> None:
+    """Pragmas on every new connection; explicit BEGIN so writers can ask for IMMEDIATE.
+
+    Before a connection to a file opens, the file is created owner-only if missing.
+    """
+
+    if path is not None:
+
+        @event.listens_for(engine.sync_engine, "do_connect")
+        def _before_connect(*_args: Any) -> None:
+            _create_private(path)
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
