@@ -1,32 +1,87 @@
-"""Classify one SMTP reply (code, RFC 3463 enhanced code, text) into an ``SmtpOutcome``.
+"""Parse one SMTP reply and classify it into an ``SmtpOutcome``.
 
-The one rule that matters: never call a mailbox undeliverable (USER_UNKNOWN,
-DISABLED) without an explicit 5xx about *the mailbox*. A refusal of *our* host or
-sender (5.7.x, Spamhaus, "blocked", "sender verify failed") is BLOCKED, which the
-verdict turns into "unknown"; a 5xx that says nothing about the mailbox is treated
-the same way.
+The one rule that matters: never call a mailbox undeliverable (USER_UNKNOWN, DISABLED)
+unless the server said the mailbox does not exist or is disabled, and nothing in the
+reply points at *us* (our host, our IP, our sender, a block list, reputation, policy).
+Such a refusal is BLOCKED, which the verdict turns into ``unknown`` / ``unavailable_smtp``.
 
-The text tables below quote real server replies. Sources: reacher's
-check-if-email-exists reply parser (core/src/smtp/parser.rs, which records the
-domains each reply was seen on), KumoMTA's bounce classification rules
-(assets/bounce_classifier), bouncehammer's UserUnknown table, Google's and
-Microsoft's postmaster/NDR documentation, and Postfix / Exim / qmail source texts.
-Patterns are matched case-insensitively against the whole (joined) reply text.
+How a 5xx reply to RCPT is read (the recipient address the server echoes, ``<x@y>`` or
+bare, is masked first: it is our input, never the server's evidence):
+
+1. Signals that point at us override everything, even "user unknown" and 5.1.1: an
+   enhanced code 5.7.x (RFC 3463: security or policy status) or 5.1.7/5.1.8 (our sender
+   address); a block-list name or wording (Spamhaus, Barracuda, SORBS, SpamCop,
+   UCEPROTECT, "blocked using", "block list", "is listed in", RBL/DNSBL); "reputation",
+   "policy", "spam", "banned", "client host", "access denied", "your IP", "this IP",
+   "sender", HELO/PTR/relaying words. Quoted rows: Spamhaus via Postfix "554 5.7.1
+   Service unavailable; Client host [..] blocked using zen.spamhaus.org"; Outlook.com
+   "550 5.7.1 Unfortunately, messages from [..] weren't sent ... on our block list
+   (S3150)"; Microsoft 365 "550 5.7.708 Service unavailable. Access denied, traffic not
+   accepted from this IP"; GMX "550-Requested action not taken: mailbox unavailable
+   550-Reject due to policy restrictions" (reply_table.py has them all, with sources).
+2. Otherwise a clear mailbox statement decides: the enhanced codes 5.1.1/5.1.2/5.1.3/
+   5.1.6/5.1.10 (USER_UNKNOWN) or 5.2.1 (DISABLED), or words such as "does not exist",
+   "user unknown", "no such user", "mailbox not found", "invalid recipient", "disabled".
+   An IP address, a URL or "listed" alone do NOT override these: real user-unknown
+   replies carry help links and relay addresses (Gmail "550-5.1.1 The email account
+   that you tried to reach does not exist ... https://support.google.com/mail/
+   ?p=NoSuchUser"; QQ "550 Mailbox not found. http://service.mail.qq.com/..."; a Postfix
+   relay "550 5.1.1 <x>: Recipient address rejected: undeliverable address: host
+   192.168.1.131[192.168.1.131] said: 550 sorry, no mailbox here by that name").
+3. RFC 5321's own 550 text, "mailbox unavailable", is ambiguous (RFC 5321 4.2.3: "mailbox
+   not found, no access, or command rejected for policy reasons"). It counts as
+   USER_UNKNOWN only with exactly 550 and only when the reply has no weak signal either:
+   an IP address (v4 or v6, bracketed or not), a URL (a delisting or help page) or the
+   word "listed". Outlook.com's bare "550 5.5.0 Requested action not taken: mailbox
+   unavailable (S2017062302)" stays USER_UNKNOWN; the same words next to an IP or a link
+   are BLOCKED.
+4. Anything else permanent that says nothing about the mailbox is BLOCKED.
+
+Microsoft's "(S3150)" / "AS(...)" tags are no signal by themselves: the 5.4.1 Directory
+Based Edge Blocking reply "Recipient address rejected: Access denied. AS(201806281)" is
+Microsoft's documented "recipient not found", while the AS tags on 5.7.x replies are
+blocks; the enhanced code and the words decide. Yandex answers "550 5.7.1 No such
+user!": it stays BLOCKED (unknown), erring on the safe side, because 5.7.x is the only
+structured part of the reply and it says "policy"; we found no rule that tells Yandex's
+5.7.1 user-unknown from the 5.7.1 policy refusals that other servers word the same way.
+
+Replies to MAIL FROM or the banner are about us: a mailbox-looking refusal there is
+BLOCKED (5xx) or TEMPORARY (4xx). Gmail's "550-5.2.1 The user you are trying to contact
+is receiving mail at a rate that prevents additional messages from being delivered" is
+TEMPORARY: the mailbox exists.
+
+``reply_table.py`` holds the real replies this module is tested on, each with its
+expected outcome and its source; patterns match case-insensitively on the joined text.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from mailvet.engine.facts import SmtpOutcome
 
-__all__ = ["Reply", "classify", "classify_reply", "parse_enhanced"]
+__all__ = [
+    "MAX_TEXT_LINES",
+    "Reply",
+    "classify",
+    "classify_reply",
+    "parse_enhanced",
+    "parse_reply_lines",
+]
 
-# RFC 3463 enhanced code at the start of the text ("5.1.1 ..."), or qmail's trailing
-# "(#5.1.1)"; the class digit must agree with the reply code's first digit.
-_ENHANCED_HEAD = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$|[^\d.])")
+MAX_TEXT_LINES = 20  # lines of a reply kept in its text (all lines are kept in ``lines``)
+
+# RFC 3463 enhanced code at the start of the text ("5.1.1 ...", IronPort's "#5.7.1 ..."),
+# or qmail's trailing "(#5.1.1)"; the class digit must agree with the reply code's first
+# digit.
+_ENHANCED_HEAD = re.compile(r"^\s*#?([245])\.(\d{1,3})\.(\d{1,3})(?=\s|$|[^\d.])")
 _ENHANCED_QMAIL = re.compile(r"\(#([245])\.(\d{1,3})\.(\d{1,3})\)")
+# one line of a reply as received: "550-text" (more follow), "550 text" or "550" (last)
+_REPLY_LINE = re.compile(r"([0-9]{3})(?:([ -])(.*))?", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +107,46 @@ def parse_enhanced(code: int, text: str) -> tuple[str | None, str]:
     if q and q.group(1) == str(code)[0]:
         return ".".join(q.groups()), text.strip()
     return None, text.strip()
+
+
+def parse_reply_lines(lines: Sequence[str], *, max_text_lines: int = MAX_TEXT_LINES) -> Reply:
+    """Build the ``Reply`` for the raw lines of one reply, as received (line ends optional).
+
+    ``["550-5.1.1 The email account ...", "550 5.1.1  https://..."]``: every line has the
+    same three-digit code, "-" after it on all but the last. The enhanced code is read
+    from the first line and dropped from every line that repeats it (Gmail does);
+    ``text`` joins the first ``max_text_lines`` lines, ``lines`` keeps them all (EHLO
+    keywords come late). Raises ``ValueError`` on anything else. The SMTP stage builds
+    every reply with this function, so tests can feed it real replies.
+    """
+    if not lines:
+        raise ValueError("an SMTP reply has at least one line")
+    code: str | None = None
+    texts: list[str] = []
+    for i, raw in enumerate(lines):
+        line = raw.rstrip("\r\n")
+        m = _REPLY_LINE.fullmatch(line)
+        if m is None:
+            raise ValueError(f"not an SMTP reply line: {line!r}")
+        if code is not None and m.group(1) != code:
+            raise ValueError(f"reply code changed mid-reply: {line!r}")
+        if (m.group(2) == "-") != (i < len(lines) - 1):
+            raise ValueError(f"continuation marks out of place at line {i + 1}: {line!r}")
+        code = m.group(1)
+        texts.append((m.group(3) or "").strip())
+    number = int(code or "0")
+    shown = texts[: max(1, max_text_lines)]
+    enhanced, _ = parse_enhanced(number, shown[0])
+    if enhanced:  # Gmail repeats "5.1.1" on every line: drop the repeats
+        shown = [_drop_enhanced(number, enhanced, t) for t in shown]
+    return Reply(number, enhanced, " ".join(t for t in shown if t), tuple(texts))
+
+
+def _drop_enhanced(code: int, enhanced: str, text: str) -> str:
+    m = _ENHANCED_HEAD.match(text)
+    if m and m.group(1) == str(code)[0] and ".".join(m.groups()) == enhanced:
+        return text[m.end() :].strip()
+    return text
 
 
 def _any(*patterns: str) -> re.Pattern[str]:
@@ -87,7 +182,32 @@ _POLICY = _any(
     # Barracuda: "JunkMail rejected - (gmail.com) [1.2.3.4]:46615 is in an RBL"
     r"junkmail",
     r"\b(?:rbl|dnsbl)s?\b",
+    # the big DNS block lists by name (reply_table.py quotes each): Barracuda's BRBL,
+    # SORBS, SpamCop ("Defined SPAM source: bl.spamcop.net"), UCEPROTECT ("IP 1.2.3.4 is
+    # UCEPROTECT-Level 1 listed"), Spamhaus's CBL (abuseat), PSBL (surriel), Abusix
+    r"barracuda",
+    r"\bsorbs\b",
+    r"spamcop",
+    r"uceprotect",
+    r"abuseat",
+    r"psbl\b",
     r"abusix",
+    r"spamrats",
+    r"mailspike",
+    # "is listed in dnsbl-1.uceprotect.net", "Your IP address is listed in the RBL";
+    # but not Lotus Domino's user unknown "User not listed in public Name & Address Book"
+    r"(?<!not )\blisted (?:at|on|in|by)\b",
+    r"\b(?:is|are|was|been|being|currently) (?:black|block)?listed\b",
+    # GMX / 1&1: "550-Requested action not taken: mailbox unavailable 550-Reject due to
+    #   policy restrictions."; Postfix "Recipient address rejected for policy reasons"
+    r"\bpolic(?:y|ies)\b",
+    # Microsoft 365: "550 5.7.708 Service unavailable. Access denied, traffic not accepted
+    #   from this IP"; Cisco IronPort: "554 Your access to this mail system has been
+    #   rejected due to the sending MTA's poor reputation" / "550 #5.7.1 Your access to
+    #   submit messages to this e-mail system has been rejected."
+    r"\b(?:this|sending|client|source|connecting|remote) ip\b",
+    r"\byour access\b",
+    r"not allowed to (?:send|connect)",
     # Mimecast: "550 csi.mimecast.org Poor Reputation Sender." ; "... rejected due to the
     #   sending MTA's poor reputation"
     r"reputation",
@@ -230,11 +350,57 @@ _UNKNOWN = _any(
 
 # RFC 5321's own 550 text is "Requested action not taken: mailbox unavailable (e.g.,
 # mailbox not found, no access, or command rejected for policy reasons)", so these words
-# count only with exactly 550 (and after the policy table had its say).
+# count only with exactly 550, after the policy table had its say, and only when no weak
+# signal below is in the reply.
 # Outlook.com: "550 5.5.0 Requested action not taken: mailbox unavailable (S2017062302)."
 # GMX: "550 Requested action not taken: mailbox unavailable"
 # etu.uca.fr: "550 5.5.0 Requested actions not taken as the mailbox is unavailable"
 _UNAVAILABLE = _any(r"mailbox (?:is )?unavailable")
+
+# --- weak signals: they only disambiguate "mailbox unavailable" (rule 3 above) -----------
+# a link (a delisting or help page) or the word "listed"; IP addresses are found by
+# _has_ip_address (v4 or v6, bracketed or not, validated by ``ipaddress``)
+_WEAK = _any(r"https?://", r"\bwww\.[a-z0-9-]+\.", r"\blisted\b")
+_IPV4_CANDIDATE = re.compile(r"(?<![\d.])\d{1,3}(?:\.\d{1,3}){3}(?![\d.]*\d)")
+_IPV6_CANDIDATE = re.compile(r"[0-9A-Fa-f]*:[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*")
+
+# Gmail: "550-5.2.1 The user you are trying to contact is receiving mail at a rate that
+# prevents additional messages from being delivered." The mailbox exists: TEMPORARY.
+_RECIPIENT_RATE = _any(r"receiving mail (?:at a rate|too quickly)")
+
+# the recipient address as the server echoes it, "<x@y>" or bare "x@y": masked before
+# anything is matched (an address is our input, not evidence; "sender@corp.test" or
+# "1.2.3.4@corp.test" must not read as a signal)
+_ECHOED_ADDRESS = re.compile(r"<[^<>\s]*@[^<>\s]*>")
+_BARE_ADDRESS = re.compile(
+    r"[^\s<>()\[\]\"',;:/@]+@[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*",
+    re.IGNORECASE,
+)
+
+
+def _without_addresses(text: str) -> str:
+    return _BARE_ADDRESS.sub("<>", _ECHOED_ADDRESS.sub("<>", text))
+
+
+def _has_ip_address(text: str) -> bool:
+    for m in _IPV4_CANDIDATE.finditer(text):
+        with contextlib.suppress(ValueError):
+            ipaddress.IPv4Address(m.group(0))
+            return True
+    for m in _IPV6_CANDIDATE.finditer(text):
+        candidate = m.group(0).strip(".:")
+        if candidate.count(":") < 2 and "::" not in m.group(0):
+            continue
+        for form in (m.group(0).rstrip("."), candidate):
+            with contextlib.suppress(ValueError):
+                ipaddress.IPv6Address(form)
+                return True
+    return False
+
+
+def _weak_signal(text: str) -> bool:
+    return bool(_WEAK.search(text)) or _has_ip_address(text)
+
 
 # enhanced codes (RFC 3463) that speak about the destination mailbox / address
 _UNKNOWN_ENHANCED = {"5.1.1", "5.1.2", "5.1.3", "5.1.6", "5.1.10"}
@@ -277,6 +443,7 @@ def _classify(code: int, enhanced: str | None, text: str) -> SmtpOutcome:
         enhanced, text = parse_enhanced(code, text)
     enh = enhanced or ""
     subject = enh.split(".")[1] if enh.count(".") == 2 else ""
+    text = _without_addresses(text)
 
     if klass == 4:
         if _GREYLIST.search(text):
@@ -300,15 +467,18 @@ def _classify(code: int, enhanced: str | None, text: str) -> SmtpOutcome:
         return SmtpOutcome.MAILBOX_FULL
     if enh == "5.4.1" and _M365_DBEB.search(text):
         return SmtpOutcome.USER_UNKNOWN
-    # ... then anything that points at our host or sender (beats mailbox words: Exim's
-    # "Sender verify failed" carries "Unrouteable address" about OUR address) ...
+    # ... then rule 1: anything that points at our host or sender beats mailbox words
+    # (Exim's "Sender verify failed" carries "Unrouteable address" about OUR address) ...
     if _POLICY.search(text) or _OURS.search(text) or enh in _SENDER_ENHANCED or subject == "7":
         return SmtpOutcome.BLOCKED
+    if _RECIPIENT_RATE.search(text):
+        return SmtpOutcome.TEMPORARY
+    # ... rule 2: a clear statement about the mailbox, by enhanced code ...
     if enh == "5.2.1":
         return SmtpOutcome.DISABLED
     if enh in _UNKNOWN_ENHANCED:
         return SmtpOutcome.USER_UNKNOWN
-    # ... then the words, for servers without (or with useless) enhanced codes, and only
+    # ... or by words, for servers without (or with useless) enhanced codes, and only
     # with the codes that mean "mailbox refused" (550 unavailable, 551 not local, 552
     # storage, 553 name not allowed, 554 failed: Yahoo's "dd This user doesn't have ...")
     if code not in _WORD_CODES:
@@ -319,8 +489,12 @@ def _classify(code: int, enhanced: str | None, text: str) -> SmtpOutcome:
         return SmtpOutcome.BLOCKED
     if _DISABLED.search(text):
         return SmtpOutcome.DISABLED
-    if _UNKNOWN.search(text) or (code == 550 and _UNAVAILABLE.search(text)):
+    if _UNKNOWN.search(text):
         return SmtpOutcome.USER_UNKNOWN
-    # A permanent refusal that says nothing about the mailbox (policy, syntax, "Transaction
-    # failed"): unknown, never undeliverable.
+    # rule 3: RFC 5321's ambiguous "mailbox unavailable", with nothing else in the reply
+    if code == 550 and _UNAVAILABLE.search(text) and not _weak_signal(text):
+        return SmtpOutcome.USER_UNKNOWN
+    # rule 4: a permanent refusal that says nothing sure about the mailbox (policy, syntax,
+    # "Transaction failed", "mailbox unavailable" next to an IP or a link): unknown, never
+    # undeliverable.
     return SmtpOutcome.BLOCKED

@@ -45,7 +45,7 @@ from typing import Protocol
 
 from mailvet.engine.facts import DnsFacts, DnsOutcome, MxHost, SmtpFacts, SmtpOutcome
 from mailvet.engine.netpolicy import is_public_address
-from mailvet.engine.replies import Reply, classify, parse_enhanced
+from mailvet.engine.replies import Reply, classify, parse_reply_lines
 from mailvet.engine.transcript import Transcript
 from mailvet.settings import Settings
 
@@ -55,7 +55,6 @@ _MAX_LINE = 4096  # one reply line (RFC 5321 says 512; real servers exceed it a 
 _READ_CHUNK = 4096
 _MAX_ADDRESSES_PER_HOST = 2
 _MAX_MESSAGE = 300  # SmtpFacts.message
-_MAX_TEXT_LINES = 20  # lines of a reply kept in its text (all lines count for EHLO keywords)
 _CATCH_ALL_CACHE_SIZE = 50_000
 _LINE = re.compile(rb"^([0-9]{3})([ -]|\r?\n|$)")
 _RANDOM_ALPHABET = string.ascii_lowercase + string.digits
@@ -185,7 +184,7 @@ class _Conn:
     async def _reply(self, what: str) -> Reply:
         total = 0
         code: bytes | None = None
-        lines: list[str] = []  # every line (bounded by max_reply): EHLO keywords come late
+        lines: list[str] = []  # every raw line (bounded by max_reply): EHLO keywords come late
         while True:
             line = await self._line()
             total += len(line)
@@ -199,16 +198,13 @@ class _Conn:
                 self.note("recv", shown)
                 raise _Failed(SmtpOutcome.INVALID_SMTP, f"not an SMTP reply to {what}: {shown!r}")
             code = m.group(1)
-            lines.append(shown[4:].strip())
+            lines.append(shown)
             if m.group(2) != b"-":
                 break
-        number = int(code)
-        texts = lines[:_MAX_TEXT_LINES]  # keep the text bounded even for long replies
-        enhanced, _ = parse_enhanced(number, texts[0] if texts else "")
-        if enhanced:  # Gmail repeats "5.1.1" on every line: drop the repeats
-            texts = [t[len(enhanced) :].strip() if t.startswith(enhanced) else t for t in texts]
-        text = " ".join(t for t in texts if t)
-        reply = Reply(number, enhanced, text, tuple(lines))
+        try:  # the one parser of reply lines (tests feed it real replies too)
+            reply = parse_reply_lines(lines)
+        except ValueError as exc:
+            raise _Failed(SmtpOutcome.INVALID_SMTP, f"not an SMTP reply to {what}: {exc}") from None
         self.note("recv", str(reply))
         return reply
 
