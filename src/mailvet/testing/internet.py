@@ -118,6 +118,8 @@ class SimInternet:
             "smtp_connect_timeout": 1.0,
             "smtp_command_timeout": 1.0,
             "deadline": 3.0,
+            # the simulated internet lives under the special-use name "test" (RFC 6761)
+            "allowed_special_domains": ["test"],
         }
         values.update(overrides)
         return Settings(**values)
