@@ -26,10 +26,9 @@ MARK is ``;`` and refused, a local part may not start with a combining mark):
 - surrounding whitespace is **not** stripped: ``" a@b.com"`` is not a mailbox (the
   is_email suite agrees). Trimming user input is the job of the layer that reads it
   (form field, CSV cell), not of the validator;
-- the local part is kept as typed (after NFC) (local parts are
-  case-sensitive); a quoted local part is unquoted when its content is a dot-atom
-  (RFC 5322 3.4.1 says the dot-atom form SHOULD be used), else re-quoted with the
-  fewest escapes;
+- the local part is otherwise kept as typed (local parts are case-sensitive); a
+  quoted local part is unquoted when its content is a dot-atom (RFC 5322 3.4.1 says
+  the dot-atom form SHOULD be used), else re-quoted with the fewest escapes;
 - the domain is lower-cased (UTS 46 mapping for Unicode input: full-width letters,
   ideographic full stops ...), given in Unicode form in ``domain`` and in A-label form
   in ``ascii_domain``;
