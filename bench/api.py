@@ -107,6 +107,7 @@ def serve(kind: str, port: int) -> None:
             allow_private_mx=True,
             database_url="memory://",
             rate_limit_per_minute=10**9,
+            allowed_special_domains=["test"],  # shop.test is a special-use name (RFC 6761)
         )
         store = MemoryStore()
         _, key = asyncio.run(store.create_key("bench", Plan.PAID))

@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+
+# The simulated internet lives under the special-use name "test" (RFC 6761), which the
+# syntax stage refuses by default (it can never take mail from the real internet). Let it
+# through for the whole session: set here, at import time, before any Settings is built,
+# and inherited by the subprocesses tests start (mailvet validate, mailvet serve ...).
+# Tests of the refusal itself build Settings(allowed_special_domains=[]) explicitly.
+os.environ["MAILVET_ALLOWED_SPECIAL_DOMAINS"] = "test"
 
 import pytest
 

@@ -75,6 +75,26 @@ class Settings(BaseSettings):
     allow_address_literal: bool = False
     allow_single_label_domain: bool = False
     allow_smtputf8: bool = True
+    # special-use names (RFC 6761: test, invalid, localhost ...) take no mail from the
+    # internet and are refused without a DNS query; these suffixes are let through
+    # (the simulated internet needs "test")
+    allowed_special_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("allowed_special_domains", mode="before")
+    @classmethod
+    def _special_domains(cls, value: object) -> object:
+        value = _split_csv(value)
+        if not isinstance(value, list):
+            return value
+        out: list[str] = []
+        for entry in value:
+            if not isinstance(entry, str):
+                return value  # pydantic reports the wrong type
+            name = entry.strip().strip(".").lower()
+            if not _HOSTNAME.fullmatch(name):
+                raise ValueError(f"not a domain suffix: {entry!r}")
+            out.append(name)
+        return out
 
     # --- lists ---
     allow_domains: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -278,3 +278,51 @@ async def test_mail_hosted_by_google_is_provider_gmail() -> None:
     assert (v.result, v.provider, v.mx_record) == (
         Result.DELIVERABLE, "gmail", "aspmx.l.google.com"
     )  # fmt: skip
+# --- special-use names and long local parts (issue 7, section 4) ---
+
+
+@pytest.mark.parametrize(
+    "email", ["alice@deliverable.test", "alice@x.invalid", "alice@printer.local", "a@b.home.arpa"]
+)
+async def test_special_use_names_are_invalid_domain_with_no_dns_query(
+    net: SimInternet, email: str
+) -> None:
+    net.zone.set("printer.local", "MX", [(10, "mx.deliverable.test")])  # would be found
+    net.zone.set("x.invalid", "MX", [(10, "mx.deliverable.test")])
+    before = net.dns.queries
+    checked = await verify_with(net, email, allowed_special_domains=[])
+    assert net.dns.queries == before, "no DNS query for a special-use name"
+    assert not net.smtp.sessions
+    v = checked.verdict
+    assert (v.result, v.reason, v.score) == (Result.UNDELIVERABLE, Reason.INVALID_DOMAIN, 0)
+    assert (v.isv_format, v.isv_domain, v.isv_mx) == (True, False, False)
+    assert any("special-use name" in e.text for e in checked.facts.transcript)
+
+
+async def test_allowed_special_names_are_probed(net: SimInternet) -> None:
+    net.zone.set("printer.local", "MX", [(10, "mx.deliverable.test")])
+    checked = await verify_with(net, "alice@printer.local", allowed_special_domains=["local"])
+    assert checked.verdict.reason is Reason.ACCEPTED_EMAIL
+    assert net.dns.count("printer.local", "MX") == 1
+    refused = await verify_with(net, "alice@deliverable.test", allowed_special_domains=["local"])
+    assert refused.verdict.reason is Reason.INVALID_DOMAIN
+
+
+@pytest.mark.parametrize(
+    ("email", "reason"),
+    [
+        ("a" * 65 + "@deliverable.test", Reason.REJECTED_EMAIL),  # the server says no
+        ("x" * 70 + "@catchall.test", Reason.CATCH_ALL),  # the server takes it
+    ],
+)
+async def test_a_local_part_over_64_octets_is_left_to_the_smtp_stage(
+    net: SimInternet, email: str, reason: Reason
+) -> None:
+    checked = await verify_with(net, email)
+    assert checked.verdict.reason is reason
+    assert checked.facts.syntax.ok and checked.verdict.isv_format is True
+    octets = len(email.partition("@")[0])
+    notes = [e.text for e in checked.facts.transcript if e.kind == "note"]
+    assert f"local part is {octets} octets, over RFC 5321's 64" in notes
+    sent = " ".join(e.text for e in checked.facts.transcript if e.kind == "send")
+    assert f"RCPT TO:<{email}>" in sent

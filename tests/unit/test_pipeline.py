@@ -26,10 +26,12 @@ SETTINGS = settings(
 )
 
 ENGINES = {
-    "default": Settings(),
+    "default": Settings(),  # tests/conftest.py lets .test through
+    "special-use refused": Settings(allowed_special_domains=[]),
+    "special-use allowed": Settings(allowed_special_domains=["test", "home.arpa", "onion"]),
     "operator lists": Settings(
-        allow_domains=["partner.example", "gmial.com", "mailinator.com"],
-        deny_domains=["blocked.example", "yahoo.com", "*.spam.test"],
+        allow_domains=["partner.biz", "gmial.com", "mailinator.com", "corp.internal"],
+        deny_domains=["blocked.biz", "yahoo.com", "*.spam.test", "x.invalid"],
     ),
     "permissive syntax": Settings(
         allow_quoted_local=True, allow_address_literal=True, allow_single_label_domain=True
@@ -99,10 +101,25 @@ DOMAINS = [
     "mail.acmetech.io",
     "ACMETECH-LABS.DE",
     "example.com",
-    "partner.example",
-    "sub.partner.example",
-    "blocked.example",
+    "partner.biz",
+    "sub.partner.biz",
+    "blocked.biz",
     "x.spam.test",
+    "shop.test",
+    "Shop.TEST",
+    "x.invalid",
+    "printer.local",
+    "router.home.arpa",
+    "nas.HOME.ARPA",
+    "x.onion",
+    "corp.internal",
+    "www.example",
+    "localhost.com",
+    "\uff53\uff48\uff4f\uff50.\uff54\uff45\uff53\uff54",
+    "bücher.test",
+    "a.c0m",
+    "a.xn--p1ai",
+    "1a.xn--4dbc",
     "münchen-bau.de",
     "bücher.de",
     "xn--bcher-kva.de",
@@ -214,6 +231,45 @@ def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "_MEMO_SIZE", 3)
     engine = Engine(Settings())
     for i in range(10):
-        _same(engine, f"user{i}@company{i}.example")
+        _same(engine, f"user{i}@company{i}.com")
         assert len(engine._memo) <= 3
-    _same(engine, "user@company0.example")
+    _same(engine, "user@company0.com")
+
+
+@pytest.mark.parametrize(
+    "raw", ["alice@shop.test", "Info@Shop.TEST", "x@printer.local", "jörg@bücher.test"]
+)
+def test_special_use_domains_are_invalid_domain_offline(raw: str) -> None:
+    engine = Engine(Settings(allowed_special_domains=[]))
+    v = _same(engine, raw)
+    assert (v.result, v.reason, v.score) == (Result.UNDELIVERABLE, Reason.INVALID_DOMAIN, 0)
+    assert v.isv_format is True and v.isv_domain is False and v.isv_mx is False
+    assert not engine._memo, "the fast path leaves special-use names to the full path"
+
+
+def test_allowed_special_domains_are_ordinary_offline() -> None:
+    engine = Engine(Settings(allowed_special_domains=["test"]))
+    v = _same(engine, "alice@shop.test")
+    assert (v.result, v.reason) == (Result.UNKNOWN, Reason.NOT_CHECKED)
+    assert v.isv_domain is None
+    assert _same(engine, "alice@x.invalid").reason is Reason.INVALID_DOMAIN
+
+
+async def test_verify_refuses_special_use_without_the_network() -> None:
+    # no nameserver answers on port 9: a DNS query would time out, not give this verdict
+    settings = Settings(
+        allowed_special_domains=[], dns_nameservers=["127.0.0.1:9"], dns_timeout=5.0
+    )
+    engine = Engine(settings)
+    try:
+        checked = await engine.verify("alice@shop.test", deadline=10.0)
+    finally:
+        await engine.close()
+    assert (checked.verdict.result, checked.verdict.reason) == (
+        Result.UNDELIVERABLE,
+        Reason.INVALID_DOMAIN,
+    )
+    assert checked.facts.dns is None and checked.facts.smtp is None
+    assert not checked.facts.deadline_hit
+    [note] = checked.facts.transcript
+    assert note.kind == "note" and "special-use name .test" in note.text

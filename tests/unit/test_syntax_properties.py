@@ -12,6 +12,7 @@ from mailvet.engine.facts import Facts
 from mailvet.engine.scoring import decide
 from mailvet.engine.syntax import (
     DEFAULT_POLICY,
+    SPECIAL_USE_DOMAINS,
     SyntaxPolicy,
     _fast,
     _slow,
@@ -23,7 +24,8 @@ PERMISSIVE = SyntaxPolicy(
     allow_quoted_local=True, allow_address_literal=True, allow_single_label_domain=True
 )
 NO_UTF8 = SyntaxPolicy(allow_smtputf8=False)
-POLICIES = [DEFAULT_POLICY, PERMISSIVE, NO_UTF8]
+ALLOW_TEST = SyntaxPolicy(allowed_special_domains=("test", "home.arpa"))
+POLICIES = [DEFAULT_POLICY, PERMISSIVE, NO_UTF8, ALLOW_TEST]
 
 SETTINGS = settings(
     max_examples=300,
@@ -64,7 +66,12 @@ def _parts(ascii_only: bool) -> tuple[st.SearchStrategy[str], st.SearchStrategy[
         )
     dirty_label = st.lists(st.sampled_from([*ldh, "_", " ", "-", "."]), max_size=12).map("".join)
     labels = st.lists(st.one_of(clean_label, clean_label, dirty_label), min_size=1, max_size=4)
-    tld = st.sampled_from(["com", "de", "org", "Com", "123", "co-uk", "xn--p1ai", "xn--zz", ""])
+    tld = st.sampled_from(
+        [
+            *("com", "de", "org", "Com", "123", "co-uk", "c0m", "xn--p1ai", "xn--zz", ""),
+            *("test", "TEST", "invalid", "home.arpa", "localhost", "xn--4dbc"),
+        ]
+    )
     name = st.tuples(labels, tld).map(
         lambda lt: ".".join([*lt[0], lt[1]]) if lt[1] else ".".join(lt[0])
     )
@@ -93,6 +100,10 @@ def _check_rejection(raw: str, policy: SyntaxPolicy) -> None:
         assert facts.local is not None and facts.domain is not None
         assert facts.ascii_domain is not None and facts.ascii_domain.isascii()
         assert len(facts.local.encode()) + 1 + len(facts.ascii_domain) <= 254
+        assert facts.special_use in (None, *SPECIAL_USE_DOMAINS)
+        if facts.special_use is not None:
+            verdict = decide(Facts(syntax=facts))
+            assert (verdict.result, verdict.reason) == (Result.UNDELIVERABLE, Reason.INVALID_DOMAIN)
     else:
         assert facts.error
         facts.email.encode("utf-8")  # the echo is always encodable
@@ -205,15 +216,20 @@ def test_fast_path_agrees_with_slow_path(raw: str, policy: SyntaxPolicy) -> None
         min_size=1,
         max_size=3,
     ),
-    tld=st.from_regex(r"[A-Za-z][A-Za-z0-9]{1,5}", fullmatch=True),
+    tld=st.one_of(
+        st.from_regex(r"[A-Za-z]{1,6}", fullmatch=True),
+        st.sampled_from(sorted(SPECIAL_USE_DOMAINS)).map(str.upper),
+    ),
 )
 def test_fast_path_takes_plain_addresses(local: str, labels: list[str], tld: str) -> None:
     raw = f"{local}@{'.'.join([*labels, tld])}"
     fast = _fast(raw)
-    if "--" not in raw.split("@")[1]:
+    special = tld.lower() in SPECIAL_USE_DOMAINS  # whether they pass depends on the policy
+    if "--" not in raw.split("@")[1] and not special:
         assert fast is not None, raw
     slow = _slow(raw, DEFAULT_POLICY)
     # IDNA 2008 (RFC 5891 4.2.3.1) reserves "--" in the 3rd and 4th positions of a label
     reserved = any(label[2:4] == "--" for label in [*labels, tld])
     assert slow.ok is not reserved
+    assert (slow.special_use is not None) is (special and not reserved)
     assert fast is None or fast == slow

@@ -39,6 +39,10 @@ class SyntaxFacts:
     ascii_domain: str | None = None
     error: str | None = None  # human-readable reason when not ok
     smtputf8: bool = False  # the local part needs SMTPUTF8
+    # the special-use name (RFC 6761, e.g. "test") the domain falls under when it is not
+    # in ``allowed_special_domains``: it can never take mail from the internet
+    special_use: str | None = None
+    notes: tuple[str, ...] = ()  # remarks for the transcript (a local part over 64 octets)
 
 
 @dataclass(frozen=True, slots=True)

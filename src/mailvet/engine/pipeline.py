@@ -71,7 +71,7 @@ class Engine:
         self._is_role = self._lists.is_role
         # probes: the shortest role local part the fast path accepts, and a personal one
         self._role_probe = min(
-            (r for r in sorted(role_local_parts()) if fast_split(f"{r}@a.example")),
+            (r for r in sorted(role_local_parts()) if fast_split(f"{r}@a.com")),
             key=len,
         )
         if not self._lists.is_role(self._role_probe) or self._lists.is_role(_PERSON_PROBE):
@@ -184,8 +184,13 @@ class Engine:
         facts = self.check_offline(raw)
         if offline or not facts.syntax.ok or (facts.lists is not None and facts.lists.denied):
             return Checked(decide(facts), facts)
-        facts.offline = False
         transcript = Transcript()
+        for note in facts.syntax.notes:  # a local part over 64 octets, a special-use name
+            transcript.add("note", note)
+        if facts.syntax.special_use is not None:  # takes no mail: no DNS query, no probe
+            facts.transcript = transcript.entries
+            return Checked(decide(facts), facts)
+        facts.offline = False
         limit = self.settings.deadline if deadline is None else max(0.0, deadline)
         try:
             async with asyncio.timeout(limit):

@@ -61,6 +61,8 @@ def _verdict(facts: Facts, result: Result, reason: Reason, score: str) -> Verdic
     isv_mx: bool | None = None
     isv_noblock: bool | None = None
     mx_record: str | None = None
+    if syn.special_use is not None:  # the name can never exist in the public DNS
+        isv_domain = isv_mx = False
     if dns is not None:
         if dns.outcome in (DnsOutcome.OK, DnsOutcome.NULL_MX, DnsOutcome.NO_MAIL_HOST):
             isv_domain = True
@@ -110,6 +112,10 @@ def decide(facts: Facts) -> Verdict:
     if lists is not None and lists.denied:
         return _verdict(facts, Result.UNDELIVERABLE, Reason.DENIED, "denied")
 
+    # a special-use name (RFC 6761: .test, .invalid ...) is known to take no mail
+    # without asking the DNS
+    if facts.syntax.special_use is not None:
+        return _verdict(facts, Result.UNDELIVERABLE, Reason.INVALID_DOMAIN, "invalid_domain")
     if dns is not None and dns.outcome in (
         DnsOutcome.NXDOMAIN,
         DnsOutcome.NULL_MX,

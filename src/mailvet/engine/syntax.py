@@ -1,22 +1,34 @@
 """Syntax stage: is this string a mailbox one can send to, and what is its normal form?
 
 RFC 5321 ``Mailbox`` (section 4.1.2) with the RFC 6531 extension for UTF-8 local parts,
-IDNA 2008 domains (the ``idna`` package, UTS 46 mapping for user-typed Unicode) and
-every length limit (local part 64 octets, label 63, domain 253, path 254).
+IDNA 2008 domains (the ``idna`` package, UTS 46 mapping for user-typed Unicode; every
+A-label decoded and checked, the RFC 5893 bidi rule over the whole domain) and the
+length limits (label 63, domain 253, path 254).
+
+A local part over RFC 5321's 64 octets (4.5.3.1.1) is *not* refused: many servers take
+longer ones, so the SMTP stage decides, and the facts carry a note for the transcript.
 
 The default policy is the *sending* view: quoted local parts, address literals,
-single-label domains and all-numeric top-level domains are valid RFC 5321 but nobody
-can usefully send to them, so they are rejected unless ``SyntaxPolicy`` allows them.
+single-label domains and top-level labels that are neither alphabetic nor an A-label
+(``iana.123``, ``a.c0m``) are valid RFC 5321 but nobody can usefully send to them, so
+they are rejected unless ``SyntaxPolicy`` allows them.
 
-Normalisation of an accepted address:
+Special-use domain names that no registry may ever delegate in the public DNS (``test``,
+``invalid``, ``localhost``, ``onion`` ... see ``SPECIAL_USE_DOMAINS``) are valid syntax
+but can never take mail from the internet: the facts name them in ``special_use`` (and
+the verdict is ``invalid_domain``, with no DNS query) unless the policy's
+``allowed_special_domains`` lets them through.
+
+Normalisation of an accepted address (the whole input is NFC-normalised first, and
+every rule checks the normalised form: ``e`` + U+0301 is ``é``, U+037E GREEK QUESTION
+MARK is ``;`` and refused, a local part may not start with a combining mark):
 
 - surrounding whitespace is **not** stripped: ``" a@b.com"`` is not a mailbox (the
   is_email suite agrees). Trimming user input is the job of the layer that reads it
   (form field, CSV cell), not of the validator;
-- the local part is NFC-normalised and otherwise kept as typed (local parts are
-  case-sensitive); a quoted local part is unquoted when its content is a dot-atom
-  (RFC 5322 3.4.1 says the dot-atom form SHOULD be used), else re-quoted with the
-  fewest escapes;
+- the local part is otherwise kept as typed (local parts are case-sensitive); a
+  quoted local part is unquoted when its content is a dot-atom (RFC 5322 3.4.1 says
+  the dot-atom form SHOULD be used), else re-quoted with the fewest escapes;
 - the domain is lower-cased (UTS 46 mapping for Unicode input: full-width letters,
   ideographic full stops ...), given in Unicode form in ``domain`` and in A-label form
   in ``ascii_domain``;
@@ -48,15 +60,18 @@ __all__ = [
     "ERR_QUOTED_LOCAL",
     "ERR_SINGLE_LABEL",
     "ERR_SMTPUTF8",
+    "ERR_TLD",
     "MAX_INPUT",
+    "SPECIAL_USE_DOMAINS",
     "SyntaxPolicy",
     "check_syntax",
     "fast_domain",
     "fast_local",
     "fast_split",
+    "special_use",
 ]
 
-MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1, octets
+MAX_LOCAL = 64  # RFC 5321 4.5.3.1.1, octets: longer is noted, not refused
 MAX_LABEL = 63  # RFC 1035 2.3.4
 MAX_DOMAIN = 253  # 255 octets on the wire = 253 characters written without the root dot
 MAX_PATH = 254  # RFC 5321 4.5.3.1.3: 256 octets including "<" and ">"
@@ -70,7 +85,33 @@ ERR_QUOTED_LOCAL = "quoted local part not allowed"
 ERR_ADDRESS_LITERAL = "address literal not allowed"
 ERR_SINGLE_LABEL = "single-label domain not allowed"
 ERR_NUMERIC_TLD = "numeric top-level domain not allowed"
+ERR_TLD = "top-level domain must be alphabetic or an A-label"
 ERR_SMTPUTF8 = "internationalised local part not allowed"
+
+# Special-use domain names (IANA's "Special-Use Domain Names" registry, RFC 6761 section
+# 7) that can never take mail from the internet, by top-level label, with the document
+# that reserves them. Each is a top-level name no registry may delegate in the public
+# DNS, so no MX record for anything under it can exist there:
+# - arpa: infrastructure only (RFC 3172), never a mail domain; it holds the registry's
+#   home.arpa (RFC 8375), the private and link-local reverse zones (10.in-addr.arpa ...,
+#   RFC 6761 6.1; 254.169.in-addr.arpa, 8.e.f.ip6.arpa ..., RFC 6762), ipv4only.arpa
+#   (RFC 8880), resolver.arpa (RFC 9462), 6tisch.arpa (RFC 9031), eap-noob.arpa (RFC 9140).
+# - example: RFC 6761 6.5 bars registries from delegating it. example.com, example.net
+#   and example.org are in the registry too, but they are real zones in the public DNS
+#   (IANA runs them), so the DNS stage asks them like any other domain.
+# - internal: not in the IETF registry; the ICANN Board reserved it for private use in
+#   July 2024 (SSAC advisory SAC113: it "must never be delegated").
+SPECIAL_USE_DOMAINS: dict[str, str] = {
+    "alt": "RFC 9476",
+    "arpa": "RFC 3172",
+    "example": "RFC 6761",
+    "internal": "ICANN, SAC113",
+    "invalid": "RFC 6761",
+    "local": "RFC 6762",
+    "localhost": "RFC 6761",
+    "onion": "RFC 7686",
+    "test": "RFC 6761",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,10 +120,13 @@ class SyntaxPolicy:
 
     allow_quoted_local: bool = False
     allow_address_literal: bool = False
-    # Also covers all-numeric top-level domains (``a@iana.123``, ``a@1.2.3.4``): both
-    # are domains no public DNS name can be.
+    # Also covers top-level labels that are neither alphabetic nor an A-label
+    # (``a@iana.123``, ``a@1.2.3.4``, ``a@x.c0m``): domains no public DNS name can be.
     allow_single_label_domain: bool = False
     allow_smtputf8: bool = True
+    # domain suffixes (lower-case, A-label form) under a special-use name that are let
+    # through all the same: the simulated internet lives under "test"
+    allowed_special_domains: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> SyntaxPolicy:
@@ -91,6 +135,7 @@ class SyntaxPolicy:
             allow_address_literal=settings.allow_address_literal,
             allow_single_label_domain=settings.allow_single_label_domain,
             allow_smtputf8=settings.allow_smtputf8,
+            allowed_special_domains=tuple(settings.allowed_special_domains),
         )
 
 
@@ -104,8 +149,11 @@ DEFAULT_POLICY = SyntaxPolicy()
 # (bench/offline.py, docs/BENCHMARKS.md "Offline pipeline"). It only ever *accepts*:
 # anything it does not match (or that touches a rule it does not model: lengths, "--"
 # anywhere in the domain, so A-labels and RFC 5891 reserved labels) goes to the slow
-# path, which is the specification. tests/unit/test_syntax_properties.py checks that
-# whenever the fast path answers, the slow path gives the identical answer.
+# path, which is the specification. It also leaves to the slow path every domain whose
+# top-level label is not purely alphabetic (numeric ones depend on the policy) or is a
+# special-use name (whether it is let through depends on the policy too), and every local
+# part over 64 octets (accepted, with a note). tests/unit/test_syntax_properties.py checks
+# that whenever the fast path answers, the slow path gives the identical answer.
 #
 # The same rule also comes in two halves, built from the same patterns: what concerns
 # the local part and the whole length (``fast_local``), and what concerns the domain
@@ -115,7 +163,10 @@ DEFAULT_POLICY = SyntaxPolicy()
 # per-domain memo whose keys all passed ``fast_domain``, so it needs only ``fast_local``.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_TLD = r"[A-Za-z](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+# alphabetic, and not a special-use name (the alternation spells SPECIAL_USE_DOMAINS;
+# tests/unit/test_syntax.py checks that they agree)
+_SPECIAL_TLD = r"(?i:a(?:lt|rpa)|example|in(?:ternal|valid)|local(?:host)?|onion|test)"
+_TLD = rf"(?!{_SPECIAL_TLD}\Z)[A-Za-z]{{1,63}}"
 _LOCAL_PATTERN = rf"{_ATEXT}+(?:\.{_ATEXT}+)*"
 _DOMAIN_PATTERN = rf"(?:{_LABEL}\.)+{_TLD}"
 _FAST_MATCH = re.compile(rf"({_LOCAL_PATTERN})@({_DOMAIN_PATTERN})").fullmatch
@@ -148,7 +199,8 @@ def fast_local(raw: str, local: str) -> bool:
 
 def fast_domain(domain: str) -> bool:
     """The fast path's rule for the domain as typed: an LDH host name whose last label
-    starts with a letter, with no "--" anywhere (A-labels and reserved labels)."""
+    is alphabetic and not a special-use name, with no "--" anywhere (A-labels and
+    reserved labels)."""
     return "--" not in domain and _FAST_DOMAIN(domain) is not None
 
 
@@ -254,15 +306,19 @@ def _quoted_content(local: str) -> str:
 
 
 def _local_part(local: str) -> tuple[str, bool]:
-    """Validate and normalise the local part (already NFC): (normal form, was quoted)."""
-    if len(local.encode("utf-8")) > MAX_LOCAL:
-        raise _Invalid("local part longer than 64 octets")
+    """Validate and normalise the local part (already NFC): (normal form, was quoted).
+
+    Its length is not checked here: the path limit bounds it, and over 64 octets is a
+    note, not a refusal (``_slow``)."""
     if not local.startswith('"'):
         error = _dot_atom_error(local)
         if error is not None:
             raise _Invalid(error)
         return local, False
     content = _quoted_content(local)
+    if content and unicodedata.category(content[0]).startswith("M"):
+        # it would combine with the opening quote
+        raise _Invalid("local part starts with a combining mark")
     if _dot_atom_error(content) is None:
         return content, True
     return '"' + content.replace("\\", "\\\\").replace('"', '\\"') + '"', True
@@ -353,7 +409,26 @@ def _ascii_domain(domain: str) -> str:
             unicode_labels.append(_ulabel(label))
         else:
             unicode_labels.append(label)
+    if "xn--" in domain:  # only an A-label can bring a right-to-left character
+        _check_bidi_domain(unicode_labels)
     return ".".join(unicode_labels)
+
+
+_RTL = frozenset({"R", "AL", "AN"})
+
+
+def _check_bidi_domain(labels: list[str]) -> None:
+    """RFC 5893 section 2 over the whole domain: in a domain with a right-to-left
+    character anywhere (a "Bidi domain name"), *every* label must satisfy the Bidi Rule,
+    left-to-right and ASCII ones included (``1a.ישראל`` breaks rule 1 in ``1a``). The
+    ``idna`` package applies the rule to one label at a time only."""
+    if not any(unicodedata.bidirectional(ch) in _RTL for label in labels for ch in label):
+        return
+    for label in labels:
+        try:
+            idna.check_bidi(label, check_ltr=True)
+        except Exception as exc:  # IDNABidiError, IDNAError
+            raise _Invalid(f"label {label!r} breaks the bidi rule (RFC 5893)") from exc
 
 
 def _domain(domain: str) -> tuple[str, str, bool]:
@@ -389,9 +464,27 @@ def _policy_error(
     if not policy.allow_single_label_domain:
         if "." not in ascii_domain:
             return ERR_SINGLE_LABEL
-        if ascii_domain.rpartition(".")[2].isdigit():
+        tld = ascii_domain.rpartition(".")[2]
+        if tld.isdigit():
             return ERR_NUMERIC_TLD
+        # RFC 1123 2.1 and RFC 3696 2: a top-level name is alphabetic; an IDN one is an
+        # A-label (already checked as IDNA 2008 by _ascii_domain)
+        if not (tld.isalpha() or tld.startswith("xn--")):
+            return ERR_TLD
     return None
+
+
+def special_use(ascii_domain: str, allowed: tuple[str, ...] = ()) -> str | None:
+    """The special-use name (a key of ``SPECIAL_USE_DOMAINS``) that ``ascii_domain``
+    (lower-case, A-label form) falls under, unless it is, or is under, one of the
+    ``allowed`` suffixes; else ``None``."""
+    name = ascii_domain.rpartition(".")[2]
+    if name not in SPECIAL_USE_DOMAINS:
+        return None
+    for suffix in allowed:
+        if ascii_domain == suffix or ascii_domain.endswith("." + suffix):
+            return None
+    return name
 
 
 def _slow(raw: str, policy: SyntaxPolicy) -> SyntaxFacts:
@@ -400,17 +493,21 @@ def _slow(raw: str, policy: SyntaxPolicy) -> SyntaxFacts:
         return _fail(raw, "empty address")
     if _SURROGATE.search(raw):
         return _fail(raw, "unpaired surrogate in input")
-    if raw[0].isspace() or raw[-1].isspace():
+    # Every rule below checks the NFC form: what composes into a refused character is
+    # refused, what composes into an allowed one is checked as that character.
+    text = unicodedata.normalize("NFC", raw)
+    if text[0].isspace() or text[-1].isspace():
         return _fail(raw, "whitespace around the address")
-    at = raw.rfind("@")
+    at = text.rfind("@")
     if at < 0:
         return _fail(raw, "missing @")
     try:
-        local, quoted = _local_part(unicodedata.normalize("NFC", raw[:at]))
-        domain, ascii_domain, literal = _domain(raw[at + 1 :])
+        local, quoted = _local_part(text[:at])
+        domain, ascii_domain, literal = _domain(text[at + 1 :])
     except _Invalid as exc:
         return _fail(raw, exc.reason)
-    if len(local.encode("utf-8")) + 1 + len(ascii_domain) > MAX_PATH:
+    local_octets = len(local.encode("utf-8"))
+    if local_octets + 1 + len(ascii_domain) > MAX_PATH:
         return _fail(raw, "address longer than 254 octets")
     smtputf8 = not local.isascii()
     error = _policy_error(
@@ -418,6 +515,18 @@ def _slow(raw: str, policy: SyntaxPolicy) -> SyntaxFacts:
     )
     if error is not None:
         return _fail(raw, error)
+    notes: tuple[str, ...] = ()
+    if local_octets > MAX_LOCAL:
+        # RFC 5321 4.5.3.1.1 sets 64, but many servers accept more: the SMTP stage decides
+        notes = (f"local part is {local_octets} octets, over RFC 5321's {MAX_LOCAL}",)
+    special = None if literal else special_use(ascii_domain, policy.allowed_special_domains)
+    if special is not None:
+        notes = (
+            *notes,
+            f"{ascii_domain} is under the special-use name .{special} "
+            f"({SPECIAL_USE_DOMAINS[special]}): it takes no mail from the internet; "
+            "no DNS query",
+        )
     return SyntaxFacts(
         ok=True,
         email=f"{local}@{domain}",
@@ -425,6 +534,8 @@ def _slow(raw: str, policy: SyntaxPolicy) -> SyntaxFacts:
         domain=domain,
         ascii_domain=ascii_domain,
         smtputf8=smtputf8,
+        special_use=special,
+        notes=notes,
     )
 
 

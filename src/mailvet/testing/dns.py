@@ -13,7 +13,8 @@ Part of the simulated internet tests and benchmarks run against (never a real se
     zone.behave("slow.test", Behaviour.SLOW, delay=3.0)
     zone.list_in_dnsbl("spam.test", "dbl.test")                 # A 127.0.1.2
     async with DnsServer(zone) as srv:                          # or a plain dict
-        settings = Settings(dns_nameservers=[srv.nameserver])   # "127.0.0.1:PORT"
+        settings = Settings(dns_nameservers=[srv.nameserver],   # "127.0.0.1:PORT"
+                            allowed_special_domains=["test"])   # .test is special-use
         ...
         assert srv.count("example.test", "MX") == 1
 

@@ -158,8 +158,8 @@ class SimInternet:
             "smtp_connect_timeout": 1.0,
             "smtp_command_timeout": 1.0,
             "deadline": 3.0,
-            # TODO(allowed_special_domains): "allowed_special_domains": ["test"] once the
-            # setting exists (issue 7, section 4); .test is still allowed by default here.
+            # the simulated internet lives under the special-use name "test" (RFC 6761)
+            "allowed_special_domains": ["test"],
         }
         values.update(overrides)
         return Settings(**values)

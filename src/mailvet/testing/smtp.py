@@ -20,7 +20,8 @@ Example::
         by_ip={"127.0.0.2": banner_421()},
     )
     async with sim:
-        settings = Settings(smtp_port=sim.port, allow_private_mx=True)
+        settings = Settings(smtp_port=sim.port, allow_private_mx=True,
+                            allowed_special_domains=["test"])
         ...
     assert not sim.received("DATA")
 
