@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from mailvet.api.server import ensure_fd_limit, guarded_protocol
+from mailvet.api.server import ensure_fd_limit, uvicorn_options
 from mailvet.settings import Settings
 
 from .kit import free_port
@@ -33,15 +33,8 @@ def _app() -> FastAPI:
 async def guarded(settings: Settings) -> AsyncIterator[int]:
     """A uvicorn server with mailvet's protocol on a loopback port; yields the port."""
     port = free_port()
-    config = uvicorn.Config(
-        _app(),
-        host="127.0.0.1",
-        port=port,
-        http=guarded_protocol(settings),
-        timeout_keep_alive=settings.keepalive_timeout,
-        log_level="warning",
-        lifespan="off",
-    )
+    options = {**uvicorn_options(settings), "log_level": "warning"}
+    config = uvicorn.Config(_app(), host="127.0.0.1", port=port, lifespan="off", **options)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:
@@ -78,6 +71,20 @@ async def test_a_second_request_on_a_kept_alive_connection_has_the_header_bound_
         rest = await asyncio.wait_for(_read_until_closed(reader), 10)
         writer.close()
     assert rest.startswith(b"HTTP/1.1 408 Request Timeout")
+
+
+async def test_an_idle_kept_alive_connection_is_closed() -> None:
+    settings = Settings(header_timeout=60, keepalive_timeout=1)
+    options = uvicorn_options(settings)
+    assert options["timeout_keep_alive"] == 1  # uvicorn's own timer does this one
+    assert options["limit_concurrency"] == settings.max_connections + 1
+    assert options["access_log"] is False  # request lines carry ?email=
+    async with guarded(settings) as port:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(PING)
+        got = await asyncio.wait_for(_read_until_closed(reader), 10)
+        writer.close()
+    assert got.startswith(b"HTTP/1.1 200") and got.endswith(b'{"pong":"yes"}')
 
 
 async def test_pipelined_requests_are_all_answered() -> None:

@@ -51,7 +51,14 @@ from mailvet.api import wire
 from mailvet.logs import logging_config
 from mailvet.settings import Settings
 
-__all__ = ["SERVER_BUSY", "GuardedH11Protocol", "guarded_protocol", "uvicorn_options"]
+__all__ = [
+    "SERVER_BUSY",
+    "GuardedH11Protocol",
+    "ensure_fd_limit",
+    "guarded_protocol",
+    "run",
+    "uvicorn_options",
+]
 
 log = logging.getLogger(__name__)
 
