@@ -174,8 +174,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the HTTP API (migrations are applied on start)."""
-    import uvicorn
-
+    from mailvet.api import server
     from mailvet.api.app import create_app
 
     settings = _settings(ctx)
@@ -193,14 +192,8 @@ def serve(
     from mailvet.storage import describe_url
 
     typer.echo(f"Database: {describe_url(settings.database_url)}")
-    # No access log: its request lines carry ?email=..., personal data we do not write down.
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-    )
+    # slow clients bounded, connections capped, logs configured: see mailvet.api.server
+    server.run(create_app(settings), settings, host, port)
 
 
 async def _dev_key(settings: Settings, path: Path) -> str:

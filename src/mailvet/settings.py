@@ -136,6 +136,35 @@ class Settings(BaseSettings):
     batch_concurrency: int = 20
     log_level: str = "INFO"
 
+    # --- service: server limits / logs ---
+    max_connections: int = 1000
+    header_timeout: float = 5.0
+    body_timeout: float = 15.0
+    keepalive_timeout: int = 5
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @field_validator("max_connections", "keepalive_timeout")
+    @classmethod
+    def _positive_int(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("header_timeout", "body_timeout")
+    @classmethod
+    def _positive_float(cls, value: float) -> float:
+        if not value > 0:  # NaN too
+            raise ValueError("must be more than 0 seconds")
+        return value
+
     @field_validator(
         "allow_domains", "deny_domains", "dns_nameservers", "dns_blocklists", mode="before"
     )

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
+import orjson
 import pytest
 
 from mailvet.jobs.inprocess import BatchRunner
@@ -242,3 +244,48 @@ async def test_a_failed_save_is_retried_without_asking_the_mail_servers_again() 
     assert store.save_attempts[record.id] == 3
     assert engine.calls == emails  # each address probed once, not once per save attempt
     assert all(item.verdict is not None for item in await store.batch_items(record.id))
+
+
+async def test_batch_start_finish_and_back_off_are_logged_without_addresses(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    import re
+
+    from mailvet.logs import JsonFormatter, TextFormatter
+
+    caplog.set_level(logging.INFO, logger="mailvet")
+    store = Recording()
+    key, _ = await store.create_key("k", Plan.PAID)
+    emails = ["u1@deliverable.test", "u2@rejecting.test", "u3@catchall.test"]
+    good = await store.create_batch(key.id, "good", emails)
+    broken = await store.create_batch(key.id, "broken", ["secret.person@deliverable.test"])
+    store.broken = broken.id
+    engine: Any = FakeEngine()
+    runner = BatchRunner(store, engine, make_settings(), retry_delay=60.0, max_failures=1)
+    runner.start()
+    await asyncio.wait_for(_until(lambda: good.id in store.finished), 10)
+    await _until(lambda: runner.failing.get(broken.id) == 1)
+    await runner.stop()
+
+    records = [r for r in caplog.records if r.name == "mailvet.jobs.inprocess"]
+    messages = [r.getMessage() for r in records]
+    assert f"batch {good.id} started (chunks of 8)" in messages
+    finished = [m for m in messages if m.startswith(f"batch {good.id} finished")]
+    assert len(finished) == 1
+    assert re.fullmatch(
+        rf"batch {good.id} finished: 3 checked in \d+\.\d\d s "
+        r"\(deliverable=1 undeliverable=1 risky=1 unknown=0\)",
+        finished[0],
+    )
+    assert any(
+        m.startswith(f"batch {broken.id}: chunk failed 1 times in a row; backing off")
+        for m in messages
+    )
+    stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
+    for record in records:
+        text = TextFormatter().format(record)
+        assert re.match(rf"{stamp} (INFO|ERROR) mailvet\.jobs\.inprocess: batch ", text)
+        line = orjson.loads(JsonFormatter().format(record))
+        assert re.fullmatch(stamp, line["time"]) and line["level"] in ("INFO", "ERROR")
+        for address in [*emails, "secret.person@deliverable.test"]:
+            assert address not in text and address not in str(line)

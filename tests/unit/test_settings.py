@@ -72,3 +72,30 @@ def test_good_wire_values() -> None:
     s = Settings(helo_name="[192.0.2.1]", mail_from="bounce+probe@mail.example.com")
     assert s.helo_name == "[192.0.2.1]"
     assert Settings(helo_name="mx1.example.com").helo_name == "mx1.example.com"
+
+
+def test_server_limits_and_log_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MAILVET_LOG_LEVEL", "warning")
+    monkeypatch.setenv("MAILVET_LOG_FORMAT", "json")
+    monkeypatch.setenv("MAILVET_HEADER_TIMEOUT", "2.5")
+    s = Settings()
+    assert (s.log_level, s.log_format, s.header_timeout) == ("WARNING", "json", 2.5)
+    defaults = Settings()
+    assert 0 < defaults.header_timeout <= 10 and 0 < defaults.body_timeout <= 30
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("log_level", "LOUD"),
+        ("log_format", "xml"),
+        ("max_connections", 0),
+        ("keepalive_timeout", 0),
+        ("header_timeout", 0),
+        ("body_timeout", -1),
+        ("body_timeout", float("nan")),
+    ],
+)
+def test_bad_server_limits_are_refused(field: str, bad: object) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**{field: bad})

@@ -30,7 +30,7 @@ from starlette.staticfiles import StaticFiles
 
 import mailvet
 from mailvet.api import wire
-from mailvet.api.bodylimit import BodyLimitMiddleware, BodyTooLarge
+from mailvet.api.bodylimit import BODY_TIMEOUT, BodyLimitMiddleware, BodyTimeout, BodyTooLarge
 from mailvet.api.deps import Service
 from mailvet.api.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from mailvet.api.ratelimit import RateLimiter
@@ -135,7 +135,9 @@ def create_app(
     _add_docs(app)
     _install_openapi(app, settings)
     # outermost first: metrics see every response, including the body-limit refusals
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
@@ -164,6 +166,9 @@ def _add_handlers(app: FastAPI) -> None:
             wire.STORAGE_UNAVAILABLE, 503, {"retry-after": str(STORAGE_RETRY_AFTER)}
         )
 
+    async def body_timeout(request: Request, exc: Exception) -> Response:
+        return wire.error_response(BODY_TIMEOUT, 408, {"connection": "close"})
+
     async def server_error(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return wire.error_response("Internal server error.", 500)
@@ -172,6 +177,7 @@ def _add_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(BodyTooLarge, too_large)
     app.add_exception_handler(StorageError, storage_error)
+    app.add_exception_handler(BodyTimeout, body_timeout)
     app.add_exception_handler(Exception, server_error)
 
 

@@ -1,34 +1,53 @@
-"""Request body size limit, enforced before and while the body streams in.
+"""Request body size and time limits, enforced before and while the body streams in.
 
 A ``Content-Length`` over the limit is refused at once, without reading anything.
 Otherwise (chunked uploads, lying lengths) the bytes are counted as they arrive and
 the request is refused as soon as the count passes the limit: nothing unbounded is
 ever held in memory.
+
+The whole body must also arrive within ``body_timeout`` seconds of the request
+reaching the app: a client that stalls half-way gets 408 and the connection is
+closed, instead of holding a connection and a task forever. Only reads of the
+body are timed: once it is complete, ``receive`` (which then waits for the client
+to go away, e.g. while a download streams) is passed through untouched. A body the
+app never reads is bounded by the server protocol (``mailvet.api.server``).
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailvet.api import wire
 
-__all__ = ["BodyLimitMiddleware", "BodyTooLarge"]
+__all__ = ["BODY_TIMEOUT", "BodyLimitMiddleware", "BodyTimeout", "BodyTooLarge"]
+
+BODY_TIMEOUT = "The body provided did not arrive in time."
 
 
 class BodyTooLarge(Exception):
     """Raised from ``receive`` when a streamed body passes the limit."""
 
 
+class BodyTimeout(Exception):
+    """Raised from ``receive`` when the body is not complete by the deadline."""
+
+
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.max_bytes <= 0:
+        if scope["type"] != "http" or (self.max_bytes <= 0 and self.timeout is None):
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes
+        limit = self.max_bytes if self.max_bytes > 0 else None
+        deadline = None
+        if self.timeout is not None:
+            deadline = asyncio.get_running_loop().time() + self.timeout
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
@@ -36,20 +55,29 @@ class BodyLimitMiddleware:
                 except ValueError:
                     await _refuse(send, wire.BAD_FORMAT, 400)
                     return
-                if declared > limit:
+                if limit is not None and declared > limit:
                     await _refuse(send, wire.BODY_TOO_LARGE, 413)
                     return
                 break
 
         received = 0
         started = False
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done or deadline is None:
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        message = await receive()
+                except TimeoutError:
+                    raise BodyTimeout from None
             if message["type"] == "http.request":
+                body_done = not message.get("more_body", False)
                 received += len(message.get("body", b""))
-                if received > limit:
+                if limit is not None and received > limit:
                     raise BodyTooLarge
             return message
 
@@ -65,6 +93,10 @@ class BodyLimitMiddleware:
             if started:
                 raise
             await _refuse(send, wire.BODY_TOO_LARGE, 413)
+        except BodyTimeout:
+            if started:
+                raise
+            await _refuse(send, BODY_TIMEOUT, 408)
 
 
 async def _refuse(send: Send, message: str, status: int) -> None:

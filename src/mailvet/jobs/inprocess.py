@@ -14,6 +14,10 @@ to ``max_backoff``) while the other batches go on. A success resets it.
 Progress lives only in the store, so a restart resumes where the last saved chunk
 ended: a crash loses and repeats at most the chunk that was in flight.
 
+Logged (INFO, never an address): a batch starting in this process, a batch finished
+(items checked here, time taken, counts by result) and, at ERROR, failed chunks and
+back-off.
+
 The runner runs in every ``mailvet serve`` process and does not coordinate with
 others: run one ``serve`` process per database (docs/API.md, "Running several
 API processes").
@@ -24,7 +28,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from mailvet.engine.scoring import decide
@@ -42,6 +48,16 @@ OnChecked = Callable[["Checked"], None]
 
 MAX_FAILURES = 3  # consecutive failures of one batch before it backs off
 MAX_BACKOFF = 300.0  # seconds
+RESULTS = ("deliverable", "undeliverable", "risky", "unknown")
+
+
+@dataclass
+class _Progress:
+    """What this process did for one batch, for the log lines (counts only)."""
+
+    started: float  # loop time
+    checked: int = 0
+    results: Counter[str] = field(default_factory=Counter)
 
 
 class BatchRunner:
@@ -75,6 +91,7 @@ class BatchRunner:
         # batch id -> verdicts whose save failed, saved on the next try without re-probing
         self._unsaved: dict[str, list[tuple[int, dict[str, Any]]]] = {}
         self._retry_at: dict[str, float] = {}  # batch id -> loop time of its next try
+        self._progress: dict[str, _Progress] = {}  # batch id -> counts for the log
 
     @property
     def running(self) -> bool:
@@ -164,6 +181,10 @@ class BatchRunner:
         """Verify and save the next chunk of ``batch_id``; finish it when none is left.
 
         Returns True when the batch is finished."""
+        progress = self._progress.get(batch_id)
+        if progress is None:
+            progress = self._progress[batch_id] = _Progress(asyncio.get_running_loop().time())
+            log.info("batch %s started (chunks of %d)", batch_id, self.chunk_size)
         results = self._unsaved.pop(batch_id, None)
         if results is None:
             items = await self.store.pending_items(batch_id, self.chunk_size)
@@ -177,9 +198,20 @@ class BatchRunner:
                 # ask them again (politeness), only the save is retried
                 self._unsaved[batch_id] = results
                 raise
+            progress.checked += len(results)
+            progress.results.update(str(verdict.get("result")) for _, verdict in results)
         if len(results) < self.chunk_size:  # that was the last chunk
             await self.store.finish_batch(batch_id)
-            log.info("batch %s finished", batch_id)
+            self._progress.pop(batch_id, None)
+            elapsed = asyncio.get_running_loop().time() - progress.started
+            counts = " ".join(f"{name}={progress.results[name]}" for name in RESULTS)
+            log.info(
+                "batch %s finished: %d checked in %.2f s (%s)",
+                batch_id,
+                progress.checked,
+                elapsed,
+                counts,
+            )
             return True
         return False
 
@@ -193,7 +225,10 @@ class BatchRunner:
         delay = min(self.retry_delay * 2.0**exponent, self.max_backoff)
         self._retry_at[batch_id] = asyncio.get_running_loop().time() + delay
         log.exception(
-            "batch %s: chunk failed %d times in a row; next try in %.1f s", batch_id, count, delay
+            "batch %s: chunk failed %d times in a row; backing off, next try in %.1f s",
+            batch_id,
+            count,
+            delay,
         )
 
     def _forget_except(self, batch_ids: list[str]) -> None:
@@ -204,6 +239,10 @@ class BatchRunner:
                 self._failures.pop(batch_id, None)
                 self._retry_at.pop(batch_id, None)
                 self._unsaved.pop(batch_id, None)
+        if self._progress:
+            live = set(batch_ids)
+            for batch_id in [b for b in self._progress if b not in live]:
+                self._progress.pop(batch_id, None)
 
     async def _check(
         self, item: BatchItem, semaphore: asyncio.Semaphore
