@@ -208,12 +208,32 @@ async def test_safety_net_answers_unknown_when_the_engine_ignores_its_deadline()
     assert body["details"]["deadline_hit"] is True
 
 
-def test_answer_within_stays_inside_clevertaps_five_seconds() -> None:
+def test_answer_within_leaves_clevertap_a_second_for_the_network() -> None:
     assert make_settings().deadline == 1.0
-    assert v1.answer_within(Settings().deadline) == 4.8  # the default deadline, 4.5 s
+    assert v1.ANSWER_CAP <= v1.ANSWER_BOUND - 0.5 and v1.ANSWER_BOUND == 4.0
+    assert v1.answer_within(Settings().deadline) == pytest.approx(3.3)  # default 3.0 s
     assert v1.answer_within(1.0) == pytest.approx(1.3)
-    assert v1.answer_within(4.7) == 4.8
+    assert v1.answer_within(3.4) == v1.ANSWER_CAP
     assert v1.answer_within(10.0) == pytest.approx(10.3)  # a deliberate longer deadline
+
+
+def test_default_timeouts_fit_inside_the_default_deadline() -> None:
+    s = Settings()
+    assert v1.answer_within(s.deadline) <= v1.ANSWER_CAP
+    assert 3 * s.dns_timeout <= s.deadline  # a whole DNS lookup ends as `timeout` in time
+    assert s.smtp_connect_timeout <= s.deadline / 2  # a dead first MX leaves time for the next
+    assert s.smtp_command_timeout < s.deadline  # a stalling reply ends as `timeout`
+
+
+async def test_the_safety_net_at_default_settings_answers_within_four_seconds() -> None:
+    # an engine that ignores its deadline: the outer safety net alone bounds the answer
+    async with running_api(make_settings(deadline=Settings().deadline)) as api:
+        started = asyncio.get_running_loop().time()
+        r = await api.client.get("/v1/validate", params={"email": "x@stall.test"}, headers=api.h())
+        elapsed = asyncio.get_running_loop().time() - started
+    assert r.status_code == 200
+    assert r.json()["data"]["reason"] == "timeout"
+    assert elapsed < 4.0
 
 
 class StallingStore(MemoryStore):
