@@ -7,9 +7,11 @@ a cache whose entries all share one TTL).
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from mailvet.engine.facts import Facts
@@ -120,8 +122,34 @@ class TTLCache(Generic[V]):
 
 
 def result_cost(entry: CachedResult) -> int:
-    """Approximate bytes an entry holds: the data object plus its transcript."""
-    return 1024 + sum(len(e.text) + 128 for e in entry.facts.transcript)
+    """Bytes of memory an entry holds: ``sys.getsizeof`` of every object it keeps
+    alive, walked through its dicts, lists, tuples and dataclasses. A string costs what
+    CPython stores (1, 2 or 4 bytes a character plus its header), so a non-ASCII
+    transcript counts at its real size. Not counted: what every entry shares (the
+    ``data`` dict's keys, which are the verdict's field names; ``None``, booleans,
+    enum members, small ints). tests/api/test_cache.py checks it against tracemalloc."""
+    seen: set[int] = set()  # an object both hold (the address, say) counts once
+    return _held(entry.data, seen) + _held(entry.facts, seen)
+
+
+def _held(obj: object, seen: set[int]) -> int:
+    if obj is None or isinstance(obj, bool | Enum) or (type(obj) is int and -5 <= obj <= 256):
+        return 0  # shared singletons and CPython's cached small ints
+    ident = id(obj)
+    if ident in seen:
+        return 0
+    seen.add(ident)
+    size = sys.getsizeof(obj)
+    if isinstance(obj, str | bytes | int | float):
+        return size
+    if isinstance(obj, dict):
+        return size + sum(_held(v, seen) for v in obj.values())  # keys: shared field names
+    if isinstance(obj, list | tuple):
+        return size + sum(_held(v, seen) for v in obj)
+    fields = getattr(obj, "__dataclass_fields__", None)
+    if fields is not None:
+        return size + sum(_held(getattr(obj, name), seen) for name in fields)
+    return size
 
 
 def cache_key(raw: str, facts: Facts) -> str:
