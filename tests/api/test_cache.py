@@ -121,7 +121,7 @@ def entry_for(i: int, text: str) -> CachedResult:
         result=Result.UNDELIVERABLE,
         reason=Reason.REJECTED_EMAIL,
     )
-    return CachedResult(verdict.as_dict(), facts)
+    return CachedResult(verdict.as_dict(), facts, f"key-{i}")
 
 
 @pytest.mark.parametrize("script", list(REPLY_TEXTS))

@@ -474,3 +474,33 @@ async def test_the_api_applies_the_storage_text_rule(
     assert r.status_code == 400
     r = await api.client.post("/v1/batch", json={"emails": ["forbidden@x.test"]}, headers=api.h())
     assert r.status_code == 400
+
+
+# --- whose evidence the result cache shows ---
+
+
+async def test_another_key_gets_the_cached_verdict_without_the_evidence(api: Api) -> None:
+    async def ask(secret: str) -> dict[str, Any]:
+        r = await api.client.get(
+            "/v1/validate",
+            params={"email": "ann@catchall.test", "details": "1"},
+            headers=api.h(secret),
+        )
+        assert r.status_code == 200
+        body: dict[str, Any] = r.json()
+        return body
+
+    paid = await ask(api.paid)
+    assert paid["details"]["cached"] is False and paid["details"]["transcript"]
+    other = await ask(api.other)
+    assert api.engine.calls == ["ann@catchall.test"]  # the verdict was reused ...
+    verdict = {k: v for k, v in paid["data"].items() if k != "id"}
+    assert {k: v for k, v in other["data"].items() if k != "id"} == verdict
+    details = other["details"]  # ... but not key A's transcript and timings
+    assert details["cached"] is True
+    assert details["transcript"] == [] and details["smtp"] is None
+    assert set(details["timings"]) == {"total_ms"}
+    again = await ask(api.paid)  # the key that paid for the probe still sees its evidence
+    assert again["details"]["cached"] is True
+    assert again["details"]["transcript"] == paid["details"]["transcript"]
+    assert again["details"]["timings"]["smtp_ms"] == paid["details"]["timings"]["smtp_ms"]

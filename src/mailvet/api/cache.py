@@ -23,10 +23,13 @@ V = TypeVar("V")
 
 @dataclass(frozen=True, slots=True)
 class CachedResult:
-    """A validation as the API serves it: the wire ``data`` dict and the facts behind it."""
+    """A validation as the API serves it: the wire ``data`` dict, the facts behind it,
+    and ``owner``, the id of the API key whose request ran the probe: the evidence in
+    ``facts`` (transcript, SMTP reply, timings) is shown to that key only."""
 
     data: dict[str, Any]
     facts: Facts
+    owner: str
 
 
 class TTLCache(Generic[V]):

@@ -9,6 +9,7 @@ The parameters are still described in OpenAPI, through ``openapi_extra``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import time
 import uuid
@@ -22,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from mailvet.api import wire
 from mailvet.api.cache import CachedResult, cache_key
 from mailvet.api.deps import Service, authenticate, service
+from mailvet.engine.facts import Facts
 from mailvet.engine.scoring import decide
 from mailvet.storage.base import ApiKey, Plan
 from mailvet.storage.common import check_text
@@ -167,17 +169,18 @@ def _flag(request: Request, name: str) -> bool:
     return value is not None and value.strip().lower() in _TRUE
 
 
-async def _verify(svc: Service, email: str, answer_by: float) -> tuple[CachedResult, bool]:
+async def _verify(
+    svc: Service, key: ApiKey, email: str, answer_by: float
+) -> tuple[CachedResult, bool]:
     """The verdict for ``email`` from the result cache or the engine, by ``answer_by``
-    (event-loop time; the engine's own deadline normally answers first)."""
+    (event-loop time; the engine's own deadline normally answers first), and whether
+    this request ran the probe itself."""
     engine = svc.require_engine()
     offline = engine.check_offline(email)
-    key = cache_key(email, offline)
-    hit = svc.results.get(key)
+    ckey = cache_key(email, offline)
+    hit = svc.results.get(ckey)
     if hit is not None:
-        data = dict(hit.data)
-        data["id"] = new_id()
-        return CachedResult(data, hit.facts), True
+        return _fresh(hit), False
     settings = svc.settings
     try:
         # the engine's own deadline ends first, with what it learned; the outer one is
@@ -192,13 +195,29 @@ async def _verify(svc: Service, email: str, answer_by: float) -> tuple[CachedRes
         facts.deadline_hit = True
         verdict = decide(facts)  # the same verdict the engine gives at its own deadline
     svc.metrics.observe_facts(facts)
-    entry = CachedResult(verdict.as_dict(), facts)
+    entry = CachedResult(verdict.as_dict(), facts, key.id)
     if not facts.offline:
         ttl = settings.result_cache_ttl
         if verdict.result is Result.UNKNOWN:
             ttl = min(ttl, UNKNOWN_TTL)
-        svc.results.set(key, entry, ttl)
-    return entry, False
+        svc.results.set(ckey, entry, ttl)
+    return entry, True
+
+
+def _fresh(entry: CachedResult) -> CachedResult:
+    """A served-again result: every answer carries its own ``id``."""
+    data = dict(entry.data)
+    data["id"] = new_id()
+    return CachedResult(data, entry.facts, entry.owner)
+
+
+def _evidence_for(key: ApiKey, entry: CachedResult) -> Facts:
+    """The facts ``details=1`` may show ``key``: all of them to the key whose request
+    ran the probe; to any other key the verdict's facts without the evidence (no
+    transcript, no SMTP reply, so no DNS/SMTP timings)."""
+    if entry.owner == key.id:
+        return entry.facts
+    return dataclasses.replace(entry.facts, smtp=None, transcript=[])
 
 
 # --- single validation ---
@@ -250,7 +269,7 @@ async def _validate(request: Request) -> Response:
     answer_by = asyncio.get_running_loop().time() + answer_within(svc.settings.deadline)
     try:
         async with asyncio.timeout_at(answer_by):
-            email = await _validate_request(request, svc)
+            key, email = await _validate_request(request, svc)
     except TimeoutError:  # the key look-up (or the client's body) took the whole budget
         return wire.error_response(wire.TOO_SLOW, 503, {"retry-after": "1"})
     except BadRequest as exc:
@@ -258,9 +277,9 @@ async def _validate(request: Request) -> Response:
     except _Refused as exc:
         return exc.response
 
-    entry, cached = await _verify(svc, email, answer_by)
+    entry, own = await _verify(svc, key, email, answer_by)
     data = entry.data
-    svc.metrics.observe_verdict(data, "cache" if cached else "api")
+    svc.metrics.observe_verdict(data, "api" if own else "cache")
     out: dict[str, Any] = {"data": data, "error": None}
     query = request.query_params
     if "flat" in query and _flag(request, "flat"):
@@ -269,7 +288,8 @@ async def _validate(request: Request) -> Response:
         out["score"] = data["score"]
     if "details" in query and _flag(request, "details"):
         total_ms = (time.perf_counter() - started) * 1000.0
-        out["details"] = wire.details_object(entry.facts, cached=cached, total_ms=total_ms)
+        facts = _evidence_for(key, entry)
+        out["details"] = wire.details_object(facts, cached=not own, total_ms=total_ms)
     return wire.json_response(out)
 
 
@@ -281,7 +301,7 @@ class _Refused(Exception):
         self.response = response
 
 
-async def _validate_request(request: Request, svc: Service) -> str:
+async def _validate_request(request: Request, svc: Service) -> tuple[ApiKey, str]:
     """Authenticate, rate-limit and read the address of a validation request."""
     key = await authenticate(request, svc)
     if key is None:
@@ -302,7 +322,7 @@ async def _validate_request(request: Request, svc: Service) -> str:
                 raise BadRequest
     if email is None:
         raise BadRequest
-    return _check_text(email, MAX_EMAIL_CHARS)
+    return key, _check_text(email, MAX_EMAIL_CHARS)
 
 
 # --- batches ---
