@@ -1,14 +1,16 @@
-"""The API's bounded caches, the result cache's key with the real syntax stage, and what
-an entry is counted at."""
+"""The API's bounded caches, the result cache's key with the real syntax stage, what an
+entry is counted at, and the single flight of identical validations."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import tracemalloc
+from typing import Any
 
 import pytest
 
-from mailvet.api.cache import CachedResult, TTLCache, cache_key, result_cost
+from mailvet.api.cache import CachedResult, SingleFlight, TTLCache, cache_key, result_cost
 from mailvet.engine.facts import (
     DnsFacts,
     DnsOutcome,
@@ -152,3 +154,99 @@ def test_the_result_cache_byte_bound_holds_for_non_ascii_entries() -> None:
     assert kept and cache.total_cost <= 1_000_000
     one_text = sum(len(t.text.encode("utf-32-le")) for t in kept[0].facts.transcript)
     assert len(kept) * one_text <= 1_000_000  # the transcripts alone fit the budget
+
+
+# --- single flight ---
+
+
+async def test_single_flight_shares_one_task_per_key_until_it_ends() -> None:
+    flights: SingleFlight[str] = SingleFlight(10)
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    async def work(tag: str) -> str:
+        started.append(tag)
+        await gate.wait()
+        return tag
+
+    first, own_first = flights.join("k", lambda: work("first"))
+    second, own_second = flights.join("k", lambda: work("second"))
+    other, own_other = flights.join("other", lambda: work("other"))
+    assert (own_first, own_second, own_other) == (True, False, True)
+    assert second is first and other is not first
+    gate.set()
+    assert await asyncio.shield(first) == "first"
+    await other
+    assert started == ["first", "other"]
+    assert len(flights) == 0  # forgotten once done: the next join starts afresh
+    again, own_again = flights.join("k", lambda: work("again"))
+    assert own_again and await again == "again"
+
+
+async def test_single_flight_survives_a_waiter_that_is_cancelled() -> None:
+    flights: SingleFlight[int] = SingleFlight(10)
+    gate = asyncio.Event()
+
+    async def work() -> int:
+        await gate.wait()
+        return 7
+
+    async def wait() -> int:  # as a request does
+        task, _ = flights.join("k", work)
+        return await asyncio.shield(task)
+
+    leader = asyncio.create_task(wait())
+    follower = asyncio.create_task(wait())
+    await asyncio.sleep(0)
+    leader.cancel()
+    gate.set()
+    assert await follower == 7
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+
+
+async def test_single_flight_errors_reach_every_waiter_and_are_never_left_unretrieved() -> None:
+    flights: SingleFlight[int] = SingleFlight(10)
+    gate = asyncio.Event()
+    unretrieved: list[dict[str, Any]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unretrieved.append(context))
+
+    async def broken() -> int:
+        await gate.wait()
+        raise RuntimeError("boom")
+
+    try:
+        task, _ = flights.join("k", broken)
+        waiters = [asyncio.shield(flights.join("k", broken)[0]) for _ in range(3)]
+        gate.set()
+        results = await asyncio.gather(*waiters, return_exceptions=True)
+        assert all(isinstance(r, RuntimeError) for r in results)
+        assert len(flights) == 0
+        # nobody waits for this one: its error must still count as retrieved
+        orphan, _ = flights.join("lonely", broken)
+        await asyncio.sleep(0)
+        del orphan, task, waiters
+        for _ in range(3):
+            await asyncio.sleep(0)
+        gc.collect()
+        assert unretrieved == []
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_single_flight_is_bounded_and_close_cancels_what_runs() -> None:
+    flights: SingleFlight[None] = SingleFlight(1)
+    gate = asyncio.Event()
+
+    async def work() -> None:
+        await gate.wait()
+
+    a, _ = flights.join("a", work)
+    b1, own1 = flights.join("b", work)
+    b2, own2 = flights.join("b", work)
+    assert own1 and own2 and b1 is not b2  # past the bound: unshared, never unbounded
+    assert len(flights) == 1
+    await flights.close()
+    assert a.cancelled() and b1.cancelled() and b2.cancelled()
+    assert len(flights) == 0

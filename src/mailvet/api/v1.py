@@ -42,6 +42,9 @@ ANSWER_BOUND = 4.0
 ANSWER_CAP = 3.5
 SAFETY_MARGIN = 0.3  # the outer safety net sits this far above settings.deadline
 ENGINE_MARGIN = 0.15  # seconds between the engine's deadline and the safety net
+# The probe's own safety net ends it this much before the request's: the request that
+# started it gets its outcome, and a probe that is over is never joined.
+PROBE_LEAD = 0.05
 UNKNOWN_TTL = 60.0  # an unknown verdict is cached briefly: the next try may conclude
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -172,36 +175,61 @@ def _flag(request: Request, name: str) -> bool:
 async def _verify(
     svc: Service, key: ApiKey, email: str, answer_by: float
 ) -> tuple[CachedResult, bool]:
-    """The verdict for ``email`` from the result cache or the engine, by ``answer_by``
-    (event-loop time; the engine's own deadline normally answers first), and whether
-    this request ran the probe itself."""
+    """The verdict for ``email`` by ``answer_by`` (event-loop time), and whether this
+    request ran the probe itself. Otherwise it comes from the result cache or from the
+    probe an identical request is running (single flight: N concurrent requests for one
+    address make one probe)."""
     engine = svc.require_engine()
     offline = engine.check_offline(email)
     ckey = cache_key(email, offline)
     hit = svc.results.get(ckey)
     if hit is not None:
         return _fresh(hit), False
-    settings = svc.settings
+    task, own = svc.probes.join(ckey, lambda: _probe(svc, email, offline, ckey, key.id, answer_by))
+    try:
+        async with asyncio.timeout_at(answer_by):
+            # shielded: this client going away does not cancel the probe others wait for
+            entry = await asyncio.shield(task)
+    except TimeoutError:
+        # The safety net, for an engine that overruns its deadline, or a probe joined
+        # from a request that arrived earlier and had a longer budget.
+        facts = _cut_short(offline)
+        return CachedResult(decide(facts).as_dict(), facts, key.id), True
+    return (entry, True) if own else (_fresh(entry), False)
+
+
+async def _probe(
+    svc: Service, email: str, offline: Facts, ckey: str, owner: str, answer_by: float
+) -> CachedResult:
+    """Verify ``email`` within the budget of the request that started the probe, and
+    cache the outcome unless it is an ``unknown`` our own time budget caused (the
+    engine's deadline, shortened by a slow key look-up, or the safety net): the next
+    request, with a whole budget, may conclude."""
+    settings, engine = svc.settings, svc.require_engine()
     try:
         # the engine's own deadline ends first, with what it learned; the outer one is
         # the safety net for an engine that overruns
         left = answer_by - asyncio.get_running_loop().time() - ENGINE_MARGIN
-        async with asyncio.timeout_at(answer_by):
+        async with asyncio.timeout_at(answer_by - PROBE_LEAD):
             checked = await engine.verify(email, deadline=min(settings.deadline, left))
         verdict, facts = checked.verdict, checked.facts
     except TimeoutError:
-        facts = offline
-        facts.offline = False
-        facts.deadline_hit = True
+        facts = _cut_short(offline)
         verdict = decide(facts)  # the same verdict the engine gives at its own deadline
     svc.metrics.observe_facts(facts)
-    entry = CachedResult(verdict.as_dict(), facts, key.id)
-    if not facts.offline:
+    entry = CachedResult(verdict.as_dict(), facts, owner)
+    budget_cut = verdict.result is Result.UNKNOWN and facts.deadline_hit
+    if not facts.offline and not budget_cut:
         ttl = settings.result_cache_ttl
         if verdict.result is Result.UNKNOWN:
             ttl = min(ttl, UNKNOWN_TTL)
         svc.results.set(ckey, entry, ttl)
-    return entry, True
+    return entry
+
+
+def _cut_short(offline: Facts) -> Facts:
+    """The facts of a validation the safety net ended: the offline ones, deadline hit."""
+    return dataclasses.replace(offline, offline=False, deadline_hit=True)
 
 
 def _fresh(entry: CachedResult) -> CachedResult:
