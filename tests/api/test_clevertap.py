@@ -5,12 +5,15 @@ CleverTap's Mail.so guide calls ``GET /v1/validate?email={{Profile.Email}}`` wit
 template forms are rendered with python-liquid against real responses of the app
 served by uvicorn on loopback, for a deliverable, an undeliverable and a missing
 (``NULL``) address. The real-time promise is tested too: a tarpit mail server still
-gets a complete ``unknown`` answer (the engine's deadline, not CleverTap's timeout).
+gets a complete ``unknown`` answer (the engine's deadline, not CleverTap's timeout), and
+at the default settings every answer arrives within 4.0 s of sending the request, which
+leaves CleverTap's 5 s at least 1 s for the network and TLS.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -21,9 +24,9 @@ import pytest
 
 from mailvet.api.app import create_app
 from mailvet.settings import Settings
-from mailvet.storage.base import Plan
+from mailvet.storage.base import ApiKey, Plan
 from mailvet.storage.memory import MemoryStore
-from mailvet.testing.dns import DnsServer, Zone
+from mailvet.testing.dns import Behaviour, DnsServer, Zone
 from mailvet.testing.smtp import SmtpSim, mailboxes, tarpit
 from mailvet.verdict import Verdict
 
@@ -162,3 +165,91 @@ async def test_slow_key_look_up_still_gets_the_engines_own_deadline_verdict() ->
     assert (data["result"], data["reason"]) == ("unknown", "timeout")
     assert data["mx_record"] == "mx.slow.test"  # the DNS facts the engine had learned
     assert body["details"]["deadline_hit"] is True
+
+
+# --- the 4.0 s bound at the default settings ---
+
+ANSWER_BOUND = 4.0  # CleverTap's 5 s, less 1 s for the network and TLS
+TARPITS = ["127.0.0.3", "127.0.0.4", "127.0.0.5"]
+
+
+def three_mx(domain: str) -> dict[str, dict[str, list[Any]]]:
+    """``domain`` with three MX hosts, each on a tarpit."""
+    hosts = [f"mx{i}.{domain}" for i in (1, 2, 3)]
+    zone: dict[str, dict[str, list[Any]]] = {
+        domain: {"MX": [(10 * (i + 1), host) for i, host in enumerate(hosts)]}
+    }
+    for host, ip in zip(hosts, TARPITS, strict=True):
+        zone[host] = {"A": [ip]}
+    return zone
+
+
+def budget_zone() -> Zone:
+    zone = Zone({**three_mx("tarpit.test"), **three_mx("slowdns.test"), **three_mx("dead.test")})
+    for name in ("slowdns.test", "mx1.slowdns.test", "mx2.slowdns.test", "mx3.slowdns.test"):
+        zone.behave(name, Behaviour.SLOW, delay=0.4)  # slow, but answers
+    zone.behave("dead.test", Behaviour.DROP)  # never answers
+    return zone
+
+
+class KeyStore(MemoryStore):
+    """Key look-ups that take 1 s for the ``slow`` secrets and never end for ``stalled``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.slow: set[str] = set()
+        self.stalled: set[str] = set()
+
+    async def authenticate(self, secret: str) -> ApiKey | None:
+        if secret in self.stalled:
+            await asyncio.sleep(3600)
+        if secret in self.slow:
+            await asyncio.sleep(1.0)
+        return await super().authenticate(secret)
+
+
+async def timed_get(
+    client: httpx.AsyncClient, key: str, email: str
+) -> tuple[float, httpx.Response]:
+    """Seconds from before the request is sent (its connection included) to the answer."""
+    started = time.monotonic()
+    r = await client.get("/v1/validate", params={"email": email}, headers={"x-mails-api-key": key})
+    return time.monotonic() - started, r
+
+
+async def test_every_answer_at_default_settings_arrives_within_four_seconds() -> None:
+    sim = SmtpSim(mailboxes("alice"), by_ip={ip: tarpit() for ip in TARPITS})
+    async with DnsServer(budget_zone()) as dns, sim:
+        settings = Settings(  # the defaults, pointed at the simulated internet
+            dns_nameservers=[dns.nameserver],
+            smtp_port=sim.port,
+            allow_private_mx=True,
+            database_url="memory://",
+        )
+        store = KeyStore()
+        _, key = await store.create_key("fast", Plan.PAID)
+        _, slow = await store.create_key("slow", Plan.PAID)
+        _, stalled = await store.create_key("stalled", Plan.PAID)
+        store.slow.add(slow)
+        store.stalled.add(stalled)
+        cases = [
+            (key, "alice@tarpit.test"),  # three tarpit MX hosts
+            (key, "alice@slowdns.test"),  # slow DNS for the domain and its MX hosts, then tarpits
+            (key, "alice@dead.test"),  # a DNS server that never answers
+            (slow, "bob@tarpit.test"),  # a slow key look-up, then tarpits
+            (stalled, "carol@tarpit.test"),  # a key look-up that never ends
+        ]
+        async with (
+            serve(create_app(settings, store=store)) as url,
+            httpx.AsyncClient(base_url=url, timeout=15.0) as client,
+        ):
+            answers = await asyncio.gather(*(timed_get(client, k, e) for k, e in cases))
+    for (_, email), (elapsed, r) in zip(cases, answers, strict=True):
+        assert elapsed < ANSWER_BOUND, (email, elapsed)
+        if email.startswith("carol"):
+            assert r.status_code == 503
+            continue
+        assert r.status_code == 200
+        data = r.json()["data"]
+        assert (data["result"], data["reason"]) == ("unknown", "timeout"), email
+    assert len(sim.sessions) >= 4  # the tarpits were reached: the budget ran out there

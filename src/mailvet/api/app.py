@@ -108,6 +108,7 @@ def create_app(
             try:
                 yield
             finally:
+                await svc.probes.close()
                 await runner.stop()
                 svc.runner = None
                 if own_engine and svc.engine is not None:

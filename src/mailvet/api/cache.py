@@ -1,30 +1,37 @@
-"""Small bounded TTL caches for the hot path: validation results and key look-ups.
+"""Small bounded TTL caches for the hot path (validation results, key look-ups), and
+the single flight that lets identical concurrent validations share one probe.
 
-Both are plain dicts in insertion order with an expiry per entry: reads are one
+Both caches are plain dicts in insertion order with an expiry per entry: reads are one
 dict look-up; when full, the oldest entries go first (FIFO, close enough to LRU for
 a cache whose entries all share one TTL).
 """
 
 from __future__ import annotations
 
+import asyncio
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any, Generic, TypeVar
 
 from mailvet.engine.facts import Facts
 
-__all__ = ["CachedResult", "TTLCache", "cache_key", "result_cost"]
+__all__ = ["CachedResult", "SingleFlight", "TTLCache", "cache_key", "result_cost"]
 
 V = TypeVar("V")
 
 
 @dataclass(frozen=True, slots=True)
 class CachedResult:
-    """A validation as the API serves it: the wire ``data`` dict and the facts behind it."""
+    """A validation as the API serves it: the wire ``data`` dict, the facts behind it,
+    and ``owner``, the id of the API key whose request ran the probe: the evidence in
+    ``facts`` (transcript, SMTP reply, timings) is shown to that key only."""
 
     data: dict[str, Any]
     facts: Facts
+    owner: str
 
 
 class TTLCache(Generic[V]):
@@ -120,8 +127,87 @@ class TTLCache(Generic[V]):
 
 
 def result_cost(entry: CachedResult) -> int:
-    """Approximate bytes an entry holds: the data object plus its transcript."""
-    return 1024 + sum(len(e.text) + 128 for e in entry.facts.transcript)
+    """Bytes of memory an entry holds: ``sys.getsizeof`` of every object it keeps
+    alive, walked through its dicts, lists, tuples and dataclasses. A string costs what
+    CPython stores (1, 2 or 4 bytes a character plus its header), so a non-ASCII
+    transcript counts at its real size. Not counted: what every entry shares (the
+    ``data`` dict's keys, which are the verdict's field names; ``None``, booleans,
+    enum members, small ints). tests/api/test_cache.py checks it against tracemalloc."""
+    seen: set[int] = set()  # an object both hold (the address, say) counts once
+    return _held(entry.data, seen) + _held(entry.facts, seen)
+
+
+def _held(obj: object, seen: set[int]) -> int:
+    if obj is None or isinstance(obj, bool | Enum) or (type(obj) is int and -5 <= obj <= 256):
+        return 0  # shared singletons and CPython's cached small ints
+    ident = id(obj)
+    if ident in seen:
+        return 0
+    seen.add(ident)
+    size = sys.getsizeof(obj)
+    if isinstance(obj, str | bytes | int | float):
+        return size
+    if isinstance(obj, dict):
+        return size + sum(_held(v, seen) for v in obj.values())  # keys: shared field names
+    if isinstance(obj, list | tuple):
+        return size + sum(_held(v, seen) for v in obj)
+    fields = getattr(obj, "__dataclass_fields__", None)
+    if fields is not None:
+        return size + sum(_held(getattr(obj, name), seen) for name in fields)
+    return size
+
+
+class SingleFlight(Generic[V]):
+    """One running task per key: identical concurrent requests share it.
+
+    ``join(key, start)`` returns the task already running for ``key``, or starts
+    ``start()`` as a new task. Callers wait with ``asyncio.shield(task)``, so a caller
+    that is cancelled (its client went away) leaves the task running for the others;
+    an exception the task raises reaches every caller, and the key is forgotten as soon
+    as the task ends, so the next caller starts afresh. Bounded: at most ``max_keys``
+    keys are shared at once; past that a new task runs unshared.
+    """
+
+    __slots__ = ("_max_keys", "_running", "_tasks")
+
+    def __init__(self, max_keys: int) -> None:
+        self._max_keys = max(1, max_keys)
+        self._tasks: dict[str, asyncio.Task[V]] = {}
+        self._running: set[asyncio.Task[V]] = set()  # shared or not, for close()
+
+    def __len__(self) -> int:
+        return len(self._tasks)
+
+    def join(
+        self, key: str, start: Callable[[], Coroutine[Any, Any, V]]
+    ) -> tuple[asyncio.Task[V], bool]:
+        """The task for ``key`` and whether this call started it."""
+        task = self._tasks.get(key)
+        if task is not None and not task.done():
+            return task, False
+        task = asyncio.create_task(start())
+        self._running.add(task)
+        shared = len(self._tasks) < self._max_keys
+        if shared:
+            self._tasks[key] = task
+
+        def done(finished: asyncio.Task[V]) -> None:
+            self._running.discard(finished)
+            if shared and self._tasks.get(key) is finished:
+                del self._tasks[key]
+            if not finished.cancelled():
+                finished.exception()  # retrieved: no "never retrieved" noise if all left
+
+        task.add_done_callback(done)
+        return task, True
+
+    async def close(self) -> None:
+        """Cancel every running task (app shutdown) and wait for them to end."""
+        tasks = list(self._running)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
 
 
 def cache_key(raw: str, facts: Facts) -> str:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
-from mailvet.api.cache import CachedResult, TTLCache, result_cost
+from mailvet.api.cache import CachedResult, SingleFlight, TTLCache, result_cost
 from mailvet.api.metrics import Metrics
 from mailvet.api.ratelimit import RateLimiter
 from mailvet.settings import Settings
@@ -30,6 +30,7 @@ AUTH_CACHE_TTL = 10.0
 AUTH_CACHE_SIZE = 10_000
 RESULT_CACHE_SIZE = 100_000
 RESULT_CACHE_BYTES = 256 * 1024 * 1024  # hostile servers make long transcripts: bound bytes too
+MAX_SHARED_PROBES = 10_000  # addresses whose running probe concurrent requests may join
 MAX_KEY_CHARS = 512
 
 
@@ -49,6 +50,9 @@ class Service:
         )
     )
     keys: TTLCache[tuple[ApiKey | None]] = field(default_factory=lambda: TTLCache(AUTH_CACHE_SIZE))
+    probes: SingleFlight[CachedResult] = field(
+        default_factory=lambda: SingleFlight(MAX_SHARED_PROBES)
+    )
     started_at: float = field(default_factory=time.time)
 
     def require_store(self) -> Store:
