@@ -39,7 +39,7 @@ from mailvet.settings import Settings
 from mailvet.storage.base import Store
 
 if TYPE_CHECKING:
-    from mailvet.engine.pipeline import Engine
+    from mailvet.engine import Checked, Engine
 
 __all__ = ["STATIC_URL", "create_app"]
 
@@ -138,7 +138,7 @@ def create_app(
     return app
 
 
-def _observe_batch(metrics: Metrics, checked: Any) -> None:
+def _observe_batch(metrics: Metrics, checked: Checked) -> None:
     metrics.observe_verdict(checked.verdict, "batch")
     metrics.observe_facts(checked.facts)
 

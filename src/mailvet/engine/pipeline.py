@@ -9,11 +9,11 @@ DNS facts filled in and ``deadline_hit`` set.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from mailvet.engine.dns import DnsStage
 from mailvet.engine.facts import DnsFacts, DnsOutcome, Facts, MxHost, SmtpFacts
 from mailvet.engine.lists import Lists, role_local_parts
+from mailvet.engine.protocol import Checked
 from mailvet.engine.providers import provider_for
 from mailvet.engine.scoring import decide
 from mailvet.engine.smtp import SmtpStage
@@ -34,12 +34,6 @@ _PERSON_PROBE = "x"
 _tuple_new = tuple.__new__
 
 
-@dataclass(frozen=True, slots=True)
-class Checked:
-    verdict: Verdict
-    facts: Facts
-
-
 def _literal_host(literal: str) -> DnsFacts:
     """The mail host an address literal names (RFC 5321 4.1.3): the address itself.
 
@@ -54,7 +48,10 @@ def _literal_host(literal: str) -> DnsFacts:
 
 
 class Engine:
-    """Runs the pipeline; built once per process from the settings and reused."""
+    """Runs the pipeline; built once per process from the settings and reused.
+
+    Implements the ``mailvet.engine.Engine`` protocol (what the API and the batch runner
+    use)."""
 
     def __init__(
         self,
