@@ -23,7 +23,7 @@ system-deps:
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 
-typecheck: $(STAMP)
+typecheck: $(STAMP)  # strict over src/mailvet, tests and bench: pyproject.toml [tool.mypy]
 	$(VENV)/bin/mypy
 
 pytest: $(STAMP) system-deps

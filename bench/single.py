@@ -145,11 +145,11 @@ def simulated_getaddrinfo(hosts: dict[str, str]) -> Iterator[None]:
             return real(name, *args, **kwargs)
         raise socket.gaierror(f"bench: {name!r} is not in the simulated internet")
 
-    socket.getaddrinfo = fake  # type: ignore[assignment]
+    socket.getaddrinfo = fake
     try:
         yield
     finally:
-        socket.getaddrinfo = real  # type: ignore[assignment]
+        socket.getaddrinfo = real
 
 
 def pct(values: list[float], q: float) -> float:

@@ -115,7 +115,7 @@ async def test_batches_survive_a_restart(tmp_path: Path) -> None:
 
     stuck = FakeEngine()
     stuck.gate = asyncio.Event()  # never set: the first server never finishes anything
-    app = create_app(settings, engine=stuck)  # type: ignore[arg-type]
+    app = create_app(settings, engine=stuck)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -127,7 +127,7 @@ async def test_batches_survive_a_restart(tmp_path: Path) -> None:
             assert r.json()["finished_at"] is None
 
     engine = FakeEngine()
-    app = create_app(settings, engine=engine)  # type: ignore[arg-type]
+    app = create_app(settings, engine=engine)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
@@ -149,7 +149,7 @@ async def test_real_server_refuses_a_huge_declared_body_without_reading_it() -> 
 
     store = MemoryStore()
     _, secret = await store.create_key("k", Plan.PAID)
-    app = create_app(make_settings(max_body_bytes=1024), store=store, engine=FakeEngine())  # type: ignore[arg-type]
+    app = create_app(make_settings(max_body_bytes=1024), store=store, engine=FakeEngine())
     async with serve(app) as url:
         host, port = url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))

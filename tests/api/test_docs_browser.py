@@ -48,7 +48,7 @@ def _need_chromium() -> None:
 async def server() -> AsyncIterator[str]:
     from mailvet.storage.memory import MemoryStore
 
-    app = create_app(make_settings(), store=MemoryStore(), engine=FakeEngine())  # type: ignore[arg-type]
+    app = create_app(make_settings(), store=MemoryStore(), engine=FakeEngine())
     async with serve(app) as url:
         yield url
 

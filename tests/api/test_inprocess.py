@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from mailvet.engine import Checked
 from mailvet.jobs.inprocess import BatchRunner
 from mailvet.storage.base import Plan
 from mailvet.storage.memory import MemoryStore
@@ -32,17 +33,19 @@ class StopAfter(FakeEngine):
         super().__init__()
         self.limit = limit
 
-    async def verify(self, raw: str, *, offline: bool = False):  # type: ignore[no-untyped-def]
+    async def verify(
+        self, raw: str, *, offline: bool = False, deadline: float | None = None
+    ) -> Checked:
         if len(self.calls) >= self.limit:
             self.calls.append(raw)
             await asyncio.sleep(3600)
-        return await super().verify(raw, offline=offline)
+        return await super().verify(raw, offline=offline, deadline=deadline)
 
 
 async def test_runner_finishes_a_batch_on_start() -> None:
     store, batch_id, emails = await _store_with_batch(9)
     engine = FakeEngine()
-    runner = BatchRunner(store, engine, make_settings(batch_concurrency=2))  # type: ignore[arg-type]
+    runner = BatchRunner(store, engine, make_settings(batch_concurrency=2))
     runner.start()
     await asyncio.wait_for(runner.wait_idle(), 10)
     await runner.stop()
@@ -56,7 +59,7 @@ async def test_crash_repeats_at_most_the_in_flight_chunk() -> None:
     store, batch_id, emails = await _store_with_batch(10)
     settings = make_settings(batch_concurrency=2)  # chunks of 4
     first = StopAfter(6)  # chunk 1 (4) saved; chunk 2 hangs after 2 answers
-    runner = BatchRunner(store, first, settings)  # type: ignore[arg-type]
+    runner = BatchRunner(store, first, settings)
     runner.start()
     for _ in range(500):
         if len(first.calls) >= 7:
@@ -68,7 +71,7 @@ async def test_crash_repeats_at_most_the_in_flight_chunk() -> None:
     )
 
     second = FakeEngine()
-    runner = BatchRunner(store, second, settings)  # type: ignore[arg-type]
+    runner = BatchRunner(store, second, settings)
     runner.start()
     await asyncio.wait_for(runner.wait_idle(), 10)
     await runner.stop()
@@ -82,12 +85,14 @@ async def test_wake_picks_up_new_batches_and_engine_errors_do_not_stop_it() -> N
     key, _ = await store.create_key("k", Plan.PAID)
 
     class Flaky(FakeEngine):
-        async def verify(self, raw: str, *, offline: bool = False):  # type: ignore[no-untyped-def]
+        async def verify(
+            self, raw: str, *, offline: bool = False, deadline: float | None = None
+        ) -> Checked:
             if raw.startswith("boom"):
                 raise RuntimeError("engine bug")
-            return await super().verify(raw, offline=offline)
+            return await super().verify(raw, offline=offline, deadline=deadline)
 
-    runner = BatchRunner(store, Flaky(), make_settings())  # type: ignore[arg-type]
+    runner = BatchRunner(store, Flaky(), make_settings())
     runner.start()
     await asyncio.wait_for(runner.wait_idle(), 10)
     record = await store.create_batch(key.id, "later", ["boom@deliverable.test", "a@b.test"])
@@ -139,7 +144,7 @@ async def test_small_batch_submitted_later_does_not_wait_for_a_large_one() -> No
     )
     engine = FakeEngine()
     engine.gate = asyncio.Event()
-    runner = BatchRunner(store, engine, make_settings(batch_concurrency=2))  # type: ignore[arg-type]
+    runner = BatchRunner(store, engine, make_settings(batch_concurrency=2))
     runner.start()
     await _until(lambda: engine.in_flight > 0)  # the large batch's first chunk is running
     small = await store.create_batch(key.id, "small", ["s1@deliverable.test", "s2@b.test"])
@@ -161,7 +166,7 @@ async def test_a_failing_batch_backs_off_without_blocking_others(
     healthy = await store.create_batch(key.id, "healthy", ["b@deliverable.test"])
     store.broken = broken.id
     # a long back-off: once it starts, the broken batch is not tried again in this test
-    engine: Any = FakeEngine()
+    engine = FakeEngine()
     runner = BatchRunner(store, engine, make_settings(), retry_delay=60.0, max_failures=3)
     runner.start()
     await asyncio.wait_for(_until(lambda: healthy.id in store.finished), 10)
@@ -181,7 +186,7 @@ async def test_on_checked_errors_do_not_break_the_loop() -> None:
     def hook(checked: object) -> None:
         raise RuntimeError("metrics bug")
 
-    engine: Any = FakeEngine()
+    engine = FakeEngine()
     runner = BatchRunner(store, engine, make_settings(), on_checked=hook, retry_delay=60.0)
     runner.start()
     await asyncio.wait_for(runner.wait_idle(), 10)
@@ -210,7 +215,7 @@ async def test_wait_idle_does_not_return_early_when_wake_races_an_empty_lookup()
 
     store = Slow()
     key, _ = await store.create_key("k", Plan.PAID)
-    runner = BatchRunner(store, FakeEngine(), make_settings())  # type: ignore[arg-type]
+    runner = BatchRunner(store, FakeEngine(), make_settings())
     runner.start()
     await asyncio.wait_for(store.entered.wait(), 10)  # the runner's look-up saw no batch
     record = await store.create_batch(key.id, None, ["a@deliverable.test"])
@@ -236,7 +241,7 @@ async def test_a_failed_save_is_retried_without_asking_the_mail_servers_again() 
     key, _ = await store.create_key("k", Plan.PAID)
     emails = [f"u{i}@deliverable.test" for i in range(3)]
     record = await store.create_batch(key.id, None, emails)
-    engine: Any = FakeEngine()
+    engine = FakeEngine()
     runner = BatchRunner(store, engine, make_settings(), retry_delay=0.01, max_failures=5)
     runner.start()
     await asyncio.wait_for(_until(lambda: record.id in store.finished), 10)

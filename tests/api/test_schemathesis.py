@@ -44,7 +44,7 @@ def loaded() -> Iterator[tuple[Any, str]]:
     store = MemoryStore()
     _, secret = asyncio.run(store.create_key("schemathesis", Plan.PAID))
     settings_ = make_settings(max_batch_size=1000)
-    app = create_app(settings_, store=store, engine=FakeEngine())  # type: ignore[arg-type]
+    app = create_app(settings_, store=store, engine=FakeEngine())
     try:
         yield schemathesis.openapi.from_asgi("/openapi.json", app), secret
     finally:

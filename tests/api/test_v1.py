@@ -250,7 +250,7 @@ class StallingStore(MemoryStore):
 
 
 async def test_a_stalled_key_lookup_is_inside_the_time_budget() -> None:
-    app = create_app(make_settings(deadline=0.1), store=StallingStore(), engine=FakeEngine())  # type: ignore[arg-type]
+    app = create_app(make_settings(deadline=0.1), store=StallingStore(), engine=FakeEngine())
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://mailvet.test") as client:

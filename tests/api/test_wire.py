@@ -5,9 +5,11 @@ from __future__ import annotations
 import csv
 import io
 from datetime import UTC, datetime, timedelta, timezone
+from typing import NamedTuple, get_type_hints
 
 import orjson
 import pytest
+from pydantic import Field, ValidationError
 
 from mailvet.api import wire
 from mailvet.storage.base import ApiKey, BatchItem, BatchRecord, Plan
@@ -93,6 +95,41 @@ def test_wire_verdict_model_mirrors_verdict() -> None:
     assert wire.VerdictOut.model_validate(verdict.as_dict()).model_dump(mode="json") == (
         verdict.as_dict()
     )
+
+
+def test_wire_verdict_model_is_built_from_verdict() -> None:
+    hints = get_type_hints(Verdict)
+    fields = wire.VerdictOut.model_fields
+    assert [(name, f.annotation, f.is_required()) for name, f in fields.items()] == [
+        (name, hints[name], True) for name in Verdict._fields
+    ]
+    schema = wire.VerdictOut.model_json_schema()
+    assert schema["title"] == "Verdict"
+    assert schema["properties"]["id"]["description"] == "uuid of this answer"
+    score = schema["properties"]["score"]
+    assert (score["minimum"], score["maximum"]) == (0, 100)
+    verdict = Verdict.make(email="a@b.test", score=1, result="risky", reason="catch_all")
+    with pytest.raises(ValidationError):
+        wire.VerdictOut.model_validate(verdict.as_dict() | {"score": 101})
+
+
+class Small(NamedTuple):
+    id: str
+    score: int
+    flag: bool | None
+
+
+def test_wire_verdict_model_follows_the_verdict_type(monkeypatch: pytest.MonkeyPatch) -> None:
+    # a field added to (or dropped from) Verdict is in the wire model with no other edit
+    monkeypatch.setattr(wire, "Verdict", Small)
+    model = wire.verdict_model("SmallOut", {"score": Field(ge=0, le=100)})
+    assert {name: f.annotation for name, f in model.model_fields.items()} == {
+        "id": str,
+        "score": int,
+        "flag": bool | None,
+    }
+    with pytest.raises(ValueError, match="not Verdict fields: email"):
+        wire.verdict_model("Bad", {"email": Field(description="x")})
 
 
 def test_csv_download_neutralises_formulas() -> None:

@@ -7,13 +7,16 @@ that it gives exactly the verdict of the full path except for the fresh ``id``.
 
 from __future__ import annotations
 
+import collections
 import uuid
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from mailvet.engine import pipeline
+from mailvet.engine.facts import Facts
 from mailvet.engine.pipeline import Engine
 from mailvet.engine.scoring import decide
 from mailvet.settings import Settings
@@ -273,3 +276,74 @@ async def test_verify_refuses_special_use_without_the_network() -> None:
     assert not checked.facts.deadline_hit
     [note] = checked.facts.transcript
     assert note.kind == "note" and "special-use name .test" in note.text
+
+
+# --- the memo is structural: it writes the per-address fields by name ------------------
+
+# Fields that no offline verdict on the memo's path sets differently: the network
+# stages' fields are unset offline, and the memo only serves addresses that passed the
+# syntax stage. Every other field must vary across MEMO_ADDRESSES, so the comparison
+# below covers it; a new field goes here only if it is unset offline too.
+UNVARIED_ON_THE_MEMO_PATH = {
+    "mx_record",
+    "provider",
+    "isv_domain",
+    "isv_mx",
+    "isv_noblock",
+    "isv_nocatchall",
+    "isv_format",  # always true: the fast path's addresses are well-formed
+}
+MEMO_LOCALS = ["john", "Jane.Doe+news", "info", "No.Reply", "x", "sales"]
+MEMO_DOMAINS = [
+    "gmail.com",
+    "Gmail.COM",
+    "gmial.com",
+    "hotmial.com",
+    "mailinator.com",
+    "inbox.mailinator.com",
+    "acmetech.io",
+    "blocked.biz",
+    "partner.biz",
+]
+MEMO_ADDRESSES = [f"{local}@{domain}" for domain in MEMO_DOMAINS for local in MEMO_LOCALS]
+
+
+def test_memo_equals_the_full_path_across_every_field() -> None:
+    engine = Engine(ENGINES["operator lists"])
+    seen: dict[str, set[object]] = {name: set() for name in Verdict._fields}
+    for raw in MEMO_ADDRESSES:
+        fast = engine.verdict_offline(raw)
+        assert engine._memo[raw.partition("@")[2]]  # the memo answered
+        slow = decide(engine.check_offline(raw))
+        assert fast.as_dict() | {"id": ""} == slow.as_dict() | {"id": ""}, raw
+        for name, value in fast.as_dict().items():
+            seen[name].add(value)
+    unvaried = {name for name, values in seen.items() if len(values) < 2}
+    assert unvaried == UNVARIED_ON_THE_MEMO_PATH
+
+
+@pytest.mark.parametrize("position", range(len(Verdict._fields) + 1))
+def test_memo_follows_a_field_added_anywhere(
+    monkeypatch: pytest.MonkeyPatch, position: int
+) -> None:
+    # decide grows a per-domain field at ``position``: the memo must still give exactly
+    # decide's verdict, whatever the per-address fields' positions are then
+    names = list(Verdict._fields)
+    names.insert(position, "added")
+    make_type: Any = collections.namedtuple
+    wider: Any = make_type("Wider", names)
+
+    def wider_decide(facts: Facts) -> Any:
+        values: list[object] = list(decide(facts))
+        domain = facts.syntax.ascii_domain
+        values.insert(position, None if domain is None else f"per-domain {domain}")
+        return wider(*values)
+
+    monkeypatch.setattr(pipeline, "decide", wider_decide)
+    engine = Engine(Settings())
+    for raw in MEMO_ADDRESSES:
+        fast = engine.verdict_offline(raw)
+        assert engine._memo[raw.partition("@")[2]]  # the memo answered
+        assert type(fast) is wider
+        slow = wider_decide(engine.check_offline(raw))
+        assert fast._asdict() | {"id": ""} == slow._asdict() | {"id": ""}, raw

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -63,7 +64,7 @@ def test_bad_nameserver_is_refused_at_start(bad: str) -> None:
         ("mail_from", "a b@example.com"),
     ],
 )
-def test_what_goes_on_the_wire_is_validated(field: str, bad: str) -> None:
+def test_what_goes_on_the_wire_is_validated(field: str, bad: Any) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: bad})
 

@@ -40,7 +40,7 @@ from mailvet.storage.base import Store
 from mailvet.storage.common import StorageError
 
 if TYPE_CHECKING:
-    from mailvet.engine.pipeline import Engine
+    from mailvet.engine import Checked, Engine
 
 __all__ = ["STATIC_URL", "create_app"]
 
@@ -143,7 +143,7 @@ def create_app(
     return app
 
 
-def _observe_batch(metrics: Metrics, checked: Any) -> None:
+def _observe_batch(metrics: Metrics, checked: Checked) -> None:
     metrics.observe_verdict(checked.verdict, "batch")
     metrics.observe_facts(checked.facts)
 

