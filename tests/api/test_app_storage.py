@@ -28,7 +28,7 @@ async def test_a_storage_fault_on_batch_create_is_a_503_with_retry_after(
         conn.execute(text("DROP TABLE batch_items"))
     sync.dispose()
     emails = ["hidden.person@private.test", "other.person@private.test"]
-    app = create_app(make_settings(), store=store, engine=FakeEngine())  # type: ignore[arg-type]
+    app = create_app(make_settings(), store=store, engine=FakeEngine())
     try:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)

@@ -16,6 +16,7 @@ import pytest
 
 from mailvet.api import v1, wire
 from mailvet.api.app import create_app
+from mailvet.engine import Checked
 from mailvet.settings import Settings
 from mailvet.storage.base import ApiKey, Plan
 from mailvet.storage.memory import MemoryStore
@@ -23,7 +24,7 @@ from mailvet.testing.dns import DnsServer, Zone
 from mailvet.testing.smtp import SmtpSim, mailboxes, tarpit
 from mailvet.verdict import Verdict
 
-from .kit import Api, FakeChecked, FakeEngine, make_settings, running_api
+from .kit import Api, FakeEngine, make_settings, running_api
 
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 BATCH_FIELDS = [
@@ -644,7 +645,7 @@ class BrokenEngine(FakeEngine):
 
     async def verify(
         self, raw: str, *, offline: bool = False, deadline: float | None = None
-    ) -> FakeChecked:
+    ) -> Checked:
         checked = await super().verify(raw, offline=offline, deadline=deadline)
         if len(self.calls) == 1:
             raise RuntimeError("engine bug")

@@ -97,6 +97,6 @@ def test_server_limits_and_log_settings(monkeypatch: pytest.MonkeyPatch) -> None
         ("body_timeout", float("nan")),
     ],
 )
-def test_bad_server_limits_are_refused(field: str, bad: object) -> None:
+def test_bad_server_limits_are_refused(field: str, bad: Any) -> None:
     with pytest.raises(ValidationError):
         Settings(**{field: bad})
