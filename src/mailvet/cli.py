@@ -1,6 +1,9 @@
-"""The ``mailvet`` command: validate, serve, keys, db, doctor, sim.
+"""The ``mailvet`` command: validate, batch, serve, keys, db, doctor, sim.
 
 Settings are built once here (from the environment, ``MAILVET_*``) and passed down.
+Start-up time counts for ``validate --offline`` and ``batch --offline`` over a file
+(bench/cli_offline.py): this module imports only what every command needs; rich, the
+storage layer and the network stages are imported where they are used.
 """
 
 from __future__ import annotations
@@ -11,17 +14,20 @@ import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from mailvet.engine.facts import Facts
 from mailvet.settings import Settings
-from mailvet.storage.base import Store
-from mailvet.verdict import Verdict
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from mailvet.batchfile import InputFile, OutputFile
+    from mailvet.engine.facts import Facts
+    from mailvet.storage.base import Store
+    from mailvet.verdict import Verdict
 
 __all__ = ["app", "main"]
 
@@ -114,6 +120,17 @@ def validate(
 ) -> None:
     """Validate addresses and print the verdicts."""
     settings = _settings(ctx)
+    if offline and json and not details:
+        # the bulk path: no event loop, no rich, rows written in blocks
+        from mailvet.batchfile import write_validate_json
+        from mailvet.engine.pipeline import Engine
+
+        write_validate_json(Engine(settings), _addresses(addresses), sys.stdout.buffer)
+        sys.stdout.flush()
+        return
+    from rich.console import Console
+    from rich.table import Table
+
     console = Console(highlight=False)
     rows: list[Verdict] = []
     if offline and not json:
@@ -161,6 +178,209 @@ def _print_row(console: Console, v: Verdict) -> None:
         f"[bold]{v.email}[/bold]  [{style}]{v.result.value}[/{style}]  {v.reason.value}"
         f"  score={v.score}  mx={v.mx_record or '-'}  provider={v.provider or '-'}"
     )
+
+
+# ---- mailvet batch: a file in, the same file with verdicts out ----
+
+
+@app.command()
+def batch(
+    ctx: typer.Context,
+    file: Annotated[
+        str,
+        typer.Argument(help="CSV, JSON lines or a plain list ('-': stdin, with --offline)."),
+    ],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where the results go ('-': stdout).")
+    ],
+    offline: Annotated[
+        bool, typer.Option(help="Syntax and lists only: no DNS/SMTP, no database.")
+    ] = False,
+    out_format: Annotated[
+        str | None,
+        typer.Option("--format", help="csv or jsonl (default: OUT's extension, else the input's)."),
+    ] = None,
+    input_format: Annotated[
+        str | None,
+        typer.Option(help="csv, jsonl or plain (default: the extension, else the first line)."),
+    ] = None,
+    column: Annotated[
+        str | None,
+        typer.Option(help="The address column (CSV header name) or field (JSON lines)."),
+    ] = None,
+    encoding: Annotated[str, typer.Option(help="The input's text encoding.")] = "utf-8",
+    delimiter: Annotated[
+        str | None, typer.Option(help="CSV delimiter (default: guessed from the header).")
+    ] = None,
+    progress: Annotated[
+        bool | None,
+        typer.Option(help="Show a progress bar (default: when stderr is a terminal)."),
+    ] = None,
+) -> None:
+    """Verify every address of a file; write the file's rows with the verdict columns added.
+
+    The input's own columns are kept. Without --offline the batch is stored in the
+    database and checked by the batch engine (per-mail-server lanes, polite limits,
+    greylisting retries); run the same command again after an interruption and it
+    resumes where it stopped.
+    """
+    from mailvet.batchfile import BatchFileError
+
+    settings = _settings(ctx)
+    if input_format is not None and input_format not in ("csv", "jsonl", "plain"):
+        typer.echo("error: --input-format must be csv, jsonl or plain", err=True)
+        raise typer.Exit(2)
+    if delimiter is not None and len(delimiter) != 1:
+        typer.echo("error: --delimiter must be one character", err=True)
+        raise typer.Exit(2)
+    if file == "-" and not offline:
+        typer.echo(
+            "error: reading stdin needs --offline (a stored batch resumes from its file)", err=True
+        )
+        raise typer.Exit(2)
+    show = sys.stderr.isatty() if progress is None else progress
+    try:
+        if offline:
+            _batch_offline(
+                settings, file, output, out_format, input_format, column, encoding, delimiter, show
+            )
+        else:
+            _batch_network(
+                settings, file, output, out_format, input_format, column, encoding, delimiter, show
+            )
+    except BatchFileError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    except OSError as exc:
+        typer.echo(f"error: {exc.strerror or exc}: {exc.filename or file}", err=True)
+        raise typer.Exit(2) from exc
+
+
+def _open_files(
+    file: str,
+    output: str,
+    out_format: str | None,
+    input_format: str | None,
+    column: str | None,
+    encoding: str,
+    delimiter: str | None,
+) -> tuple[InputFile, OutputFile]:
+    from mailvet.batchfile import INPUT_FORMATS, OutputFile, open_input, output_format
+
+    fmt = INPUT_FORMATS.get(input_format or "")
+    source = open_input(file, fmt=fmt, column=column, encoding=encoding, delimiter=delimiter)
+    try:
+        out = OutputFile(output, output_format(output, out_format, source.fmt), source)
+    except BaseException:
+        source.close()
+        raise
+    return source, out
+
+
+def _batch_offline(
+    settings: Settings,
+    file: str,
+    output: str,
+    out_format: str | None,
+    input_format: str | None,
+    column: str | None,
+    encoding: str,
+    delimiter: str | None,
+    show: bool,
+) -> None:
+    from mailvet.batchfile import run_offline
+    from mailvet.engine.pipeline import Engine
+
+    engine = Engine(settings)
+    source, out = _open_files(file, output, out_format, input_format, column, encoding, delimiter)
+    bar = _Progress(None, "offline") if show else None
+    try:
+        with source:
+            counts = run_offline(engine, source, out, bar.update if bar else None)
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    finally:
+        if bar is not None:
+            bar.stop()
+    _summary(counts.rows, counts.by_result, output, offline=True)
+
+
+def _batch_network(
+    settings: Settings,
+    file: str,
+    output: str,
+    out_format: str | None,
+    input_format: str | None,
+    column: str | None,
+    encoding: str,
+    delimiter: str | None,
+    show: bool,
+) -> None:
+    typer.echo("error: not yet", err=True)
+    raise typer.Exit(2)
+
+
+def _summary(rows: int, by_result: dict[str, int], output: str, *, offline: bool) -> None:
+    parts = ", ".join(
+        f"{name} {n:,}" for name, n in sorted(by_result.items(), key=lambda kv: -kv[1])
+    )
+    where = "stdout" if output == "-" else output
+    note = " (offline: syntax and lists only, no DNS or SMTP)" if offline else ""
+    typer.echo(f"{rows:,} rows -> {where}: {parts or 'nothing'}{note}", err=True)
+
+
+class _Progress:
+    """A rich progress bar on stderr: rows done (of ``total`` when known), rate, ETA and
+    counts by result. Built only when shown, so rich is not imported otherwise."""
+
+    def __init__(self, total: int | None, label: str) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            SpinnerColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = [
+            SpinnerColumn() if total is None else BarColumn(),
+            MofNCompleteColumn() if total is not None else TextColumn("{task.completed:,} rows"),
+            TextColumn("{task.fields[rate]}"),
+            TimeElapsedColumn() if total is None else TimeRemainingColumn(),
+            TextColumn("{task.fields[counts]}"),
+        ]
+        self._progress = Progress(
+            TextColumn(label), *columns, console=Console(stderr=True), transient=False
+        )
+        self._task = self._progress.add_task(label, total=total, rate="", counts="")
+        self._started = self._now()
+        self._progress.start()
+
+    @staticmethod
+    def _now() -> float:
+        import time
+
+        return time.monotonic()
+
+    def update(self, done: int, by_result: dict[str, int] | None = None) -> None:
+        elapsed = max(self._now() - self._started, 1e-6)
+        counts = ""
+        if by_result:
+            counts = " ".join(
+                f"[{_RESULT_STYLE.get(k, 'white')}]{k} {v:,}[/]"
+                for k, v in sorted(by_result.items())
+            )
+        self._progress.update(
+            self._task, completed=done, rate=f"{done / elapsed:,.0f}/s", counts=counts
+        )
+
+    def stop(self) -> None:
+        self._progress.stop()
 
 
 @app.command()
@@ -238,6 +458,8 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(ctx: typer.Context) -> None:
     """List keys (never their secrets)."""
+    from rich.console import Console
+    from rich.table import Table
 
     async def run() -> None:
         async with _store(_settings(ctx)) as store:
@@ -292,6 +514,8 @@ def doctor(
     ] = "gmail.com",
 ) -> None:
     """Check that this host can verify at all, and say what to fix."""
+    from rich.console import Console
+
     from mailvet.doctor import run_doctor
 
     ok = asyncio.run(run_doctor(_settings(ctx), probe_domain, Console(highlight=False)))

@@ -9,18 +9,21 @@ DNS facts filled in and ``deadline_hit`` set.
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
-from mailvet.engine.dns import DnsStage
 from mailvet.engine.facts import DnsFacts, DnsOutcome, Facts, MxHost, SmtpFacts
 from mailvet.engine.lists import Lists, role_local_parts
 from mailvet.engine.protocol import Checked
 from mailvet.engine.providers import provider_for
 from mailvet.engine.scoring import decide
-from mailvet.engine.smtp import SmtpStage
 from mailvet.engine.syntax import SyntaxPolicy, check_syntax, fast_local, fast_split
 from mailvet.engine.transcript import Transcript
 from mailvet.settings import Settings
 from mailvet.verdict import Verdict, new_id
+
+if TYPE_CHECKING:  # imported when first used: the offline path never loads dnspython or ssl
+    from mailvet.engine.dns import DnsStage
+    from mailvet.engine.smtp import SmtpStage
 
 __all__ = ["Checked", "Engine"]
 
@@ -36,9 +39,17 @@ _Slots = tuple[int, int, int, int] | None
 # verdict_offline's memo entry for a typed domain: the normalised domain for ``email`` when
 # it differs from the typed one, the typo suggestion, the field values of decide's
 # verdicts for a personal and a role probe address (after the _LEADING fields when
-# slots is None), the verdict type and the slots.
+# slots is None), the verdict type, the slots, and the two probe verdicts themselves
+# (offline_template hands them out).
 _MemoEntry = tuple[
-    str | None, str | None, tuple[object, ...], tuple[object, ...], type[Verdict], _Slots
+    str | None,
+    str | None,
+    tuple[object, ...],
+    tuple[object, ...],
+    type[Verdict],
+    _Slots,
+    Verdict,
+    Verdict,
 ]
 _MEMO_SIZE = 100_000  # domains; cleared when full (the lists stage's cache does the same)
 _PERSON_PROBE = "x"
@@ -90,12 +101,16 @@ class Engine:
     @property
     def dns(self) -> DnsStage:
         if self._dns is None:
+            from mailvet.engine.dns import DnsStage
+
             self._dns = DnsStage(self.settings)
         return self._dns
 
     @property
     def smtp(self) -> SmtpStage:
         if self._smtp is None:
+            from mailvet.engine.smtp import SmtpStage
+
             self._smtp = SmtpStage(self.settings)
         return self._smtp
 
@@ -127,7 +142,7 @@ class Engine:
         # Every key of the memo passed the fast path's domain rule (it is the domain of an
         # address the fast path accepted), so the local part's rule completes it here.
         if entry and fast_local(raw, local):
-            email_domain, suggestion, person, role, cls, slots = entry
+            email_domain, suggestion, person, role, cls, slots, _, _ = entry
             template = role if self._is_role(local) else person
             email = raw if email_domain is None else f"{local}@{email_domain}"
             if slots is None:  # the common case, and the cheapest
@@ -141,6 +156,35 @@ class Engine:
                 values[at_did_you_mean] = f"{local}@{suggestion}"
             return _tuple_new(cls, values)
         return decide(self.check_offline(raw))
+
+    def offline_template(self, raw: str) -> tuple[Verdict, str, str, str | None] | None:
+        """For bulk writers: where ``verdict_offline`` answers ``raw`` from its memo,
+        ``(template, email, username, did_you_mean)``; else ``None`` (call
+        ``verdict_offline``).
+
+        ``verdict_offline(raw)`` is ``template`` with a fresh ``id`` and these three
+        fields written in (``_PER_ADDRESS``). ``template`` is one object for every address
+        of the same typed domain and the same kind of local part (personal or role) while
+        the memo keeps the domain, so a writer can cache what it derives from its other
+        fields by the object's identity (check with ``is``: a cleared memo makes new
+        ones). Only addresses the syntax stage's fast path accepts get one: an ASCII
+        dot-atom local part and an LDH domain, so their text holds no quote, comma,
+        backslash, space or control character.
+        """
+        local, _, typed_domain = raw.partition("@")
+        entry = self._memo_get(typed_domain)
+        if entry is None:
+            entry = self._memo_entry(raw)
+        if entry and fast_local(raw, local):
+            email_domain = entry[0]
+            suggestion = entry[1]
+            return (
+                entry[7] if self._is_role(local) else entry[6],
+                raw if email_domain is None else f"{local}@{email_domain}",
+                local,
+                None if suggestion is None else f"{local}@{suggestion}",
+            )
+        return None
 
     def _memo_entry(self, raw: str) -> _MemoEntry | tuple[()] | None:
         """The memo entry for the domain of ``raw``, made now; ``None`` when the fast
@@ -188,10 +232,11 @@ class Engine:
             return None  # pragma: no cover - defensive: decide changed shape
         if suggestion is None and fields[: len(_LEADING)] == _LEADING:
             cut = len(_LEADING)
-            return (email_domain_or_none, None, person[cut:], role[cut:], cls, None)
+            return (email_domain_or_none, None, person[cut:], role[cut:], cls, None, person, role)
         at_id, at_email, at_username, at_did_you_mean = (fields.index(f) for f in _PER_ADDRESS)
         slots = (at_id, at_email, at_username, at_did_you_mean)
-        return (email_domain_or_none, suggestion, tuple(person), tuple(role), cls, slots)
+        values = (tuple(person), tuple(role))
+        return (email_domain_or_none, suggestion, *values, cls, slots, person, role)
 
     async def verify(
         self, raw: str, *, offline: bool = False, deadline: float | None = None

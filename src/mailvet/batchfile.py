@@ -1,0 +1,815 @@
+"""The files ``mailvet batch`` reads and writes: CSV, plain lists and JSON lines.
+
+Everything streams: the input is read in blocks of lines, the output written in blocks
+of rows, so a file of any length runs in bounded memory.
+
+Input
+    ``csv``   a header row, then rows; the address is in the column named by
+              ``--column`` or found by its header (``email``, ``e-mail``, ``mail``,
+              ``address`` ...); the delimiter is the one of ``, ; TAB |`` the header uses
+              most (``.tsv``: TAB).
+    ``jsonl`` one JSON object a line; the address is the field ``--column`` (default
+              ``email``, else the first of the header names above the first object has).
+    ``plain`` one address a line; blank lines are skipped.
+    Chosen by ``--input-format``, else by extension (``.csv``, ``.tsv``, ``.jsonl``,
+    ``.ndjson``), else by the first line (``{`` starts JSON lines; a delimiter or an
+    email header name starts CSV; anything else is a plain list).
+
+Output
+    The input's own columns (fields), unchanged, then the verdict's fields (the
+    ``data`` object of ``/v1/validate`` but its ``id``: a file row is its own
+    identifier), in wire order; a verdict field whose name the input already uses is
+    written as ``mailvet_<name>``. A plain list's column is ``input``. CSV cells a
+    spreadsheet would read as a formula (starting with ``= + - @`` TAB or CR) get a
+    leading ``'``, as the API's CSV download does (OWASP, CSV injection); JSON lines
+    are written as they are. ``csv`` or ``jsonl`` by ``--format``, else by the
+    output's extension, else the input's format (a plain list gives CSV).
+
+Bad input never crashes: bytes that are not valid in the encoding, lines over
+``MAX_LINE`` bytes, a JSON line that is not an object, a CSV without an email column end
+the run with a ``BatchFileError`` naming the line; a NUL byte, an empty cell or a JSON
+value that is not a string are addresses like any other (``invalid_format``).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Literal
+
+import orjson
+
+from mailvet.verdict import Verdict, new_id
+
+if TYPE_CHECKING:
+    from mailvet.engine.pipeline import Engine
+
+__all__ = [
+    "EMAIL_HEADERS",
+    "INPUT_FORMATS",
+    "MAX_LINE",
+    "VERDICT_COLUMNS",
+    "BatchFileError",
+    "InputFile",
+    "OfflineCounts",
+    "OutputFile",
+    "csv_cell",
+    "open_input",
+    "output_format",
+    "run_offline",
+    "write_validate_json",
+]
+
+InputFormat = Literal["csv", "jsonl", "plain"]
+INPUT_FORMATS: dict[str, InputFormat] = {"csv": "csv", "jsonl": "jsonl", "plain": "plain"}
+OutputFormat = Literal["csv", "jsonl"]
+Row = str | list[str] | dict[str, Any]  # plain: the line; csv: the cells; jsonl: the object
+
+MAX_LINE = 1 << 20  # bytes in one line (a CSV field may not exceed it either)
+_BLOCK = 1 << 19  # bytes read at a time: under MAX_LINE, so only a block's first line,
+# the one that carries the previous block's tail, can be over it
+_FLUSH_ROWS = 4096  # rows gathered before one write
+
+# header names taken for the address column, in order of preference, compared after
+# lower-casing and dropping everything but letters and digits
+EMAIL_HEADERS = (
+    "email",
+    "emailaddress",
+    "e-mail",
+    "mail",
+    "mailaddress",
+    "address",
+    "emails",
+    "courriel",
+    "correo",
+)
+_DELIMITERS = (",", ";", "\t", "|")
+_EXTENSIONS: dict[str, InputFormat] = {
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".txt": "plain",
+}
+
+# the verdict's fields a file gets: all of the data object but its id
+VERDICT_COLUMNS: tuple[str, ...] = tuple(f for f in Verdict._fields if f != "id")
+_PREFIX = "mailvet_"
+
+
+class BatchFileError(ValueError):
+    """A file that cannot be read (or written) as asked; the message says where and why."""
+
+
+# ---- cells ----------------------------------------------------------------------------
+
+# the API's CSV download guards the same starts (api/wire.py csv_cell); kept here so the
+# command does not import the web stack
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> str:
+    """One CSV cell's text, before quoting: formula-looking strings get a leading ``'``,
+    booleans are ``true``/``false``, None is empty, other values their JSON text."""
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return "'" + value if value.startswith(_FORMULA_START) else value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    return orjson.dumps(value).decode()  # a nested JSON value carried over from JSON lines
+
+
+def _quote(text: str, delimiter: str) -> str:
+    if '"' in text or delimiter in text or "\n" in text or "\r" in text:
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _csv_line(cells: Iterable[Any], delimiter: str = ",") -> str:
+    return delimiter.join(_quote(csv_cell(c), delimiter) for c in cells)
+
+
+# ---- reading --------------------------------------------------------------------------
+
+
+def _blocks(stream: IO[bytes], encoding: str, name: str) -> Iterator[list[str]]:
+    """The lines of ``stream`` (without line ends), a block at a time.
+
+    Raises ``BatchFileError`` for a line over ``MAX_LINE`` bytes or bytes that are not
+    valid ``encoding``, with the line's number.
+    """
+    tail = b""
+    line_no = 0  # lines yielded so far
+    first = True
+    while True:
+        chunk = stream.read(_BLOCK)
+        if not chunk:
+            break
+        data = tail + chunk if tail else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            tail = data
+            if len(tail) > MAX_LINE:
+                raise BatchFileError(f"{name}: line {line_no + 1} is over {MAX_LINE} bytes")
+            continue
+        tail = data[cut + 1 :]
+        body = data[:cut]
+        if first:
+            body = body.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark
+            first = False
+        lines = _decode(body, encoding, name, line_no).split("\n")
+        if len(body) > MAX_LINE and len(lines[0].encode(encoding)) > MAX_LINE:
+            raise BatchFileError(f"{name}: line {line_no + 1} is over {MAX_LINE} bytes")
+        if len(tail) > MAX_LINE:
+            raise BatchFileError(
+                f"{name}: line {line_no + len(lines) + 1} is over {MAX_LINE} bytes"
+            )
+        line_no += len(lines)
+        yield lines
+    if tail:
+        if first:
+            tail = tail.removeprefix(b"\xef\xbb\xbf")
+        yield _decode(tail, encoding, name, line_no).split("\n")
+
+
+def _decode(body: bytes, encoding: str, name: str, before: int) -> str:
+    try:
+        text = body.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = before + body.count(b"\n", 0, exc.start) + 1
+        bad = body[exc.start : exc.start + 1].hex()
+        raise BatchFileError(
+            f"{name}: line {line} is not valid {encoding} (byte 0x{bad}); save the file as"
+            " UTF-8 or name its encoding with --encoding (e.g. --encoding cp1252)"
+        ) from None
+    except LookupError:
+        raise BatchFileError(f"unknown encoding {encoding!r}") from None
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+    return text
+
+
+def _header_key(name: str) -> str:
+    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "-").replace("-", "")
+
+
+def _find_column(names: Sequence[str], wanted: str | None, what: str) -> int:
+    if wanted is not None:
+        for exact in (True, False):
+            for i, name in enumerate(names):
+                if name == wanted if exact else name.strip().lower() == wanted.strip().lower():
+                    return i
+        raise BatchFileError(f"no {what} named {wanted!r} (there are: {_listed(names)})")
+    keys = [_header_key(n) for n in names]
+    for candidate in EMAIL_HEADERS:
+        key = _header_key(candidate)
+        if key in keys:
+            return keys.index(key)
+    raise BatchFileError(
+        f"no email {what} found (there are: {_listed(names)}); name it with --column"
+    )
+
+
+def _listed(names: Sequence[str]) -> str:
+    shown = ", ".join(repr(n) for n in names[:20])
+    return shown + (", ..." if len(names) > 20 else "") if names else "none"
+
+
+@dataclass
+class InputFile:
+    """An opened input: its format, its columns and its rows, read once, in order."""
+
+    name: str
+    fmt: InputFormat
+    columns: list[str]  # csv: the header; plain: ["input"]; jsonl: the first object's keys
+    email_column: int | str  # csv: index; jsonl: field name; plain: 0
+    delimiter: str
+    _lines: _BlockLines
+    _stream: IO[bytes]
+    _pending: list[str] = field(default_factory=list)
+    _line_no: int = 0
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> InputFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def plain_blocks(self) -> Iterator[list[str]]:
+        """Plain lists: the addresses (stripped, blank lines left out), a block at a time."""
+        assert self.fmt == "plain"
+        pending, self._pending = self._pending, []
+        for block in _chain_blocks(pending, self._lines):
+            out = [line.strip() for line in block]
+            if "" in out:
+                out = [line for line in out if line]
+            if out:
+                yield out
+
+    def rows(self) -> Iterator[tuple[str, Row]]:
+        """``(address, row)`` for every record, in file order; the address stripped."""
+        if self.fmt == "plain":
+            for block in self.plain_blocks():
+                for raw in block:
+                    yield raw, raw
+        elif self.fmt == "csv":
+            yield from self._csv_rows()
+        else:
+            yield from self._json_rows()
+
+    def _csv_rows(self) -> Iterator[tuple[str, Row]]:
+        index = self.email_column
+        assert isinstance(index, int)
+        width = len(self.columns)
+        reader = csv.reader(
+            (line + "\n" for line in _chain(self._pending, self._lines)),
+            delimiter=self.delimiter,
+        )
+        self._pending = []
+        try:
+            for cells in reader:
+                if not cells or (len(cells) == 1 and not cells[0].strip()):
+                    continue  # a blank line
+                if len(cells) < width:
+                    cells.extend([""] * (width - len(cells)))
+                yield cells[index].strip(), cells
+        except csv.Error as exc:
+            line = reader.line_num + self._line_no
+            raise BatchFileError(f"{self.name}: line {line}: {exc}") from None
+
+    def _json_rows(self) -> Iterator[tuple[str, Row]]:
+        key = self.email_column
+        assert isinstance(key, str)
+        line_no = self._line_no
+        for line in _chain(self._pending, self._lines):
+            line_no += 1
+            if not line.strip():
+                continue
+            obj = _json_object(line, self.name, line_no)
+            value = obj.get(key)
+            if value is None:
+                raw = ""
+            elif isinstance(value, str):
+                raw = value.strip()
+            else:
+                raw = orjson.dumps(value).decode()
+            yield raw, obj
+        self._pending = []
+
+
+def _chain(first: list[str], rest: Iterator[str]) -> Iterator[str]:
+    yield from first
+    yield from rest
+
+
+def _chain_blocks(first: list[str], rest: _BlockLines) -> Iterator[list[str]]:
+    if first:
+        yield first
+    yield from rest.rest()
+
+
+class _BlockLines:
+    """The lines of ``_blocks`` one by one, or (``rest``) block by block from where the
+    line reader stopped."""
+
+    def __init__(self, blocks: Iterator[list[str]]) -> None:
+        self._blocks = blocks
+        self._block: list[str] = []
+        self._at = 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        while self._at >= len(self._block):
+            self._block = next(self._blocks)
+            self._at = 0
+        self._at += 1
+        return self._block[self._at - 1]
+
+    def rest(self) -> Iterator[list[str]]:
+        if self._at < len(self._block):
+            yield self._block[self._at :]
+        self._block, self._at = [], 0
+        yield from self._blocks
+
+
+def _json_object(line: str, name: str, line_no: int) -> dict[str, Any]:
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise BatchFileError(f"{name}: line {line_no} is not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise BatchFileError(f"{name}: line {line_no} is not a JSON object")
+    return obj
+
+
+def _guess_format(path: str, first: str) -> InputFormat:
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        return _EXTENSIONS[ext]
+    text = first.strip()
+    if text.startswith("{"):
+        return "jsonl"
+    if any(d in text for d in _DELIMITERS) or _header_key(text) in {
+        _header_key(h) for h in EMAIL_HEADERS
+    }:
+        return "csv"
+    return "plain"
+
+
+def open_input(
+    path: str,
+    *,
+    fmt: InputFormat | None = None,
+    column: str | None = None,
+    encoding: str = "utf-8",
+    delimiter: str | None = None,
+    stdin: IO[bytes] | None = None,
+) -> InputFile:
+    """Open ``path`` (``-``: ``stdin``), find its format and its address column.
+
+    Raises ``BatchFileError`` (or ``OSError`` for a file that cannot be opened)."""
+    import sys
+
+    stream: IO[bytes] = (stdin or sys.stdin.buffer) if path == "-" else open(path, "rb")
+    name = "stdin" if path == "-" else path
+    try:
+        lines = _BlockLines(_blocks(stream, encoding, name))
+        pending: list[str] = []
+        first = ""
+        for line in lines:  # the first non-blank line
+            pending.append(line)
+            if line.strip():
+                first = line
+                break
+        chosen = fmt or _guess_format(path, first)
+        if chosen == "plain":
+            if column is not None:
+                raise BatchFileError("--column applies to CSV and JSON lines, not plain lists")
+            return InputFile(name, "plain", ["input"], 0, ",", lines, stream, pending)
+        if chosen == "jsonl":
+            keys: list[str] = []
+            if first.strip():
+                blank = len(pending) - 1
+                keys = list(_json_object(first, name, blank + 1))
+            if column is None:
+                key = "email"
+                if keys and key not in keys:
+                    key = keys[_find_column(keys, None, "field")]
+            else:
+                key = column
+            return InputFile(name, "jsonl", keys, key, ",", lines, stream, pending)
+        # csv: the first non-blank line is the header
+        if delimiter is None:
+            if path.lower().endswith(".tsv"):
+                delimiter = "\t"
+            else:
+                counts = [(first.count(d), -i, d) for i, d in enumerate(_DELIMITERS)]
+                delimiter = max(counts)[2] if max(counts)[0] else ","
+        try:
+            header = next(csv.reader([first + "\n"], delimiter=delimiter)) if first else []
+        except csv.Error as exc:
+            raise BatchFileError(f"{name}: the header line: {exc}") from None
+        if not header:
+            raise BatchFileError(f"{name}: empty file: no header line")
+        index = _find_column(header, column, "column")
+        return InputFile(name, "csv", header, index, delimiter, lines, stream, [], len(pending))
+    except BaseException:
+        stream.close()
+        raise
+
+
+# ---- writing --------------------------------------------------------------------------
+
+
+def output_format(path: str, explicit: str | None, input_fmt: InputFormat) -> OutputFormat:
+    """``--format``, else OUT's extension, else the input's (a plain list gives CSV)."""
+    if explicit is not None:
+        if explicit not in ("csv", "jsonl"):
+            raise BatchFileError(f"--format must be csv or jsonl, not {explicit!r}")
+        return "csv" if explicit == "csv" else "jsonl"
+    ext = os.path.splitext(path)[1].lower()
+    if ext in (".jsonl", ".ndjson", ".json"):
+        return "jsonl"
+    if ext in (".csv", ".tsv", ".txt"):
+        return "csv"
+    return "jsonl" if input_fmt == "jsonl" else "csv"
+
+
+def _verdict_names(taken: Iterable[str]) -> list[str]:
+    used = set(taken)
+    return [_PREFIX + f if f in used else f for f in VERDICT_COLUMNS]
+
+
+_VERDICT_SET = frozenset(VERDICT_COLUMNS)
+
+
+class OutputFile:
+    """Rows out, in blocks; written to a hidden ``.part`` file beside ``path`` and
+    renamed over it by ``commit()``, so ``path`` only ever holds a whole result
+    (``-``: stdout)."""
+
+    def __init__(
+        self, path: str, fmt: OutputFormat, source: InputFile, *, stdout: IO[bytes] | None = None
+    ) -> None:
+        import sys
+
+        self.path = path
+        self.fmt = fmt
+        self.source = source
+        self.delimiter = source.delimiter if fmt == "csv" and source.fmt == "csv" else ","
+        self._tmp: Path | None = None
+        if path == "-":
+            self._out: IO[bytes] = stdout or sys.stdout.buffer
+        else:
+            target = Path(path)
+            self._tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+            self._out = open(self._tmp, "wb")
+        self._buf: list[str] = []
+        self.end = "\r\n" if fmt == "csv" else "\n"
+        self.input_columns = list(source.columns)
+        self.verdict_names = _verdict_names(self.input_columns)
+        self._clash = _VERDICT_SET.intersection(self.input_columns)
+        self.encoder = _Encoder(
+            fmt, list(zip(VERDICT_COLUMNS, self.verdict_names, strict=True)), self.delimiter
+        )
+        if fmt == "csv":
+            header = [*self.input_columns, *self.verdict_names]
+            self._buf.append(_csv_line(header, self.delimiter) + "\r\n")
+
+    def write(self, row: Row, verdict: Verdict | Mapping[str, Any] | None) -> None:
+        """One row: the input's row with its verdict (a Verdict, a stored data dict, or
+        None: empty verdict columns)."""
+        self._buf.append(self.line(row, verdict))
+        if len(self._buf) >= _FLUSH_ROWS:
+            self.flush()
+
+    def line(self, row: Row, verdict: Verdict | Mapping[str, Any] | None) -> str:
+        """The row's text, with its line end."""
+        return self.body(row, verdict) + self.end
+
+    def body(self, row: Row, verdict: Verdict | Mapping[str, Any] | None) -> str:
+        """The row's text, without its line end."""
+        if self.fmt == "csv":
+            part = (
+                self.encoder.verdict_text(verdict)
+                if isinstance(verdict, tuple)
+                else self.encoder.full(verdict)
+            )
+            return self.user_cells(row) + self.delimiter + part
+        if isinstance(row, dict) and not self._clash.issuperset(_VERDICT_SET.intersection(row)):
+            # this object has its own field named like a verdict field the first had not
+            names = _verdict_names(row)
+            encoder = _Encoder("jsonl", list(zip(VERDICT_COLUMNS, names, strict=True)))
+            return self._json_body(row, encoder.full(verdict))
+        if isinstance(verdict, tuple):
+            return self._json_body(row, self.encoder.verdict_text(verdict))
+        return self._json_body(row, self.encoder.full(verdict))
+
+    def fast_body(self, row: Row, verdict_part: str) -> str | None:
+        """The row's text (no line end) with an encoded verdict part; None when this
+        row needs the general path (a JSON object with its own verdict-named fields)."""
+        if self.fmt == "csv":
+            return self.user_cells(row) + self.delimiter + verdict_part
+        if isinstance(row, dict) and not self._clash.issuperset(_VERDICT_SET.intersection(row)):
+            return None
+        return self._json_body(row, verdict_part)
+
+    def _json_body(self, row: Row, part: str) -> str:
+        members = self.user_members(row)
+        return "{" + members + ("," if members else "") + part + "}"
+
+    def user_cells(self, row: Row) -> str:
+        """The input's columns as CSV text (no line end)."""
+        if isinstance(row, str):
+            return _quote(csv_cell(row), self.delimiter)
+        if isinstance(row, list):
+            return _csv_line(row, self.delimiter)
+        return _csv_line((row.get(c) for c in self.input_columns), self.delimiter)
+
+    def user_members(self, row: Row) -> str:
+        """The input's columns as JSON object members (no braces)."""
+        if isinstance(row, str):
+            return '"input":' + orjson.dumps(row).decode()
+        obj = dict(zip(self.input_columns, row, strict=False)) if isinstance(row, list) else row
+        return orjson.dumps(obj).decode()[1:-1]
+
+    def append_line(self, line: str) -> None:
+        self._buf.append(line)
+        if len(self._buf) >= _FLUSH_ROWS:
+            self.flush()
+
+    def extend_lines(self, lines: list[str]) -> None:
+        """Whole rows without their line ends (a block of them is joined at once)."""
+        if lines:
+            self._buf.append(self.end.join(lines) + self.end)
+        if len(self._buf) >= _FLUSH_ROWS // 64:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buf:
+            self._out.write("".join(self._buf).encode("utf-8"))
+            self._buf.clear()
+
+    def commit(self) -> None:
+        """Write what is left and put the file in place."""
+        self.flush()
+        if self._tmp is None:
+            self._out.flush()
+            return
+        self._out.close()
+        os.replace(self._tmp, self.path)
+        self._tmp = None
+
+    def discard(self) -> None:
+        """Drop a partial output (after an error or an interruption)."""
+        if self._tmp is None:
+            return
+        self._out.close()
+        self._tmp.unlink(missing_ok=True)
+        self._tmp = None
+
+
+# ---- verdict encoding -----------------------------------------------------------------
+
+# the verdict fields that differ between addresses sharing an offline template, and
+# ``domain``: with it put in per row too, the text around them is the same for every
+# domain with the same verdict, so a few cached texts serve a list of many domains
+_PER_ADDRESS = ("id", "email", "username", "did_you_mean")
+_PER_ROW = (*_PER_ADDRESS, "domain")
+# stand-ins for them while a template's text is made: private-use characters, which
+# neither CSV quoting nor JSON escaping touches
+_MARKS = tuple(f"\ue000{i}\ue001" for i in range(len(_PER_ROW)))
+_CACHE_SIZE = 1 << 17  # templates known by identity (the engine memo holds 100,000 domains)
+_TEXT_CACHE_SIZE = 4096  # distinct texts
+
+
+class _Encoder:
+    """A verdict's part of a row (CSV cells or JSON object members), from a Verdict or
+    a stored data dict; ``segments`` is the offline fast path's per-template cache."""
+
+    def __init__(self, fmt: str, names: list[tuple[str, str]], delimiter: str = ",") -> None:
+        self.csv = fmt == "csv"
+        self.delimiter = delimiter
+        self.fields = [f for f, _ in names]
+        self.per_address = tuple(f for f in self.fields if f in _PER_ROW)
+        self._keys = [orjson.dumps(out).decode() + ":" for _, out in names]
+        self._cache: dict[int, tuple[Verdict, tuple[str, ...]]] = {}
+        self._texts: dict[tuple[object, ...], tuple[str, ...]] = {}
+        self._shared = [i for i, f in enumerate(Verdict._fields) if f not in _PER_ROW]
+        self.cache_get = self._cache.get
+        # the last text piece (it holds the result) -> the result, for counting rows
+        self.result_of: dict[str, str] = {}
+
+    def add_counts(self, by_result: dict[str, int], by_text: dict[str, int]) -> dict[str, int]:
+        """``by_result`` plus rows counted by their last text piece."""
+        for text, n in by_text.items():
+            result = self.result_of[text]
+            by_result[result] = by_result.get(result, 0) + n
+        return by_result
+
+    def full(self, verdict: Verdict | Mapping[str, Any] | None) -> str:
+        if verdict is None:
+            values: list[Any] = [None] * len(self.fields)
+        elif isinstance(verdict, tuple):
+            data = verdict.as_dict()
+            values = [data[f] for f in self.fields]
+        else:
+            values = [verdict.get(f) for f in self.fields]
+        if self.csv:
+            return _csv_line(values, self.delimiter)
+        dumps = orjson.dumps
+        return ",".join(k + dumps(v).decode() for k, v in zip(self._keys, values, strict=True))
+
+    def verdict_text(self, verdict: Verdict) -> str:
+        """``full(verdict)``, from the cached text of verdicts like it (the slow path's
+        rows: malformed, quoted, non-ASCII addresses)."""
+        shared = tuple(verdict[i] for i in self._shared)
+        segs = self._texts.get(shared)
+        if segs is None:
+            segs = self._segments(verdict)
+            if len(self._texts) >= _TEXT_CACHE_SIZE:
+                self._texts.clear()
+            self._texts[shared] = segs
+        data = verdict.as_dict()
+        pieces = [segs[0]]
+        for name, seg in zip(self.per_address, segs[1:], strict=True):
+            value = data[name]
+            if self.csv:
+                pieces.append(_quote(csv_cell(value), self.delimiter))
+            else:
+                pieces.append(orjson.dumps(value).decode())
+            pieces.append(seg)
+        return "".join(pieces)
+
+    def segments(self, template: Verdict) -> tuple[str, ...]:
+        """The text around the per-address fields (in ``per_address`` order) for
+        ``template``'s other values: one piece more than there are such fields. The
+        caller puts the fields in between, as they are (CSV) or in quotes (JSON)."""
+        key = id(template)
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is template:
+            return hit[1]
+        shared = tuple(template[i] for i in self._shared)
+        segs = self._texts.get(shared)
+        if segs is None:
+            segs = self._segments(template)
+            if len(self._texts) >= _TEXT_CACHE_SIZE:
+                self._texts.clear()
+            self._texts[shared] = segs
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()
+        self._cache[key] = (template, segs)
+        return segs
+
+    def _segments(self, template: Verdict) -> tuple[str, ...]:
+        data = template.as_dict()
+        for name, mark in zip(self.per_address, _MARKS, strict=False):
+            data[name] = mark
+        text = self.full(data)
+        pieces: list[str] = []
+        for mark in _MARKS[: len(self.per_address)]:
+            before, found, text = text.partition(mark if self.csv else f'"{mark}"')
+            assert found, "a template's text lost a field"
+            pieces.append(before)
+        pieces.append(text)
+        self.result_of[text] = template.result.value  # few: offline verdicts vary little
+        return tuple(pieces)
+
+
+# ---- the offline run ------------------------------------------------------------------
+
+
+@dataclass
+class OfflineCounts:
+    rows: int = 0
+    by_result: dict[str, int] = field(default_factory=dict)
+
+
+def run_offline(
+    engine: Engine,
+    source: InputFile,
+    out: OutputFile,
+    progress: Callable[[int], None] | None = None,
+) -> OfflineCounts:
+    """Every row of ``source`` with its offline verdict into ``out`` (not committed).
+
+    The verdict part of the row for an address the engine answers from its per-domain
+    memo (nearly all) is text cached per verdict template (``Engine.offline_template``)
+    with the address's own fields put in; the rest goes through the full encoder."""
+    by_result: dict[str, int] = {}
+    enc = out.encoder
+    template_of = engine.offline_template
+    verdict_of = engine.verdict_offline
+    segments = enc.segments
+    csv_out = out.fmt == "csv"
+    delimiter = out.delimiter
+    # offline_template answers only addresses of ASCII atext, dots and an LDH domain:
+    # their text needs no CSV quoting or JSON escaping, only the formula guard (and a
+    # delimiter that is atext, "|", keeps them off this path)
+    fast = enc.per_address == ("email", "username", "domain", "did_you_mean") and (
+        delimiter in ",;\t"
+    )
+    by_text: dict[str, int] = {}  # rows by the last text piece (it ends with the result)
+    cache_get = enc.cache_get
+    done = 0
+    if source.fmt == "plain" and fast:
+        # the hot loop of `mailvet batch --offline LIST`: bench/cli_offline.py
+        for block in source.plain_blocks():
+            lines: list[str] = []
+            append = lines.append
+            for raw in block:
+                parts = template_of(raw) if raw[0] not in "=+-" else None
+                if parts is None:
+                    verdict = verdict_of(raw)
+                    result = verdict.result.value
+                    by_result[result] = by_result.get(result, 0) + 1
+                    append(out.body(raw, verdict))
+                    continue
+                template, email, username, dym = parts
+                hit = cache_get(id(template))
+                segs = hit[1] if hit is not None and hit[0] is template else segments(template)
+                s0, s1, s2, s3, s4 = segs
+                by_text[s4] = by_text.get(s4, 0) + 1
+                if csv_out:
+                    append(
+                        f"{raw},{s0}{email}{s1}{username}{s2}{template.domain}{s3}{dym or ''}{s4}"
+                    )
+                else:
+                    d = "null" if dym is None else f'"{dym}"'
+                    append(
+                        f'{{"input":"{raw}",{s0}"{email}"{s1}"{username}"{s2}"{template.domain}"'
+                        f"{s3}{d}{s4}}}"
+                    )
+            out.extend_lines(lines)
+            done += len(block)
+            if progress is not None:
+                progress(done)
+        return OfflineCounts(done, enc.add_counts(by_result, by_text))
+    for raw, row in source.rows():
+        parts = template_of(raw) if fast and raw and raw[0] not in "=+-" else None
+        line = None
+        if parts is not None:
+            template, email, username, dym = parts
+            s0, s1, s2, s3, s4 = segments(template)
+            result = enc.result_of[s4]
+            domain = template.domain
+            if csv_out:
+                part = f"{s0}{email}{s1}{username}{s2}{domain}{s3}{dym or ''}{s4}"
+            else:
+                d = "null" if dym is None else f'"{dym}"'
+                part = f'{s0}"{email}"{s1}"{username}"{s2}"{domain}"{s3}{d}{s4}'
+            line = out.fast_body(row, part)
+        if line is None:
+            verdict = verdict_of(raw)
+            result = verdict.result.value
+            line = out.body(row, verdict)
+        out.append_line(line + out.end)
+        by_result[result] = by_result.get(result, 0) + 1
+        done += 1
+        if progress is not None and not done % _FLUSH_ROWS:
+            progress(done)
+    if progress is not None:
+        progress(done)
+    return OfflineCounts(done, by_result)
+
+
+def write_validate_json(engine: Engine, addresses: Iterable[str], out: IO[bytes]) -> int:
+    """``mailvet validate --offline --json``: one data object a line (with its id), for
+    every address, written in blocks; returns how many."""
+    enc = _Encoder("jsonl", [(f, f) for f in Verdict._fields])
+    fast = enc.per_address == ("id", "email", "username", "domain", "did_you_mean")
+    template_of = engine.offline_template
+    verdict_of = engine.verdict_offline
+    segments = enc.segments
+    lines: list[str] = []
+    append = lines.append
+    n = 0
+    for raw in addresses:
+        parts = template_of(raw) if fast and raw and raw[0] not in "=+-" else None
+        if parts is None:
+            append(orjson.dumps(verdict_of(raw).as_dict()).decode() + "\n")
+        else:
+            template, email, username, dym = parts
+            s0, s1, s2, s3, s4, s5 = segments(template)
+            d = "null" if dym is None else f'"{dym}"'
+            append(
+                f'{{{s0}"{new_id()}"{s1}"{email}"{s2}"{username}"{s3}"{template.domain}"{s4}'
+                f"{d}{s5}}}\n"
+            )
+        n += 1
+        if len(lines) >= _FLUSH_ROWS:
+            out.write("".join(lines).encode("utf-8"))
+            lines.clear()
+    out.write("".join(lines).encode("utf-8"))
+    return n
