@@ -490,9 +490,7 @@ class OutputFile:
     def write(self, row: Row, verdict: Verdict | Mapping[str, Any] | None) -> None:
         """One row: the input's row with its verdict (a Verdict, a stored data dict, or
         None: empty verdict columns)."""
-        self._buf.append(self.line(row, verdict))
-        if len(self._buf) >= _FLUSH_ROWS:
-            self.flush()
+        self.append_line(self.line(row, verdict))
 
     def line(self, row: Row, verdict: Verdict | Mapping[str, Any] | None) -> str:
         """The row's text, with its line end."""
@@ -551,10 +549,9 @@ class OutputFile:
 
     def extend_lines(self, lines: list[str]) -> None:
         """Whole rows without their line ends (a block of them is joined at once)."""
+        self.flush()
         if lines:
-            self._buf.append(self.end.join(lines) + self.end)
-        if len(self._buf) >= _FLUSH_ROWS // 64:
-            self.flush()
+            self._out.write((self.end.join(lines) + self.end).encode("utf-8"))
 
     def flush(self) -> None:
         if self._buf:
