@@ -88,9 +88,9 @@ def test_column_option_and_clear_errors(engine: Engine, tmp_path: Path) -> None:
     data = b"id,primary,backup\n1,a@example.com,b@example.com\n"
     rows = _csv(_run(engine, tmp_path, "c.csv", data, column="backup"))
     assert rows[0]["email"] == "b@example.com"
-    with pytest.raises(BatchFileError, match="no column named 'mail'.*'primary'"):
+    with pytest.raises(BatchFileError, match=r"no column named 'mail'.*'primary'"):
         _run(engine, tmp_path, "c.csv", data, column="mail")
-    with pytest.raises(BatchFileError, match="no email column found.*--column"):
+    with pytest.raises(BatchFileError, match=r"no email column found.*--column"):
         _run(engine, tmp_path, "d.csv", b"id,who\n1,x@example.com\n")
 
 
