@@ -8,6 +8,7 @@ servers. Timeouts are generous except where a test needs one to fire.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -26,15 +27,21 @@ from mailvet.engine.smtp import (
 from mailvet.engine.transcript import Transcript
 from mailvet.settings import Settings
 from mailvet.testing.smtp import (
+    Behaviour,
     SmtpSim,
     accept,
     banner_421,
     catch_all,
+    endless_multiline,
+    garbage,
     greylist,
+    huge_line,
     mailboxes,
     policy_block,
+    reply_rule,
     starttls_broken,
     starttls_required,
+    tarpit,
 )
 
 GENEROUS = SessionTimeouts(connect=10.0, command=10.0, session=120.0)
@@ -111,7 +118,7 @@ async def test_pipelining_groups_rcpts_in_writes_of_bounded_size(known: Opened) 
     assert sends.count("EHLO mailvet.localhost") == 1
     assert sum(1 for s in sends if s.startswith("RCPT")) == 12
     assert known.sim.sessions[0].count("RCPT") == 12
-    assert session._conn.round_trips == 3 + 3 + 1  # + QUIT
+    assert session.round_trips == 3 + 3 + 1  # + QUIT
 
 
 async def test_without_pipelining_one_command_at_a_time() -> None:
@@ -128,7 +135,7 @@ async def test_without_pipelining_one_command_at_a_time() -> None:
         SmtpOutcome.USER_UNKNOWN,
         SmtpOutcome.USER_UNKNOWN,
     ]
-    assert session._conn.round_trips == 3 + 3 + 1
+    assert session.round_trips == 3 + 3 + 1
     assert sim.sessions[0].verbs() == ["EHLO", "MAIL", "RCPT", "RCPT", "RCPT", "QUIT"]
 
 
@@ -261,6 +268,41 @@ async def test_catch_all_unknown_on_other_replies() -> None:
         assert stage.catch_all_cached("grey.test") is None
 
 
+async def test_catch_all_single_flight_across_sessions() -> None:
+    # two sessions ask the same domain at once: one random RCPT in all
+    async with SmtpSim(accept(latency_ms=200)) as sim:
+        stage = SmtpStage(settings(sim))
+        one = await open_session(stage)
+        two = await open_session(stage)
+        try:
+            got = await asyncio.gather(one.catch_all("any.test"), two.catch_all("any.test"))
+        finally:
+            await one.close()
+            await two.close()
+    assert list(got) == [True, True]
+    assert sum(s.count("RCPT") for s in sim.sessions) == 1
+
+
+async def test_catch_all_asked_again_when_the_first_session_ends() -> None:
+    # the first asker's server hangs up (421) instead of answering: the second asks itself
+    sim = SmtpSim(accept(), by_ip={"127.0.0.2": accept(max_rcpts_per_session=0, latency_ms=200)})
+    async with sim:
+        stage = SmtpStage(settings(sim))
+        doomed = await stage.open_session(HOST, "127.0.0.2", timeouts=GENEROUS)
+        healthy = await open_session(stage)
+        try:
+            first, second = await asyncio.gather(
+                doomed.catch_all("any.test"), healthy.catch_all("any.test"), return_exceptions=True
+            )
+        finally:
+            await doomed.close()
+            await healthy.close()
+    assert isinstance(first, SessionEnded) and first.facts.code == 421
+    assert second is True
+    assert stage.catch_all_cached("any.test") is True
+    assert not stage._catch_all_probing
+
+
 # --- greylisting ---------------------------------------------------------------------------
 
 
@@ -366,6 +408,98 @@ async def test_stall_mid_group_times_out() -> None:
     assert info.value.facts.outcome is SmtpOutcome.TIMEOUT
 
 
+async def test_421_naming_our_ip_mid_group_is_blocked_and_quoted() -> None:
+    unusual = (
+        "421-4.7.0 [{ip}] Our system has detected an unusual rate of\n"
+        "421 4.7.0 unsolicited mail originating from your IP address."
+    )
+    sim = SmtpSim(accept(), by_address={"c@corp.test": Behaviour(rcpt=reply_rule(unusual))})
+    async with sim:
+        stage = SmtpStage(settings(sim))
+        session = await open_session(stage)
+        with pytest.raises(SessionEnded) as info:
+            await session.rcpt_many(["a@corp.test", "b@corp.test", "c@corp.test", "d@corp.test"])
+        await session.close()
+    ended = info.value
+    assert ended.answered == 2 and outcomes(ended.partial) == [SmtpOutcome.ACCEPTED] * 2
+    assert ended.facts.outcome is SmtpOutcome.BLOCKED
+    assert (ended.facts.code, ended.facts.enhanced) == (421, "4.7.0")
+    message = ended.facts.message or ""
+    assert message.startswith("421 4.7.0 [127.0.0.1] Our system has detected an unusual rate")
+    assert "unsolicited mail" in message
+    assert sim.sessions[0].count("QUIT") == 0  # the server closed the channel: no QUIT
+
+
+async def test_every_address_answered_across_sessions_after_421s() -> None:
+    # what the scheduler does with SessionEnded: the unanswered rest in a new session
+    addresses = [f"u{i}@corp.test" for i in range(40)] + ["alice@corp.test"]
+    async with SmtpSim(mailboxes("alice", error_limit=7)) as sim:
+        stage = SmtpStage(settings(sim))
+        answers: dict[str, SmtpFacts] = {}
+        todo = list(addresses)
+        while todo:
+            async with await open_session(stage) as session:
+                try:
+                    got = await session.rcpt_many(todo)
+                except SessionEnded as ended:
+                    got = ended.partial
+            for address, facts in zip(todo, got, strict=False):
+                assert address not in answers
+                answers[address] = facts
+            todo = todo[len(got) :]
+    assert list(answers) == addresses
+    assert answers["alice@corp.test"].outcome is SmtpOutcome.ACCEPTED
+    assert {f.outcome for a, f in answers.items() if a != "alice@corp.test"} == {
+        SmtpOutcome.USER_UNKNOWN
+    }
+    assert len(sim.sessions) == 6  # 7 answers a session: 40 unknown users, then alice
+    assert sum(s.count("RCPT") for s in sim.sessions) <= len(addresses) + 20 * 6
+
+
+@pytest.mark.parametrize(
+    ("server", "outcome"),
+    [
+        (endless_multiline(at="RCPT"), SmtpOutcome.INVALID_SMTP),
+        (huge_line(at="RCPT"), SmtpOutcome.INVALID_SMTP),
+        (garbage(at="RCPT"), SmtpOutcome.INVALID_SMTP),
+        (tarpit(at="RCPT", rate=5.0), SmtpOutcome.TIMEOUT),
+    ],
+    ids=["flood", "huge_line", "garbage", "tarpit"],
+)
+async def test_hostile_server_ends_the_session_quickly_with_bounded_memory(
+    server: Behaviour, outcome: SmtpOutcome
+) -> None:
+    async with SmtpSim(server) as sim:
+        stage = SmtpStage(settings(sim))
+        timeouts = SessionTimeouts(connect=10.0, command=2.0, session=60.0)
+        session = await open_session(stage, timeouts=timeouts)
+        with pytest.raises(SessionEnded) as info:
+            await session.rcpt_many(["a@corp.test", "b@corp.test"])
+        await session.close()
+    assert info.value.facts.outcome is outcome
+    assert info.value.answered == 0
+    assert stage.max_buffered_bytes <= 64 * 1024 + 4096
+
+
+async def test_cancelled_mid_group_ends_the_session() -> None:
+    async with SmtpSim(accept(second_rcpt="stall")) as sim:
+        stage = SmtpStage(settings(sim))
+        session = await open_session(stage)
+        task = asyncio.create_task(session.rcpt_many(["a@corp.test", "b@corp.test"]))
+        while sim.sessions[0].count("RCPT") < 2:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert session.ended is not None
+        with pytest.raises(SessionEnded):
+            await session.rcpt("c@corp.test")
+        await session.close()
+        while not sim.sessions[0].closed:
+            await asyncio.sleep(0.01)
+    assert sim.sessions[0].count("RCPT") == 2
+
+
 # --- refused at open ---------------------------------------------------------------------
 
 
@@ -424,6 +558,15 @@ async def test_broken_starttls_retried_in_plain_text() -> None:
 
 
 # --- timeouts ----------------------------------------------------------------------------
+
+
+async def test_session_time_limit_bounds_the_opening() -> None:
+    async with SmtpSim(accept(latency_ms=700)) as sim:
+        stage = SmtpStage(settings(sim))
+        timeouts = SessionTimeouts(connect=10.0, command=10.0, session=1.0)
+        with pytest.raises(SessionRefused) as info:
+            await open_session(stage, timeouts=timeouts)
+    assert info.value.facts.outcome is SmtpOutcome.TIMEOUT
 
 
 def test_timeouts_from_settings() -> None:

@@ -381,6 +381,9 @@ class SmtpStage:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._catch_all: OrderedDict[str, tuple[bool, float]] = OrderedDict()
+        # catch-all probes under way in batch sessions (domain -> (answered, value)): a
+        # second session asking the same domain meanwhile waits for the first one's answer
+        self._catch_all_probing: dict[str, asyncio.Future[tuple[bool, bool | None]]] = {}
         self._tls_context: ssl.SSLContext | None = None
         self.max_buffered_bytes = 0  # high-water mark of any reply buffer (for tests)
 
@@ -958,6 +961,11 @@ class SmtpSession:
         self._lock = asyncio.Lock()
 
     @property
+    def round_trips(self) -> int:
+        """Writes that waited for a reply so far (the banner counts as one)."""
+        return self._conn.round_trips
+
+    @property
     def ended(self) -> SmtpFacts | None:
         """What ended the session, or None while it is usable."""
         return self._ended
@@ -1029,18 +1037,35 @@ class SmtpSession:
         """Whether ``domain`` takes mail for a random local part: True (catch-all),
         False (user unknown), None (anything else). Asked once per domain: the stage's
         catch-all cache answers afterwards (also after a real user-unknown answer)."""
-        cached = self._stage.catch_all_cached(domain)
+        stage = self._stage
+        cached = stage.catch_all_cached(domain)
         if cached is not None:
             return cached
-        facts = await self.rcpt(f"{_random_local()}@{domain}")
-        if facts.outcome is SmtpOutcome.ACCEPTED:
-            value = True
-        elif facts.outcome is SmtpOutcome.USER_UNKNOWN:
-            value = False
-        else:
-            return None
-        self._stage._remember_catch_all(domain, value)
-        return value
+        key = domain.lower()
+        running = stage._catch_all_probing.get(key)
+        if running is not None:  # another session is asking: its answer, if it gets one
+            answered, value = await asyncio.shield(running)
+            if answered:
+                return value
+        self._check_usable()
+        mine: asyncio.Future[tuple[bool, bool | None]] = asyncio.get_running_loop().create_future()
+        stage._catch_all_probing[key] = mine
+        value = None
+        try:
+            facts = await self.rcpt(f"{_random_local()}@{domain}")
+            if facts.outcome is SmtpOutcome.ACCEPTED:
+                value = True
+            elif facts.outcome is SmtpOutcome.USER_UNKNOWN:
+                value = False
+            if value is not None:
+                stage._remember_catch_all(domain, value)
+            mine.set_result((True, value))
+            return value
+        finally:
+            if not mine.done():  # the session ended (or we were cancelled): no answer
+                mine.set_result((False, None))
+            if stage._catch_all_probing.get(key) is mine:
+                del stage._catch_all_probing[key]
 
     async def close(self) -> None:
         """QUIT politely (best effort, briefly), then close. Idempotent."""
