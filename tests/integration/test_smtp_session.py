@@ -456,6 +456,40 @@ async def test_every_address_answered_across_sessions_after_421s() -> None:
     assert sum(s.count("RCPT") for s in sim.sessions) <= len(addresses) + 20 * 6
 
 
+async def test_more_replies_than_commands_decide_nothing() -> None:
+    # b is answered twice in one write: the group's answers are out of step with the
+    # addresses, so none of them counts (a later one could be read for the wrong address)
+    sim = SmtpSim(
+        mailboxes("a", "b"),
+        by_address={"b@corp.test": Behaviour(rcpt=reply_rule("250 2.1.5 Ok\n250 2.1.5 Ok"))},
+    )
+    async with sim:
+        stage = SmtpStage(settings(sim))
+        session = await open_session(stage)
+        first = await session.rcpt("nobody@corp.test")
+        with pytest.raises(SessionEnded) as info:
+            await session.rcpt_many(["a@corp.test", "b@corp.test"])
+        await session.close()
+    assert first.outcome is SmtpOutcome.USER_UNKNOWN
+    assert info.value.answered == 0 and info.value.partial == []
+    assert info.value.facts.outcome is SmtpOutcome.INVALID_SMTP
+
+
+async def test_close_while_another_task_is_mid_exchange_hangs_up() -> None:
+    async with SmtpSim(accept(second_rcpt="stall")) as sim:
+        stage = SmtpStage(settings(sim))
+        session = await open_session(stage)
+        assert 0 < session.time_left <= GENEROUS.session
+        task = asyncio.create_task(session.rcpt_many(["a@corp.test", "b@corp.test"]))
+        while sim.sessions[0].count("RCPT") < 2:
+            await asyncio.sleep(0.01)
+        await session.close()
+        with pytest.raises(SessionEnded) as info:
+            await task
+    assert info.value.answered == 1
+    assert sim.sessions[0].count("QUIT") == 0  # no QUIT in the middle of a group
+
+
 @pytest.mark.parametrize(
     ("server", "outcome"),
     [

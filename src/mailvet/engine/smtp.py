@@ -970,6 +970,12 @@ class SmtpSession:
         """What ended the session, or None while it is usable."""
         return self._ended
 
+    @property
+    def time_left(self) -> float:
+        """Seconds until the session's time limit (``SessionTimeouts.session``)."""
+        deadline = self._conn.deadline
+        return float("inf") if deadline is None else max(0.0, deadline - time.monotonic())
+
     async def __aenter__(self) -> SmtpSession:
         return self
 
@@ -1068,16 +1074,20 @@ class SmtpSession:
                 del stage._catch_all_probing[key]
 
     async def close(self) -> None:
-        """QUIT politely (best effort, briefly), then close. Idempotent."""
+        """QUIT politely (best effort, briefly), then close. Idempotent. Closing while
+        another task is mid-exchange hangs up instead (its call raises SessionEnded)."""
         if self._closed:
             return
         self._closed = True
         try:
-            if self._ended is None:
-                self._conn.timeout = min(self._conn.timeout, _QUIT_WAIT)
-                await self._stage._quit(self._conn)
+            if self._ended is None and not self._lock.locked():
+                await self._goodbye()
         finally:
             self._conn.abort()
+
+    async def _goodbye(self) -> None:
+        self._conn.timeout = min(self._conn.timeout, _QUIT_WAIT)
+        await self._stage._quit(self._conn)
 
     # --- inside ---
 
@@ -1124,7 +1134,7 @@ class SmtpSession:
             self.errors += 1
         if not 200 <= r.code < 300:
             if r.code != 421:
-                await self._stage._quit(conn)
+                await self._goodbye()
             raise _Failed(classify(r.code, r.enhanced, r.text, command="MAIL"), str(r), r)
         self._started_transaction()
 
@@ -1177,7 +1187,7 @@ class SmtpSession:
                         with contextlib.suppress(_Failed):
                             for _ in range(len(plan) - n - 1):
                                 await conn.reply("pipelined command")
-                    await self._stage._quit(conn)
+                    await self._goodbye()
                     raise _Failed(classify(r.code, r.enhanced, r.text, command="MAIL"), str(r), r)
                 self._started_transaction()
                 continue
@@ -1188,6 +1198,13 @@ class SmtpSession:
                 again.append(i)
                 continue
             results[i] = self._answer(addresses[i], r)
+        if conn.buf and not conn.buf.startswith(b"421"):
+            # more replies than commands: every answer of this group may belong to
+            # another address. None of them counts (a 421 is only the session's end).
+            for _, _, i in plan:
+                if i >= 0:
+                    results[i] = None
+            raise _Failed(SmtpOutcome.INVALID_SMTP, "the server answered more than was asked")
         if again:
             # keep to what the server took; the next group starts a new transaction
             self.rcpt_per_transaction = max(1, min(self.rcpt_per_transaction, self._txn_rcpts))
