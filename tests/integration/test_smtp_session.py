@@ -534,6 +534,100 @@ async def test_cancelled_mid_group_ends_the_session() -> None:
     assert sim.sessions[0].count("RCPT") == 2
 
 
+class Scripted:
+    """A tiny SMTP server on loopback whose replies to each verb come from a list in turn
+    (the last one repeats): for what the scripted simulator has no option for."""
+
+    def __init__(self, script: dict[str, list[str]]) -> None:
+        self.script = script
+        self.commands: list[str] = []
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> Scripted:
+        self.server = await asyncio.start_server(self._handle, IP, 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+        await self.server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        seen: dict[str, int] = {}
+        writer.write(b"220 mx.scripted.test ESMTP\r\n")
+        try:
+            while line := await reader.readline():
+                command = line.decode().rstrip("\r\n")
+                self.commands.append(command)
+                verb = command.split(" ", 1)[0].split(":", 1)[0].upper()
+                replies = self.script.get(verb, ["250 2.0.0 Ok"])
+                n = seen.get(verb, 0)
+                seen[verb] = n + 1
+                writer.write(replies[min(n, len(replies) - 1)].encode() + b"\r\n")
+                await writer.drain()
+                if verb == "QUIT":
+                    break
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_mail_refused_mid_session_ends_it_politely(pipelining: bool) -> None:
+    ehlo = "250-mx.scripted.test\r\n250 PIPELINING" if pipelining else "250 mx.scripted.test"
+    script = {
+        "EHLO": [ehlo],
+        "MAIL": ["250 2.1.0 Ok", "550 5.7.1 Sender rejected by policy"],
+        "RCPT": ["250 2.1.5 Ok", "250 2.1.5 Ok", "503 5.5.1 Error: need MAIL command"],
+        "QUIT": ["221 2.0.0 Bye"],
+    }
+    async with Scripted(script) as server:
+        stage = SmtpStage(Settings(smtp_port=server.port, allow_private_mx=True))
+        session = await open_session(stage, rcpt_per_transaction=2)
+        with pytest.raises(SessionEnded) as info:
+            await session.rcpt_many([f"u{i}@corp.test" for i in range(4)])
+        await session.close()
+    ended = info.value
+    assert ended.answered == 2 and outcomes(ended.partial) == [SmtpOutcome.ACCEPTED] * 2
+    assert ended.facts.outcome is SmtpOutcome.BLOCKED
+    assert ended.facts.message == "550 5.7.1 Sender rejected by policy"
+    verbs = [c.split(" ", 1)[0].split(":", 1)[0] for c in server.commands]
+    expected_tail = (
+        ["RSET", "MAIL", "RCPT", "RCPT", "QUIT"] if pipelining else ["RSET", "MAIL", "QUIT"]
+    )
+    assert verbs[-len(expected_tail) :] == expected_tail
+    assert verbs.count("RCPT") == (4 if pipelining else 2)
+
+
+async def test_a_lost_transaction_is_started_again_once() -> None:
+    script = {"RCPT": ["503 5.5.1 Error: need MAIL command", "250 2.1.5 Ok"]}
+    async with Scripted(script) as server:
+        stage = SmtpStage(Settings(smtp_port=server.port, allow_private_mx=True))
+        async with await open_session(stage) as session:
+            facts = await session.rcpt("a@corp.test")
+    assert facts.outcome is SmtpOutcome.ACCEPTED
+    verbs = [c.split(" ", 1)[0].split(":", 1)[0] for c in server.commands]
+    assert verbs == ["EHLO", "MAIL", "RCPT", "RSET", "MAIL", "RCPT", "QUIT"]
+
+
+async def test_too_many_recipients_even_in_a_fresh_transaction_ends_the_session() -> None:
+    script = {"RCPT": ["250 2.1.5 Ok", "452 4.5.3 Error: too many recipients"]}
+    async with Scripted(script) as server:
+        stage = SmtpStage(Settings(smtp_port=server.port, allow_private_mx=True))
+        session = await open_session(stage)
+        with pytest.raises(SessionEnded) as info:
+            await session.rcpt_many(["a@corp.test", "b@corp.test"])
+        await session.close()
+    assert info.value.answered == 1
+    assert info.value.facts.outcome is SmtpOutcome.TEMPORARY
+    assert info.value.facts.message == "452 4.5.3 Error: too many recipients"
+    verbs = [c.split(" ", 1)[0].split(":", 1)[0] for c in server.commands]
+    assert verbs.count("RCPT") == 3  # b once in each transaction, then no more
+
+
 # --- refused at open ---------------------------------------------------------------------
 
 

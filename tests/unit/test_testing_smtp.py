@@ -531,3 +531,16 @@ async def test_counters_per_listening_address() -> None:
     assert len(rcpts) == 5 and rcpts == sorted(rcpts)
     assert before <= rcpts[0] and rcpts[-1] <= after
     assert sim.rcpt_times("127.0.0.2") == []
+
+
+async def test_record_commands_off_keeps_the_counts_only() -> None:
+    async with SmtpSim(mailboxes("a"), record_commands=False) as sim:
+        c = await Client.open(sim.port)
+        await _to_rcpt(c, "a@x.test")
+        await c.cmd("RCPT TO:<b@x.test>")
+        await c.cmd("QUIT")
+        await c.close()
+    (s,) = sim.sessions
+    assert s.commands == []
+    assert (s.rcpts, s.errors) == (2, 1)
+    assert len(sim.rcpt_times("127.0.0.1")) == 2

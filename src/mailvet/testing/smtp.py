@@ -389,7 +389,9 @@ class SmtpSim:
 
     ``default`` is the behaviour for every connection; ``by_ip`` overrides it per
     listening address (each key is bound as well); ``by_domain`` / ``by_address``
-    override only the reply to RCPT for those recipients.
+    override only the reply to RCPT for those recipients. ``record_commands=False``
+    keeps no command lines (``Session.commands`` stays empty; the counters, ``rcpts``
+    and ``errors`` still count): for benchmarks with millions of RCPTs.
     """
 
     def __init__(
@@ -402,8 +404,10 @@ class SmtpSim:
         hosts: Iterable[str] = ("127.0.0.1",),
         port: int = 0,
         hostname: str = "mx.sim.test",
+        record_commands: bool = True,
     ) -> None:
         self.default = default or accept()
+        self.record_commands = record_commands
         self.by_ip = dict(by_ip or {})
         self.by_domain = {k.lower(): v for k, v in (by_domain or {}).items()}
         self.by_address = {k.lower(): v for k, v in (by_address or {}).items()}
@@ -627,7 +631,8 @@ class SmtpSim:
                 raise _Hangup
             raw = await reader.readuntil(b"\n")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            session.commands.append(line[:1000])
+            if self.record_commands:
+                session.commands.append(line[:1000])
             verb = line.split(" ", 1)[0].split(":", 1)[0].upper()
 
             async def say(text: str, stage: str = "", session: Session = session) -> None:
