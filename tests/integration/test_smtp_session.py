@@ -139,6 +139,20 @@ async def test_without_pipelining_one_command_at_a_time() -> None:
     assert sim.sessions[0].verbs() == ["EHLO", "MAIL", "RCPT", "RCPT", "RCPT", "QUIT"]
 
 
+async def test_helo_only_server() -> None:
+    async with SmtpSim(mailboxes("alice", ehlo_supported=False)) as sim:
+        stage = SmtpStage(settings(sim))
+        async with await open_session(stage) as session:
+            got = await session.rcpt_many(["alice@corp.test", "x@corp.test", "jürgen@corp.test"])
+    assert not session.pipelining and not session.smtputf8
+    assert outcomes(got) == [
+        SmtpOutcome.ACCEPTED,
+        SmtpOutcome.USER_UNKNOWN,
+        SmtpOutcome.TEMPORARY,  # needs SMTPUTF8: never sent
+    ]
+    assert sim.sessions[0].verbs() == ["EHLO", "HELO", "MAIL", "RCPT", "RCPT", "QUIT"]
+
+
 async def test_rset_and_mail_again_every_n_recipients(known: Opened) -> None:
     session = await open_session(known.stage, rcpt_per_transaction=4)
     try:

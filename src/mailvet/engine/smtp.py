@@ -25,6 +25,13 @@ slowing replies to invalid recipients, only leaves ``catch_all`` unknown). In
 opportunistic STARTTLS mode TLS never costs the verdict either: a refused STARTTLS
 (454) goes on in plain text, a failed handshake is retried once in plain text (one that
 times out is not: the time is already spent).
+
+Batch work (list cleaning) uses ``open_session`` instead: one ``SmtpSession`` per MX
+address for many recipients (MAIL FROM once, RCPT after RCPT in PIPELINING groups, RSET
+where the server needs it, the catch-all RCPT once per domain), on the same connection
+and reply reader as the probe, with its own timeouts (``SessionTimeouts.batch``). A
+server that ends the session (421 after too many errors, a hang-up, a stall) raises
+``SessionEnded`` with the answers read so far: nothing is decided for the rest.
 """
 
 from __future__ import annotations
