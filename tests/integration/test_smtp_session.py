@@ -727,10 +727,10 @@ def test_timeouts_from_settings() -> None:
 
 
 async def test_batch_command_timeout_is_not_the_realtime_one() -> None:
-    # every reply takes 2.5 s: over the real-time command timeout (1 s), well under the
-    # batch one; the session opens and answers
-    async with SmtpSim(accept(latency_ms=2500)) as sim:
-        s = settings(sim, smtp_command_timeout=1.0, smtp_connect_timeout=1.0)
+    # every reply takes 0.6 s: over the real-time command timeout (0.2 s here), well
+    # under the batch one (the default 30 s); the batch session opens and answers
+    async with SmtpSim(accept(latency_ms=600)) as sim:
+        s = settings(sim, smtp_command_timeout=0.2, smtp_connect_timeout=1.0)
         stage = SmtpStage(s)
         with pytest.raises(SessionRefused) as realtime:
             await open_session(stage, timeouts=SessionTimeouts.realtime(s))
@@ -741,10 +741,10 @@ async def test_batch_command_timeout_is_not_the_realtime_one() -> None:
 
 
 async def test_session_time_limit_ends_the_session() -> None:
-    # each reply takes 0.3 s: 50 RCPTs cannot all be answered within a 3 s session
+    # each reply takes 0.3 s: 50 RCPTs cannot all be answered within a 4 s session
     async with SmtpSim(accept(latency_ms=300)) as sim:
         stage = SmtpStage(settings(sim))
-        timeouts = SessionTimeouts(connect=10.0, command=10.0, session=3.0)
+        timeouts = SessionTimeouts(connect=10.0, command=10.0, session=4.0)
         session = await open_session(stage, timeouts=timeouts)
         with pytest.raises(SessionEnded) as info:
             await session.rcpt_many([f"u{i}@corp.test" for i in range(50)])
