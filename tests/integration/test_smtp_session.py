@@ -121,6 +121,29 @@ async def test_pipelining_groups_rcpts_in_writes_of_bounded_size(known: Opened) 
     assert session.round_trips == 3 + 3 + 1  # + QUIT
 
 
+@pytest.mark.parametrize("pipelining", [True, False])
+async def test_pace_is_awaited_before_each_write_of_rcpts(pipelining: bool) -> None:
+    async with SmtpSim(mailboxes("alice", pipelining=pipelining)) as sim:
+        stage = SmtpStage(settings(sim))
+        session = await open_session(stage, pipeline_group=5)
+        paced: list[tuple[int, int]] = []  # (RCPTs asked for, RCPTs the server had seen)
+
+        async def pace(n: int) -> None:
+            paced.append((n, sim.sessions[0].count("RCPT")))
+
+        try:
+            await session.rcpt_many([f"u{i}@corp.test" for i in range(12)], pace=pace)
+            await session.rcpt("alice@corp.test", pace=pace)
+            await session.catch_all("other.test")  # no pace given: not paced
+        finally:
+            await session.close()
+    if pipelining:
+        assert paced == [(5, 0), (5, 5), (2, 10), (1, 12)]
+    else:
+        assert paced == [(1, i) for i in range(13)]
+    assert sum(n for n, _ in paced) == 13
+
+
 async def test_without_pipelining_one_command_at_a_time() -> None:
     async with SmtpSim(mailboxes("alice", pipelining=False)) as sim:
         stage = SmtpStage(settings(sim))

@@ -46,7 +46,7 @@ import string
 import time
 import warnings
 from collections import OrderedDict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -57,6 +57,7 @@ from mailvet.engine.transcript import Transcript
 from mailvet.settings import Settings
 
 __all__ = [
+    "Pace",
     "SessionEnded",
     "SessionRefused",
     "SessionTimeouts",
@@ -300,6 +301,8 @@ async def open_smtp_connection(
 
 
 AnswerSink = Callable[[SmtpFacts], None]
+# awaited before a batch session writes RCPT commands, with how many (a rate limiter)
+Pace = Callable[[int], Awaitable[None]]
 
 
 def _failure_facts(conn: _Conn, failed: _Failed) -> SmtpFacts:
@@ -991,19 +994,23 @@ class SmtpSession:
 
     # --- public ---
 
-    async def rcpt(self, address: str) -> SmtpFacts:
+    async def rcpt(self, address: str, *, pace: Pace | None = None) -> SmtpFacts:
         """Ask about one address: its classified ``SmtpFacts`` (``catch_all`` None).
 
         Raises ``SessionEnded`` when the session ends before the answer: nothing is
-        decided for ``address`` then.
+        decided for ``address`` then. ``pace`` as for ``rcpt_many``.
         """
-        return (await self.rcpt_many([address]))[0]
+        return (await self.rcpt_many([address], pace=pace))[0]
 
-    async def rcpt_many(self, addresses: Sequence[str]) -> list[SmtpFacts]:
+    async def rcpt_many(
+        self, addresses: Sequence[str], *, pace: Pace | None = None
+    ) -> list[SmtpFacts]:
         """Ask about every address, in order; the answers in the same order.
 
         Raises ``SessionEnded`` when the session ends first: its ``partial`` holds the
-        answers to ``addresses[:answered]``.
+        answers to ``addresses[:answered]``. ``pace`` (e.g. a RCPT-per-second limiter)
+        is awaited before each write with the number of RCPT commands in it (1 without
+        PIPELINING; a recipient asked again after "452 too many recipients" counts again).
         """
         async with self._lock:
             self._check_usable()
@@ -1020,7 +1027,7 @@ class SmtpSession:
             retried: set[int] = set()
             try:
                 while pending:
-                    await self._group(addresses, pending, results, retried)
+                    await self._group(addresses, pending, results, retried, pace)
             except _Failed as failed:
                 facts = _failure_facts(self._conn, failed)
                 self._end(facts, failed.message)
@@ -1157,6 +1164,7 @@ class SmtpSession:
         pending: deque[int],
         results: list[SmtpFacts | None],
         retried: set[int],
+        pace: Pace | None = None,
     ) -> None:
         """One write (with PIPELINING) or one command at a time: [RSET] [MAIL] RCPT..."""
         conn = self._conn
@@ -1172,10 +1180,14 @@ class SmtpSession:
             i = pending.popleft()
             plan.append(("RCPT", f"RCPT TO:<{addresses[i]}>", i))
         if self.pipelining:
+            if pace is not None:
+                await pace(size)
             await conn.send(*(line for _, line, _ in plan))
         again: list[int] = []
         for n, (verb, line, i) in enumerate(plan):
             if not self.pipelining:
+                if pace is not None and verb == "RCPT":
+                    await pace(1)
                 await conn.send(line)
             r = await conn.reply(verb)
             if r.code >= 400:
