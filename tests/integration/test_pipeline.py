@@ -280,6 +280,8 @@ async def test_mail_hosted_by_google_is_provider_gmail() -> None:
     assert (v.result, v.provider, v.mx_record) == (
         Result.DELIVERABLE, "gmail", "aspmx.l.google.com"
     )  # fmt: skip
+
+
 async def test_provider_is_the_same_whatever_order_equal_mx_hosts_come_in() -> None:
     # RFC 5321 5.1: the DNS stage puts MX hosts of equal preference in random order. A
     # domain moving between two providers lists one host of each at the same preference;
