@@ -625,6 +625,30 @@ async def test_a_storage_fault_never_carries_an_address(
     error = caught.value
     assert "batch_items" in str(error)  # it says what failed ...
     told = "".join(traceback.format_exception(error))  # ... the whole chain included
-    assert "SQL parameters hidden" in told
+    assert "SQL parameters hidden" in str(error.__context__)  # not printed, but hidden
     assert "private.test" not in told
     assert "private.test" not in caplog.text
+
+
+@pytest.mark.postgres
+async def test_a_constraint_fault_never_carries_an_address(pg_fresh_url: str) -> None:
+    # PostgreSQL puts the failing row in the error's DETAIL ("Failing row contains (...,
+    # hidden.person@private.test, ...)"): hide_parameters does not cover that, so the
+    # driver's error must not ride along as the StorageError's cause either.
+    store = open_store(pg_fresh_url)
+    try:
+        await store.migrate()
+        key, _ = await store.create_key("k", Plan.PAID)
+        sync = create_engine(normalise_url(pg_fresh_url))
+        with sync.begin() as conn:  # a schema that drifted under the running service
+            conn.execute(text("ALTER TABLE batch_items ADD CONSTRAINT broken CHECK (false)"))
+        sync.dispose()
+        emails = ["hidden.person@private.test"]  # (the traceback quotes the line below)
+        with pytest.raises(StorageError) as caught:
+            await store.create_batch(key.id, "list", emails)
+    finally:
+        await store.close()
+    error = caught.value
+    assert "broken" in str(error)  # it says what failed ...
+    told = "".join(traceback.format_exception(error))  # ... the whole chain included
+    assert "private.test" not in told, told
