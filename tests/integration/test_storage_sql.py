@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import random
 import sys
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import pytest
 from sqlalchemy import Engine, create_engine, text
 
 from mailvet.storage import (
+    BatchCounts,
     MemoryStore,
     NotFoundError,
     Plan,
@@ -628,3 +630,355 @@ async def test_a_storage_fault_never_carries_an_address(
     assert "SQL parameters hidden" in told
     assert "private.test" not in told
     assert "private.test" not in caplog.text
+
+
+# --- the batch engine: keys, work, results, retries, streaming, counts ---
+
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
+
+
+def _verdict(result: str, reason: str, **extra: Any) -> dict[str, Any]:
+    return {"result": result, "reason": reason, **extra}
+
+
+@parametrize_backends()
+async def test_create_batch_with_keys_and_callback(store: Store) -> None:
+    key, _ = await store.create_key("k", Plan.PAID)
+    emails = ["A@X.test", "a@x.test", "b@x.test"]
+    batch = await store.create_batch(
+        key.id,
+        "keyed",
+        emails,
+        keys=["a@x.test", "a@x.test", "b@x.test"],
+        callback_url="https://hooks.example/done",
+    )
+    assert batch.callback_url == "https://hooks.example/done"
+    assert batch.retry_waiting == 0 and batch.webhook_delivered_at is None
+    assert await store.get_batch(key.id, batch.id) == batch
+    work = await store.next_work(batch.id, 10, T0)
+    assert [(w.key, w.email, w.positions) for w in work] == [
+        ("a@x.test", "A@X.test", (0, 1)),  # the first position's spelling
+        ("b@x.test", "b@x.test", (2,)),
+    ]
+    plain = await store.create_batch(key.id, None, ["x@x.test", "x@x.test"])
+    assert plain.callback_url is None
+    assert [(w.key, w.positions) for w in await store.next_work(plain.id, 10, T0)] == [
+        ("x@x.test", (0, 1))  # without keys each email is its own key
+    ]
+    with pytest.raises(ValueError, match="2 keys for 3 emails"):
+        await store.create_batch(key.id, None, emails, keys=["a", "b"])
+    with pytest.raises(ValueError, match=r"keys\[1\].*NUL"):
+        await store.create_batch(key.id, None, emails, keys=["a", "b\x00", "c"])
+    with pytest.raises(ValueError, match="NUL"):
+        await store.create_batch(key.id, None, emails, callback_url="https://x\x00")
+    assert len(await store.unfinished_batches()) == 2  # nothing half-created
+
+
+@parametrize_backends()
+async def test_next_work_distinct_keys_in_first_position_order(store: Store) -> None:
+    key, _ = await store.create_key("k", Plan.PAID)
+    keys = ["k0", "k1", "k0", "k2", "k1", "k3", "k4", "k0"]
+    batch = await store.create_batch(key.id, None, [f"{k}@x.test" for k in keys], keys=keys)
+    first = await store.next_work(batch.id, 2, T0)
+    assert [(w.key, w.positions, w.attempts, w.first_try_at) for w in first] == [
+        ("k0", (0, 2, 7), 0, None),
+        ("k1", (1, 4), 0, None),
+    ]
+    assert await store.next_work(batch.id, 0, T0) == []
+    assert await store.next_work("no-such-batch", 5, T0) == []
+    await store.save_results(batch.id, [("k0", _verdict("deliverable", "accepted_email"))])
+    rest = await store.next_work(batch.id, 10, T0)
+    assert [(w.key, w.positions) for w in rest] == [
+        ("k1", (1, 4)),
+        ("k2", (3,)),
+        ("k3", (5,)),
+        ("k4", (6,)),
+    ]
+    with pytest.raises(ValueError, match="naive"):
+        await store.next_work(batch.id, 10, datetime(2026, 1, 1))
+
+
+@parametrize_backends()
+async def test_save_results_every_position_idempotent_done_exact(store: Store) -> None:
+    key, _ = await store.create_key("k", Plan.PAID)
+    keys = ["a", "b", "a", "c", "a"]
+    batch = await store.create_batch(key.id, None, [f"{k}@x.test" for k in keys], keys=keys)
+    ok = _verdict("deliverable", "accepted_email", score=100)
+    await store.save_results(batch.id, [("a", ok)])
+    await store.save_results(batch.id, [("a", ok)])  # repeat: counted once
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.done == 3 and record.updated_at > batch.updated_at
+    items = await store.batch_items(batch.id)
+    assert [i.verdict for i in items] == [ok, None, ok, None, ok]
+
+    bad = _verdict("undeliverable", "rejected_email")
+    await store.save_results(batch.id, [("a", bad), ("b", ok), ("b", bad), ("nobody", ok)])
+    await store.save_results(batch.id, [])
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.done == 4  # "nobody" matched nothing
+    assert [i.verdict for i in await store.batch_items(batch.id)] == [bad, bad, bad, None, bad]
+    assert await store.counts(batch.id) == BatchCounts(
+        by_result={"undeliverable": 4}, by_reason={"rejected_email": 4}
+    )
+
+    with pytest.raises(NotFoundError):
+        await store.save_results("00000000-0000-0000-0000-000000000000", [("a", ok)])
+    with pytest.raises(ValueError, match="JSON"):
+        await store.save_results(batch.id, [("c", ok), ("a", {"bad": object()})])
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.done == 4  # the failed call changed nothing
+    assert [w.key for w in await store.next_work(batch.id, 10, T0)] == ["c"]
+
+
+@parametrize_backends()
+async def test_concurrent_save_results_keep_done_exact(store: Store) -> None:
+    key, _ = await store.create_key("k", Plan.PAID)
+    keys = [f"k{i % 100}" for i in range(300)]  # each key at three positions
+    batch = await store.create_batch(key.id, None, [f"{k}@x.test" for k in keys], keys=keys)
+    await asyncio.gather(
+        *(
+            store.save_results(batch.id, [(f"k{i}", {"n": n}) for i in range(n % 3, 100, 2)])
+            for n in range(12)
+        )
+    )
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.done == 300
+    assert await store.next_work(batch.id, 10, T0) == []
+
+
+@parametrize_backends()
+async def test_retries_wait_until_due(store: Store) -> None:
+    key, _ = await store.create_key("k", Plan.PAID)
+    keys = ["g", "a", "g", "b"]
+    batch = await store.create_batch(key.id, None, [f"{k}@x.test" for k in keys], keys=keys)
+    assert await store.next_retry_at(batch.id) is None
+    later, much_later = T0 + timedelta(minutes=5), T0 + timedelta(minutes=15)
+    before = datetime.now(UTC)
+    await store.schedule_retries(batch.id, [("g", later), ("b", much_later), ("nobody", later)])
+
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.retry_waiting == 3  # g twice, b once
+    assert await store.next_retry_at(batch.id) == later
+    assert [w.key for w in await store.next_work(batch.id, 10, T0)] == ["a"]
+    due = await store.next_work(batch.id, 10, later)
+    assert [(w.key, w.positions, w.attempts) for w in due] == [("g", (0, 2), 1), ("a", (1,), 0)]
+    first_try = due[0].first_try_at
+    assert first_try is not None and before <= first_try <= datetime.now(UTC)
+    assert [w.key for w in await store.next_work(batch.id, 10, much_later)] == ["g", "a", "b"]
+    # pending_items (the old runner's question) still sees waiting items, in order
+    assert [i.position for i in await store.pending_items(batch.id, 10)] == [0, 1, 2, 3]
+    assert [i.position for i in await store.pending_items(batch.id, 2)] == [0, 1]
+
+    # a second retry: attempts count up, the first try stays
+    await store.schedule_retries(batch.id, [("g", much_later)])
+    again = [w for w in await store.next_work(batch.id, 10, much_later) if w.key == "g"]
+    assert again[0].attempts == 2 and again[0].first_try_at == first_try
+    assert await store.next_retry_at(batch.id) == much_later
+
+    # a result ends the wait; retries for a decided key change nothing
+    await store.save_results(batch.id, [("g", _verdict("deliverable", "accepted_email"))])
+    await store.schedule_retries(batch.id, [("g", much_later)])
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.retry_waiting == 1 and record.done == 2
+    assert await store.next_retry_at(batch.id) == much_later  # b's
+    await store.save_verdicts(batch.id, [(3, _verdict("unknown", "greylisted"))])
+    assert await store.next_retry_at(batch.id) is None
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.retry_waiting == 0
+
+    with pytest.raises(ValueError, match="naive"):
+        await store.schedule_retries(batch.id, [("a", datetime(2026, 1, 1))])
+    with pytest.raises(NotFoundError):
+        await store.schedule_retries("00000000-0000-0000-0000-000000000000", [("a", later)])
+
+
+@parametrize_backends()
+async def test_iter_items_in_order_paged_and_filtered(store: Store) -> None:
+    key, _ = await store.create_key("k", Plan.PAID)
+    size = 2_345  # more than two read chunks
+    emails = [f"u{i}@x.test" for i in range(size)]
+    batch = await store.create_batch(key.id, None, emails)
+    results = ["deliverable", "undeliverable", "risky"]
+    await store.save_verdicts(
+        batch.id,
+        [(p, _verdict(results[p % 3], "r", p=p)) for p in range(size) if p % 5],
+    )
+
+    streamed = [item async for item in store.iter_items(batch.id)]
+    assert [i.position for i in streamed] == list(range(size))
+    assert [i.email for i in streamed] == emails
+    assert streamed[7].verdict == _verdict(results[1], "r", p=7) and streamed[5].verdict is None
+
+    page = [i.position async for i in store.iter_items(batch.id, offset=1_500, limit=1_100)]
+    assert page == list(range(1_500, 2_345))
+    page = [i.position async for i in store.iter_items(batch.id, offset=999, limit=2)]
+    assert page == [999, 1000]
+    assert [i async for i in store.iter_items(batch.id, limit=0)] == []
+    assert [i async for i in store.iter_items(batch.id, offset=size)] == []
+
+    risky = [p for p in range(size) if p % 5 and p % 3 == 2]
+    got = [i.position async for i in store.iter_items(batch.id, result="risky")]
+    assert got == risky
+    got = [
+        i.position async for i in store.iter_items(batch.id, result="risky", offset=10, limit=1200)
+    ]
+    assert got == risky[10:1210]
+    assert [i async for i in store.iter_items(batch.id, result="nothing\x00")] == []
+    assert [i async for i in store.iter_items("no-such-batch")] == []
+    with pytest.raises(ValueError):
+        [i async for i in store.iter_items(batch.id, offset=-1)]
+
+
+@parametrize_backends()
+async def test_counts_by_result_and_reason(store: Store) -> None:
+    key, _ = await store.create_key("k", Plan.PAID)
+    keys = ["a", "b", "a", "c", "d", "e"]
+    batch = await store.create_batch(key.id, None, [f"{k}@x.test" for k in keys], keys=keys)
+    assert await store.counts(batch.id) == BatchCounts({}, {})
+    await store.save_results(
+        batch.id,
+        [
+            ("a", _verdict("deliverable", "accepted_email")),
+            ("b", _verdict("undeliverable", "rejected_email")),
+            ("c", _verdict("undeliverable", "invalid_domain")),
+            ("d", {"result": 42, "reason": None}),  # not text: counted nowhere
+        ],
+    )
+    assert await store.counts(batch.id) == BatchCounts(
+        by_result={"deliverable": 2, "undeliverable": 2},
+        by_reason={"accepted_email": 2, "rejected_email": 1, "invalid_domain": 1},
+    )
+    assert await store.counts("no-such-batch") == BatchCounts({}, {})
+
+
+@parametrize_backends()
+async def test_list_batches_newest_first_paged(store: Store) -> None:
+    owner, _ = await store.create_key("owner", Plan.PAID)
+    other, _ = await store.create_key("other", Plan.PAID)
+    ids = [(await store.create_batch(owner.id, f"b{i}", ["a@x.test"])).id for i in range(5)]
+    await store.create_batch(other.id, "not mine", ["a@x.test"])
+    listed = await store.list_batches(owner.id)
+    assert [b.id for b in listed] == ids[::-1]
+    assert listed[0] == await store.get_batch(owner.id, ids[-1])
+    assert [b.id for b in await store.list_batches(owner.id, offset=1, limit=2)] == [
+        ids[3],
+        ids[2],
+    ]
+    assert await store.list_batches(owner.id, offset=5) == []
+    assert await store.list_batches(owner.id, limit=0) == []
+    assert await store.list_batches("no-such-key") == []
+    assert len(await store.list_batches(other.id)) == 1
+
+
+@parametrize_backends()
+async def test_delete_batch_keeps_the_record_and_drops_the_items(store: Store) -> None:
+    owner, _ = await store.create_key("owner", Plan.PAID)
+    stranger, _ = await store.create_key("stranger", Plan.PAID)
+    keys = ["a", "b", "a"]
+    batch = await store.create_batch(owner.id, "gone", [f"{k}@x.test" for k in keys], keys=keys)
+    kept = await store.create_batch(owner.id, "kept", ["a@x.test"])
+    await store.save_results(batch.id, [("b", _verdict("deliverable", "accepted_email"))])
+    await store.schedule_retries(batch.id, [("a", T0)])
+
+    assert await store.delete_batch(stranger.id, batch.id) is False
+    assert await store.delete_batch(owner.id, "00000000-0000-0000-0000-000000000000") is False
+    assert await store.delete_batch(owner.id, batch.id) is True
+    record = await store.get_batch(owner.id, batch.id)
+    assert record is not None and record.deleted_at is not None
+    assert record.size == 3 and record.done == 1 and record.retry_waiting == 0
+    assert await store.get_batch(stranger.id, batch.id) is None
+    assert await store.batch_items(batch.id) == []
+    assert [i async for i in store.iter_items(batch.id)] == []
+    assert await store.next_work(batch.id, 10, T0 + timedelta(days=1)) == []
+    assert await store.next_retry_at(batch.id) is None
+    assert await store.counts(batch.id) == BatchCounts({}, {})
+    await store.save_results(batch.id, [("a", {"late": True})])  # a runner's late save
+    assert await store.unfinished_batches() == [kept.id]
+    assert await store.delete_batch(owner.id, batch.id) is True  # again: still deleted
+    assert await store.get_batch(owner.id, batch.id) == record
+    listed = await store.list_batches(owner.id)
+    assert [(b.id, b.deleted_at is not None) for b in listed] == [
+        (kept.id, False),
+        (batch.id, True),
+    ]
+    assert [i.email for i in await store.batch_items(kept.id)] == ["a@x.test"]
+
+
+@parametrize_backends()
+async def test_webhooks_due_and_their_results(store: Store) -> None:
+    key, _ = await store.create_key("k", Plan.PAID)
+    hooked = await store.create_batch(key.id, None, ["a@x.test"], callback_url="https://h/1")
+    plain = await store.create_batch(key.id, None, ["a@x.test"])
+    dropped = await store.create_batch(key.id, None, ["a@x.test"], callback_url="https://h/2")
+    now = datetime.now(UTC)
+    assert await store.webhooks_due(now) == []  # not finished yet
+    for batch in (hooked, plain, dropped):
+        await store.finish_batch(batch.id)
+    await store.delete_batch(key.id, dropped.id)
+    due = await store.webhooks_due(now)
+    assert [b.id for b in due] == [hooked.id]
+    assert due[0] == await store.get_batch(key.id, hooked.id)
+
+    await store.webhook_result(hooked.id, delivered=False, next_at=now + timedelta(seconds=30))
+    assert await store.webhooks_due(now) == []
+    assert [b.id for b in await store.webhooks_due(now + timedelta(seconds=30))] == [hooked.id]
+    await store.webhook_result(hooked.id, delivered=True, next_at=None)
+    assert await store.webhooks_due(now + timedelta(days=1)) == []
+    record = await store.get_batch(key.id, hooked.id)
+    assert record is not None and record.webhook_delivered_at is not None
+
+    gave_up = await store.create_batch(key.id, None, ["a@x.test"], callback_url="https://h/3")
+    await store.finish_batch(gave_up.id)
+    assert [b.id for b in await store.webhooks_due(now)] == [gave_up.id]
+    await store.webhook_result(gave_up.id, delivered=False, next_at=None)  # give up
+    assert await store.webhooks_due(now + timedelta(days=1)) == []
+    with pytest.raises(NotFoundError):
+        await store.webhook_result("no-such-batch", delivered=True, next_at=None)
+    with pytest.raises(ValueError, match="naive"):
+        await store.webhooks_due(datetime(2026, 1, 1))
+
+
+@parametrize_backends()
+async def test_next_work_against_a_model(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random results and retries; next_work agrees with a plain model at every step.
+
+    The SQL store's scans are made tiny so its walks cross many chunk boundaries."""
+    import mailvet.storage.sql as sql_module
+
+    monkeypatch.setattr(sql_module, "WORK_SCAN", 3)
+    rng = random.Random(8)
+    key, _ = await store.create_key("k", Plan.PAID)
+    keys = [f"k{rng.randrange(40)}" for _ in range(120)]
+    batch = await store.create_batch(key.id, None, [f"{k}@x.test" for k in keys], keys=keys)
+    decided: set[str] = set()
+    retry: dict[str, datetime] = {}
+    attempts: dict[str, int] = {}
+    for step in range(40):
+        now = T0 + timedelta(minutes=step)
+        limit = rng.choice([1, 2, 5, 50])
+        expected: list[tuple[str, tuple[int, ...], int]] = []
+        for k in keys:
+            if k in decided or any(k == e[0] for e in expected) or len(expected) == limit:
+                continue
+            if k in retry and retry[k] > now:
+                continue
+            positions = tuple(p for p, other in enumerate(keys) if other == k)
+            expected.append((k, positions, attempts.get(k, 0)))
+        work = await store.next_work(batch.id, limit, now)
+        assert [(w.key, w.positions, w.attempts) for w in work] == expected, step
+        for item in work:
+            if rng.random() < 0.4:
+                when = now + timedelta(minutes=rng.randrange(1, 6))
+                await store.schedule_retries(batch.id, [(item.key, when)])
+                retry[item.key] = when
+                attempts[item.key] = attempts.get(item.key, 0) + 1
+            elif rng.random() < 0.7:
+                await store.save_results(batch.id, [(item.key, {"result": "unknown"})])
+                decided.add(item.key)
+                retry.pop(item.key, None)
+        waiting = [when for k, when in retry.items() if k not in decided]
+        assert await store.next_retry_at(batch.id) == (min(waiting) if waiting else None)
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None
+    assert record.done == sum(1 for k in keys if k in decided)
+    assert record.retry_waiting == sum(1 for k in keys if k in retry and k not in decided)
