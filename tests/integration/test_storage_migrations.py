@@ -129,6 +129,8 @@ async def test_migrated_schema_equals_metadata(
     assert "ix_batch_items_pending" not in migrated_indexes  # v0002 replaced it
     todo = migrated_indexes["ix_batch_items_todo"]
     assert "batch_id, position where verdict is null and retry_at is null" in todo
+    waiting = migrated_indexes["ix_batch_items_waiting"]
+    assert "batch_id, position where verdict is null and retry_at is not null" in waiting
     retry = migrated_indexes["ix_batch_items_retry"]
     assert "batch_id, retry_at where verdict is null and retry_at is not null" in retry
     assert "batch_id, key" in migrated_indexes["ix_batch_items_key"]

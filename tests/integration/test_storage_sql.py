@@ -11,6 +11,7 @@ import hmac
 import random
 import sys
 import traceback
+import tracemalloc
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -18,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Engine, create_engine, event, text
 
 from mailvet.storage import (
     BatchCounts,
@@ -982,3 +983,233 @@ async def test_next_work_against_a_model(store: Store, monkeypatch: pytest.Monke
     assert record is not None
     assert record.done == sum(1 for k in keys if k in decided)
     assert record.retry_waiting == sum(1 for k in keys if k in retry and k not in decided)
+
+
+@parametrize_backends(DURABLE_BACKENDS)
+async def test_save_results_is_one_transaction(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """500 results: one commit, however many statements; a failure midway saves nothing."""
+    import mailvet.storage.sql as sql_module
+
+    assert isinstance(store, SqlStore)
+    for name in ("SQLITE_CHUNK", "IN_CHUNK", "PG_CHUNK"):
+        monkeypatch.setattr(sql_module, name, 100)  # several statements per call
+    key, _ = await store.create_key("k", Plan.PAID)
+    keys = [f"k{i % 500}" for i in range(2_000)]
+    batch = await store.create_batch(key.id, None, [f"{k}@x.test" for k in keys], keys=keys)
+    commits: list[int] = []
+    event.listen(store.engine.sync_engine, "commit", lambda _conn: commits.append(1))
+    verdict = _verdict("deliverable", "accepted_email")
+    await store.save_results(batch.id, [(f"k{i}", verdict) for i in range(250)])
+    assert len(commits) == 1
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.done == 1_000
+
+    # A database error on the 450th key (the fifth statement): nothing of the call stays.
+    if store.dialect == "sqlite":
+        trigger = [
+            "CREATE TRIGGER boom BEFORE UPDATE OF verdict ON batch_items "
+            "WHEN NEW.\"key\" = 'k450' BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        ]
+        untrigger = ["DROP TRIGGER boom"]
+    else:
+        trigger = [
+            "CREATE FUNCTION boom() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'boom'; END $$",
+            "CREATE TRIGGER boom BEFORE UPDATE ON batch_items FOR EACH ROW "
+            "WHEN (NEW.key = 'k450') EXECUTE FUNCTION boom()",
+        ]
+        untrigger = ["DROP TRIGGER boom ON batch_items", "DROP FUNCTION boom()"]
+    async with store.engine.begin() as conn:
+        for statement in trigger:
+            await conn.execute(text(statement))
+    try:
+        with pytest.raises(StorageError, match="boom"):
+            await store.save_results(batch.id, [(f"k{i}", verdict) for i in range(250, 500)])
+    finally:
+        async with store.engine.begin() as conn:
+            for statement in untrigger:
+                await conn.execute(text(statement))
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.done == 1_000
+    assert (await store.counts(batch.id)).by_result == {"deliverable": 1_000}
+    work = await store.next_work(batch.id, 1_000, T0)
+    assert [w.key for w in work] == [f"k{i}" for i in range(250, 500)]
+    await store.save_results(batch.id, [(w.key, verdict) for w in work])
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.done == 2_000
+
+
+@pytest.mark.slow
+@parametrize_backends()
+async def test_iter_items_memory_stays_bounded(store: Store) -> None:
+    """Streaming 100,000 items allocates a chunk's worth at a time, not the batch's."""
+    key, _ = await store.create_key("k", Plan.PAID)
+    size = 100_000
+    batch = await store.create_batch(
+        key.id, None, [f"user{i}@d{i % 997}.example" for i in range(size)]
+    )
+    filler = "x" * 200
+    await store.save_verdicts(
+        batch.id,
+        [(p, _verdict("deliverable", "accepted_email", p=p, f=filler)) for p in range(size)],
+    )
+
+    async def streamed_peak(**kwargs: Any) -> tuple[int, int]:
+        count = 0
+        tracemalloc.start()
+        try:
+            async for item in store.iter_items(batch.id, **kwargs):
+                assert item.verdict is not None
+                count += 1
+            return count, tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    count, peak = await streamed_peak()
+    assert count == size
+    count, filtered_peak = await streamed_peak(result="deliverable", offset=50_000)
+    assert count == size - 50_000
+
+    tracemalloc.start()  # the control: the whole batch at once
+    try:
+        whole = await store.batch_items(batch.id)
+        whole_peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert len(whole) == size
+    del whole
+    assert whole_peak > 50_000_000
+    assert peak < 10_000_000 and peak * 10 < whole_peak, (peak, whole_peak)
+    assert filtered_peak < 10_000_000, filtered_peak
+
+
+def _plan_text(rows: list[Any], dialect: str) -> str:
+    if dialect == "sqlite":
+        return "\n".join(str(row[-1]) for row in rows)
+    return "\n".join(str(row[0]) for row in rows)
+
+
+async def _explain(store: SqlStore, statement: Any, params: Any = None) -> str:
+    """The database's plan for a statement (Core, with its values inlined, or raw SQL)."""
+    if isinstance(statement, str):
+        sql = statement
+    else:
+        compiled = statement.compile(
+            dialect=store.engine.dialect, compile_kwargs={"literal_binds": True}
+        )
+        sql = str(compiled)
+    prefix = "EXPLAIN QUERY PLAN " if store.dialect == "sqlite" else "EXPLAIN "
+    async with store.engine.connect() as conn:
+        if store.dialect == "sqlite":
+            rows = (await conn.exec_driver_sql(prefix + sql, params or ())).all()
+        else:
+            rows = (await conn.execute(text(prefix + sql), params or {})).all()
+    return _plan_text(list(rows), store.dialect)
+
+
+@pytest.mark.slow
+@parametrize_backends(DURABLE_BACKENDS)
+async def test_a_million_item_batch_is_worked_through_indexes(store: Store) -> None:
+    """next_work, save_results, retries and reads on 1,000,000 items: every query the
+    engine repeats walks an index (EXPLAIN on the database itself), none the batch."""
+    import mailvet.storage.sql as sql_module
+
+    assert isinstance(store, SqlStore)
+    key, _ = await store.create_key("k", Plan.PAID)
+    size = 1_000_000
+    keys = [f"user{i % 900_000}@d{i % 2_000}.example" for i in range(size)]  # some twice
+    batch = await store.create_batch(key.id, "big", keys, keys=keys)
+    now = datetime.now(UTC)
+    work = await store.next_work(batch.id, 1_000, now)
+    assert len(work) == 1_000 and work[0].positions == (0, 900_000)
+    verdict = _verdict("deliverable", "accepted_email")
+    await store.save_results(batch.id, [(w.key, verdict) for w in work[:500]])
+    await store.schedule_retries(
+        batch.id, [(w.key, now + timedelta(minutes=5)) for w in work[500:]]
+    )
+    record = await store.get_batch(key.id, batch.id)
+    assert record is not None and record.done == 1_000 and record.retry_waiting == 1_000
+    after = await store.next_work(batch.id, 1_000, now)
+    assert after[0].key == keys[1_000] and after[0].positions == (1_000, 901_000)
+    due = await store.next_work(batch.id, 10, now + timedelta(minutes=5))
+    assert due[0].key == work[500].key and due[0].attempts == 1
+
+    chosen = [w.key for w in after[:500]]
+    plans = {
+        "todo": await _explain(store, sql_module.todo_query(batch.id, 5_000, 1_000)),
+        "due": await _explain(store, sql_module.due_query(batch.id, now, 5_000, 1_000)),
+        "positions": await _explain(store, sql_module.key_positions_query(batch.id, chosen)),
+        "window": await _explain(store, sql_module.window_query(batch.id, 5_000, 6_000, None)),
+        "filtered": await _explain(
+            store, sql_module.window_query(batch.id, 5_000, 6_000, "deliverable")
+        ),
+    }
+    if store.dialect == "sqlite":
+        plans["save"] = await _explain(
+            store,
+            sql_module._SQLITE_SAVE_RESULT,
+            ("{}", "deliverable", "accepted_email", "2026-11-30", batch.id, chosen[0]),
+        )
+        for name, plan in plans.items():
+            for line in plan.splitlines():  # SEARCH: an index range; SCAN: everything
+                assert line.startswith(("SEARCH", "USE TEMP B-TREE")), (name, plan)
+        assert "USING INDEX ix_batch_items_todo (batch_id=? AND position>?)" in plans["todo"]
+        assert "TEMP B-TREE" not in plans["todo"]
+        assert "USING INDEX ix_batch_items_waiting (batch_id=? AND position>?)" in plans["due"]
+        assert "USING INDEX ix_batch_items_key (batch_id=? AND key=?)" in plans["positions"]
+        assert "USING INDEX ix_batch_items_key (batch_id=? AND key=?)" in plans["save"]
+        assert "(batch_id=? AND position>? AND position<?)" in plans["window"]
+    else:
+        plans["save"] = await _explain(
+            store,
+            sql_module._PG_SAVE_RESULTS.text,
+            {
+                "batch_id": batch.id,
+                "now": now,
+                "keys": chosen,
+                "verdicts": ["{}"] * len(chosen),
+                "results": ["deliverable"] * len(chosen),
+                "reasons": ["accepted_email"] * len(chosen),
+            },
+        )
+        plans["count"] = await _explain(
+            store,
+            sql_module._PG_COUNT_KEYS_PENDING.text,
+            {"batch_id": batch.id, "keys": chosen},
+        )
+        for name, plan in plans.items():
+            assert "Seq Scan on batch_items" not in plan, (name, plan)
+        # While nearly every item is to do, the primary key serves as well as the todo
+        # index: either way the walk is in position order and stops after the limit.
+        assert "Index Scan using" in plans["todo"] and "Sort" not in plans["todo"]
+        assert "ix_batch_items_waiting" in plans["due"] or "ix_batch_items_retry" in plans["due"]
+        for name in ("positions", "save", "count"):
+            assert "ix_batch_items_key" in plans[name], (name, plans[name])
+            conditions = [line for line in plans[name].splitlines() if "Index Cond" in line]
+            assert any("key" in line for line in conditions), (name, plans[name])
+        assert "pk_batch_items" in plans["window"]
+
+    if store.dialect == "postgresql":
+        # Once most of the batch is done and the statistics say so (autovacuum's ANALYZE),
+        # the walk goes through the todo index, skipping the done items.
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE batch_items SET verdict = '{}', result = 'unknown' "
+                    "WHERE batch_id = :b AND position < 850000 AND verdict IS NULL "
+                    "AND retry_at IS NULL"
+                ),
+                {"b": batch.id},
+            )
+            await conn.execute(text("ANALYZE batch_items"))
+        plan = await _explain(store, sql_module.todo_query(batch.id, -1, 1_000))
+        assert "Index Scan using ix_batch_items_todo" in plan and "Sort" not in plan, plan
+        late = await store.next_work(batch.id, 1, now)
+        assert late[0].key == keys[850_000] and late[0].positions == (850_000,)
+
+    streamed = [i.position async for i in store.iter_items(batch.id, offset=999_000)]
+    assert streamed == list(range(999_000, size))
+    assert await store.delete_batch(key.id, batch.id) is True
+    assert await store.next_work(batch.id, 10, now) == []

@@ -52,13 +52,18 @@ from mailvet.storage.common import (
 )
 from mailvet.storage.tables import api_keys, batch_items, batches
 
-__all__ = ["SqlStore"]
+__all__ = ["SqlStore", "due_query", "key_positions_query", "todo_query", "window_query"]
+
+_log = logging.getLogger(__name__)
 
 SQLITE_CHUNK = 5_000  # rows per executemany on SQLite
 PG_CHUNK = 10_000  # rows per array parameter on PostgreSQL
 IN_CHUNK = 500  # positions per IN (...) list, well under SQLite's parameter limit
 READ_CHUNK = 1_000  # rows per query when streaming a batch's items (iter_items)
 WORK_SCAN = 1_000  # rows per query when looking for the next distinct keys (next_work)
+# After inserting a batch at least this big, PostgreSQL's statistics are refreshed at once:
+# with stale ones the planner may walk the whole batch instead of the indexes.
+PG_ANALYZE_MIN = 10_000
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "mailvet_write"
 # pg_advisory_xact_lock key so two processes never migrate at the same time
@@ -201,7 +206,8 @@ def todo_query(batch_id: str, after: int, limit: int) -> Select[Any]:
 
 
 def due_query(batch_id: str, now: datetime, after: int, limit: int) -> Select[Any]:
-    """Items past position ``after`` whose retry is due, by position (ix_batch_items_retry)."""
+    """Items past position ``after`` whose retry is due, by position
+    (ix_batch_items_waiting: only the waiting items are walked)."""
     return (
         select(*_WORK_COLUMNS)
         .where(
@@ -217,16 +223,32 @@ def due_query(batch_id: str, now: datetime, after: int, limit: int) -> Select[An
 
 
 def key_positions_query(batch_id: str, keys: Sequence[str]) -> Select[Any]:
-    """(key, position) of the items of ``keys`` without a verdict (ix_batch_items_key)."""
-    return (
-        select(batch_items.c.key, batch_items.c.position)
+    """(key, position) of the items of ``keys`` without a verdict (ix_batch_items_key).
+
+    Unordered: an ORDER BY position would tempt SQLite into walking the whole batch
+    by its primary key; the caller sorts."""
+    return select(batch_items.c.key, batch_items.c.position).where(
+        batch_items.c.batch_id == batch_id,
+        batch_items.c.verdict.is_(None),
+        batch_items.c.key.in_(keys),
+    )
+
+
+def window_query(batch_id: str, low: int, high: int, result: str | None) -> Select[Any]:
+    """Items at positions low..high-1 (with that result, if given), by position (primary
+    key range)."""
+    query = (
+        select(batch_items.c.position, batch_items.c.email, batch_items.c.verdict)
         .where(
             batch_items.c.batch_id == batch_id,
-            batch_items.c.verdict.is_(None),
-            batch_items.c.key.in_(keys),
+            batch_items.c.position >= low,
+            batch_items.c.position < high,
         )
         .order_by(batch_items.c.position)
     )
+    if result is not None:
+        query = query.where(batch_items.c.result == result)
+    return query
 
 
 class SqlStore:
@@ -439,7 +461,22 @@ class SqlStore:
                 )
             )
             await self._insert_items(conn, record.id, emails, item_keys, now)
+        if self.dialect == "postgresql" and len(emails) >= PG_ANALYZE_MIN:
+            await self._analyze_items()
         return record
+
+    async def _analyze_items(self) -> None:
+        """Refresh PostgreSQL's statistics of batch_items (a sample: well under a second).
+
+        Autovacuum would, within a minute or so; until then the planner takes a new
+        batch of a million rows for a few and may walk all of them for every page.
+        Best effort: the batch is stored whatever happens here."""
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(text("ANALYZE batch_items"))
+                await conn.commit()
+        except _FAULTS as exc:
+            _log.warning("could not refresh the statistics of batch_items: %s", _storage_error(exc))
 
     async def _insert_items(
         self,
@@ -732,7 +769,7 @@ class SqlStore:
             WorkItem(
                 key=key,
                 email=email,
-                positions=tuple(positions[key]),
+                positions=tuple(sorted(positions[key])),
                 attempts=attempts,
                 first_try_at=first_try_at,
             )
@@ -866,33 +903,45 @@ class SqlStore:
             raise ValueError("offset and limit must not be negative")
         if limit == 0 or not _storable(batch_id) or (result is not None and not _storable(result)):
             return
+        async with self._read() as conn:
+            batch = (
+                await conn.execute(
+                    select(batches.c.size, batches.c.deleted_at).where(batches.c.id == batch_id)
+                )
+            ).first()
+        if batch is None or batch.deleted_at is not None:
+            return
+        # Positions are 0..size-1, so the batch is read in windows of READ_CHUNK
+        # positions: each query touches at most that many rows whatever plan the
+        # database picks (a LIMIT after "position > x" can turn into a sort of the whole
+        # batch on PostgreSQL with stale statistics). Without a filter the offset is a
+        # position; with one, the first `offset` matching items are counted off.
         remaining = limit
         skip = offset if result is not None else 0
-        # Positions are 0..size-1: without a filter the offset is a position.
-        after = offset - 1 if result is None else -1
-        while remaining is None or remaining > 0:
-            size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-            query = (
-                select(batch_items.c.position, batch_items.c.email, batch_items.c.verdict)
-                .where(batch_items.c.batch_id == batch_id, batch_items.c.position > after)
-                .order_by(batch_items.c.position)
-                .limit(size)
-            )
-            if result is not None:
-                query = query.where(batch_items.c.result == result)
-            if skip:
-                query = query.offset(skip)
-                skip = 0
-            # One short read per chunk: no transaction stays open while the caller works.
+        low = offset if result is None else 0
+        while low < batch.size and (remaining is None or remaining > 0):
+            high = min(batch.size, low + READ_CHUNK)
+            if result is None and remaining is not None:
+                high = min(high, low + remaining)
+            query = window_query(batch_id, low, high, result)
+            # One short read per window: no transaction stays open while the caller works.
             async with self._read() as conn:
+                if skip:
+                    count = select(func.count()).select_from(query.order_by(None).subquery())
+                    matching = (await conn.execute(count)).scalar_one()
+                    if matching <= skip:
+                        skip -= matching
+                        low = high
+                        continue
                 rows = (await conn.execute(query)).all()
+            if skip:
+                rows, skip = rows[skip:], 0
+            if remaining is not None:
+                rows = rows[:remaining]
+                remaining -= len(rows)
             for position, email, verdict in rows:
                 yield BatchItem(position, email, load_verdict(verdict))
-            if len(rows) < size:
-                return
-            after = rows[-1].position
-            if remaining is not None:
-                remaining -= len(rows)
+            low = high
 
     async def counts(self, batch_id: str) -> BatchCounts:
         by_result: dict[str, int] = {}

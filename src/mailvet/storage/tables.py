@@ -145,8 +145,16 @@ Index(
     sqlite_where=_TODO,
 )
 
-# Items waiting for a retry: the due ones, the earliest retry, how many wait.
+# Items waiting for a retry (only those rows): the due ones by position, the earliest
+# retry and how many wait.
 _WAITING = batch_items.c.verdict.is_(None) & batch_items.c.retry_at.is_not(None)
+Index(
+    "ix_batch_items_waiting",
+    batch_items.c.batch_id,
+    batch_items.c.position,
+    postgresql_where=_WAITING,
+    sqlite_where=_WAITING,
+)
 Index(
     "ix_batch_items_retry",
     batch_items.c.batch_id,

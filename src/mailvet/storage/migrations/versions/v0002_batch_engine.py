@@ -3,8 +3,8 @@
 Items gain ``key`` (existing rows: their email), ``result`` and ``reason`` (existing
 verdicts: read from their JSON), ``retry_at``, ``attempts`` and ``first_try_at``;
 batches gain ``callback_url`` and the webhook's delivery state. The pending index
-gives way to one over items neither done nor waiting for a retry, plus one over the
-items waiting, one by key, and one for the webhook sender.
+gives way to one over items neither done nor waiting for a retry, plus two over the
+items waiting (by position, by retry time), one by key, and one for the webhook sender.
 
 Revision ID: 0002
 Revises: 0001
@@ -82,6 +82,13 @@ def upgrade() -> None:
         sqlite_where=sa.text(_TODO),
     )
     op.create_index(
+        "ix_batch_items_waiting",
+        "batch_items",
+        ["batch_id", "position"],
+        postgresql_where=sa.text(_WAITING),
+        sqlite_where=sa.text(_WAITING),
+    )
+    op.create_index(
         "ix_batch_items_retry",
         "batch_items",
         ["batch_id", "retry_at"],
@@ -94,6 +101,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_batch_items_key", table_name="batch_items")
     op.drop_index("ix_batch_items_retry", table_name="batch_items")
+    op.drop_index("ix_batch_items_waiting", table_name="batch_items")
     op.drop_index("ix_batch_items_todo", table_name="batch_items")
     op.create_index(
         "ix_batch_items_pending",
