@@ -920,13 +920,16 @@ async def test_webhooks_due_and_their_results(store: Store) -> None:
     assert [b.id for b in due] == [hooked.id]
     assert due[0] == await store.get_batch(key.id, hooked.id)
 
+    assert due[0].webhook_attempts == 0
     await store.webhook_result(hooked.id, delivered=False, next_at=now + timedelta(seconds=30))
     assert await store.webhooks_due(now) == []
-    assert [b.id for b in await store.webhooks_due(now + timedelta(seconds=30))] == [hooked.id]
+    retry = await store.webhooks_due(now + timedelta(seconds=30))
+    assert [(b.id, b.webhook_attempts) for b in retry] == [(hooked.id, 1)]
     await store.webhook_result(hooked.id, delivered=True, next_at=None)
     assert await store.webhooks_due(now + timedelta(days=1)) == []
     record = await store.get_batch(key.id, hooked.id)
     assert record is not None and record.webhook_delivered_at is not None
+    assert record.webhook_attempts == 2
 
     gave_up = await store.create_batch(key.id, None, ["a@x.test"], callback_url="https://h/3")
     await store.finish_batch(gave_up.id)

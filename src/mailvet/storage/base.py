@@ -44,6 +44,7 @@ class BatchRecord:
     callback_url: str | None = None  # called once the batch is finished (webhook)
     retry_waiting: int = 0  # items without a verdict waiting for a retry (greylisting)
     webhook_delivered_at: datetime | None = None
+    webhook_attempts: int = 0  # webhook calls made so far (an addition to the fields)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,6 @@ class _Batch:
     retry_at: dict[str, datetime] = field(default_factory=dict)  # waiting keys
     attempts: dict[str, int] = field(default_factory=dict)  # key -> retries done
     first_try_at: dict[str, datetime] = field(default_factory=dict)
-    webhook_attempts: int = 0
     webhook_next_at: datetime | None = None
 
     def waiting(self) -> int:
@@ -444,7 +443,7 @@ class MemoryStore:
                 and b.record.finished_at is not None
                 and b.record.deleted_at is None
                 and (
-                    (b.webhook_next_at is None and b.webhook_attempts == 0)
+                    (b.webhook_next_at is None and b.record.webhook_attempts == 0)
                     or (b.webhook_next_at is not None and b.webhook_next_at <= now)
                 )
             ]
@@ -460,9 +459,12 @@ class MemoryStore:
             batch = self._batches.get(batch_id)
             if batch is None:
                 raise NotFoundError(f"no batch with id {batch_id!r}")
-            batch.webhook_attempts += 1
+            attempts = batch.record.webhook_attempts + 1
             if delivered:
-                batch.record = replace(batch.record, webhook_delivered_at=utcnow())
+                batch.record = replace(
+                    batch.record, webhook_attempts=attempts, webhook_delivered_at=utcnow()
+                )
                 batch.webhook_next_at = None
             else:
+                batch.record = replace(batch.record, webhook_attempts=attempts)
                 batch.webhook_next_at = next_at

@@ -111,6 +111,7 @@ def _batch(row: Any) -> BatchRecord:  # a Row of _BATCH_COLUMNS
         callback_url=row.callback_url,
         retry_waiting=row.retry_waiting,
         webhook_delivered_at=row.webhook_delivered_at,
+        webhook_attempts=row.webhook_attempts,
     )
 
 
