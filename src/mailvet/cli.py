@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
 
     from mailvet.batchfile import InputFile, OutputFile
     from mailvet.engine.facts import Facts
-    from mailvet.storage.base import Store
+    from mailvet.storage.base import BatchRecord, Store
     from mailvet.verdict import Verdict
 
 __all__ = ["app", "main"]
@@ -70,6 +71,18 @@ def _addresses(args: list[str]) -> Iterator[str]:
                     yield line
         else:
             yield arg
+
+
+def _address_blocks(args: list[str]) -> Iterator[list[str]]:
+    """``_addresses`` a block at a time, stdin read in blocks of bytes (the bulk path)."""
+    from mailvet.batchfile import open_input
+
+    for arg in args:
+        if arg == "-":
+            with open_input("-", fmt="plain") as source:
+                yield from source.plain_blocks()
+        else:
+            yield [arg]
 
 
 async def _verify_all(
@@ -122,10 +135,15 @@ def validate(
     settings = _settings(ctx)
     if offline and json and not details:
         # the bulk path: no event loop, no rich, rows written in blocks
-        from mailvet.batchfile import write_validate_json
+        from mailvet.batchfile import BatchFileError, write_validate_json
         from mailvet.engine.pipeline import Engine
 
-        write_validate_json(Engine(settings), _addresses(addresses), sys.stdout.buffer)
+        try:
+            write_validate_json(Engine(settings), _address_blocks(addresses), sys.stdout.buffer)
+        except BatchFileError as exc:
+            sys.stdout.flush()
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
         sys.stdout.flush()
         return
     from rich.console import Console
@@ -183,6 +201,19 @@ def _print_row(console: Console, v: Verdict) -> None:
 # ---- mailvet batch: a file in, the same file with verdicts out ----
 
 
+@dataclass(frozen=True, slots=True)
+class _BatchArgs:
+    file: str
+    output: str
+    out_format: str | None
+    input_format: str | None
+    column: str | None
+    encoding: str
+    delimiter: str | None
+    show: bool
+    state_dir: Path | None
+
+
 @app.command()
 def batch(
     ctx: typer.Context,
@@ -216,13 +247,21 @@ def batch(
         bool | None,
         typer.Option(help="Show a progress bar (default: when stderr is a terminal)."),
     ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where stored batches live, one SQLite file per input file"
+            " (default: the per-user data directory's batches/)."
+        ),
+    ] = None,
 ) -> None:
     """Verify every address of a file; write the file's rows with the verdict columns added.
 
-    The input's own columns are kept. Without --offline the batch is stored in the
-    database and checked by the batch engine (per-mail-server lanes, polite limits,
-    greylisting retries); run the same command again after an interruption and it
-    resumes where it stopped.
+    The input's own columns are kept. Without --offline the batch is stored (SQLite, one
+    database per input file, named after its path, size and SHA-256) and checked by the
+    batch engine: per-mail-server lanes, polite limits, greylisting retries. Run the
+    same command again after an interruption and it resumes where it stopped; addresses
+    with a saved verdict are not asked again.
     """
     from mailvet.batchfile import BatchFileError
 
@@ -235,65 +274,58 @@ def batch(
         raise typer.Exit(2)
     if file == "-" and not offline:
         typer.echo(
-            "error: reading stdin needs --offline (a stored batch resumes from its file)", err=True
+            "error: reading stdin needs --offline (a stored batch resumes from its file)",
+            err=True,
         )
         raise typer.Exit(2)
     show = sys.stderr.isatty() if progress is None else progress
+    args = _BatchArgs(
+        file, output, out_format, input_format, column, encoding, delimiter, show, state_dir
+    )
     try:
         if offline:
-            _batch_offline(
-                settings, file, output, out_format, input_format, column, encoding, delimiter, show
-            )
+            _batch_offline(settings, args)
         else:
-            _batch_network(
-                settings, file, output, out_format, input_format, column, encoding, delimiter, show
-            )
+            asyncio.run(_batch_network(settings, args))
     except BatchFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     except OSError as exc:
         typer.echo(f"error: {exc.strerror or exc}: {exc.filename or file}", err=True)
         raise typer.Exit(2) from exc
+    except KeyboardInterrupt:
+        again = "" if offline else "; run the same command again to resume"
+        typer.echo(f"interrupted{again}", err=True)
+        raise typer.Exit(130) from None
 
 
-def _open_files(
-    file: str,
-    output: str,
-    out_format: str | None,
-    input_format: str | None,
-    column: str | None,
-    encoding: str,
-    delimiter: str | None,
-) -> tuple[InputFile, OutputFile]:
+def _open_files(args: _BatchArgs) -> tuple[InputFile, OutputFile]:
     from mailvet.batchfile import INPUT_FORMATS, OutputFile, open_input, output_format
 
-    fmt = INPUT_FORMATS.get(input_format or "")
-    source = open_input(file, fmt=fmt, column=column, encoding=encoding, delimiter=delimiter)
+    source = open_input(
+        args.file,
+        fmt=INPUT_FORMATS.get(args.input_format or ""),
+        column=args.column,
+        encoding=args.encoding,
+        delimiter=args.delimiter,
+    )
     try:
-        out = OutputFile(output, output_format(output, out_format, source.fmt), source)
+        out = OutputFile(
+            args.output, output_format(args.output, args.out_format, source.fmt), source
+        )
     except BaseException:
         source.close()
         raise
     return source, out
 
 
-def _batch_offline(
-    settings: Settings,
-    file: str,
-    output: str,
-    out_format: str | None,
-    input_format: str | None,
-    column: str | None,
-    encoding: str,
-    delimiter: str | None,
-    show: bool,
-) -> None:
+def _batch_offline(settings: Settings, args: _BatchArgs) -> None:
     from mailvet.batchfile import run_offline
     from mailvet.engine.pipeline import Engine
 
     engine = Engine(settings)
-    source, out = _open_files(file, output, out_format, input_format, column, encoding, delimiter)
-    bar = _Progress(None, "offline") if show else None
+    source, out = _open_files(args)
+    bar = _Progress(None, "offline") if args.show else None
     try:
         with source:
             counts = run_offline(engine, source, out, bar.update if bar else None)
@@ -304,22 +336,138 @@ def _batch_offline(
     finally:
         if bar is not None:
             bar.stop()
-    _summary(counts.rows, counts.by_result, output, offline=True)
+    _summary(counts.rows, counts.by_result, args.output, offline=True)
 
 
-def _batch_network(
-    settings: Settings,
-    file: str,
-    output: str,
-    out_format: str | None,
-    input_format: str | None,
-    column: str | None,
-    encoding: str,
-    delimiter: str | None,
-    show: bool,
+_CLI_KEY = "mailvet batch"  # the key that owns the stored batch (its database holds one)
+_POLL = 0.5  # seconds between progress reads from the store
+
+
+async def _batch_network(settings: Settings, args: _BatchArgs) -> None:
+    """Store the file's addresses as a batch (once), run it in-process, write OUT from
+    the store next to the file's own rows."""
+    from platformdirs import user_data_path
+
+    from mailvet.batchfile import file_fingerprint
+    from mailvet.storage import open_store
+    from mailvet.storage.base import Plan
+
+    if args.output != "-" and Path(args.output).resolve() == Path(args.file).resolve():
+        raise OSError(17, "OUT would overwrite the input", args.output)
+    fingerprint = file_fingerprint(args.file)
+    state = args.state_dir or user_data_path("mailvet", appauthor=False) / "batches"
+    state.mkdir(parents=True, exist_ok=True)
+    store = open_store(f"sqlite:///{state / (fingerprint + '.db')}")
+    try:
+        await store.migrate()
+        key = next((k for k in await store.list_keys() if k.name == _CLI_KEY), None)
+        if key is None:
+            key, _ = await store.create_key(_CLI_KEY, Plan.PAID)
+        found = await store.list_batches(key.id, limit=1)
+        if found:
+            record = found[0]
+            typer.echo(
+                f"resuming: {record.done:,} of {record.size:,} addresses already checked", err=True
+            )
+        else:
+            record = await _store_batch(settings, store, key.id, fingerprint, args)
+        if record.finished_at is None:
+            await _run_batch(settings, store, key.id, record.id, record.size, args.show)
+        rows, by_result = await _write_from_store(store, record.id, args)
+    finally:
+        await store.close()
+    _summary(rows, by_result, args.output, offline=False)
+
+
+async def _store_batch(
+    settings: Settings, store: Store, user_id: str, name: str, args: _BatchArgs
+) -> BatchRecord:
+    """Read the file's addresses (with their de-duplication keys) and store the batch."""
+    from mailvet.batchfile import INPUT_FORMATS, BatchFileError, open_input
+    from mailvet.engine.syntax import SyntaxPolicy, check_syntax
+
+    policy = SyntaxPolicy.from_settings(settings)
+    emails: list[str] = []
+    keys: list[str] = []
+    with open_input(
+        args.file,
+        fmt=INPUT_FORMATS.get(args.input_format or ""),
+        column=args.column,
+        encoding=args.encoding,
+        delimiter=args.delimiter,
+    ) as source:
+        for raw, _ in source.rows():
+            emails.append(raw)
+            syntax = check_syntax(raw, policy)
+            keys.append(syntax.email if syntax.ok and syntax.email else raw)
+    if len(emails) > settings.max_batch_size:
+        raise BatchFileError(
+            f"{args.file}: {len(emails):,} addresses, over max_batch_size"
+            f" ({settings.max_batch_size:,}; MAILVET_MAX_BATCH_SIZE)"
+        )
+    record = await store.create_batch(user_id, name, emails, keys=keys)
+    typer.echo(f"stored {record.size:,} addresses ({len(set(keys)):,} distinct)", err=True)
+    return record
+
+
+async def _run_batch(
+    settings: Settings, store: Store, user_id: str, batch_id: str, size: int, show: bool
 ) -> None:
-    typer.echo("error: not yet", err=True)
-    raise typer.Exit(2)
+    """The batch engine in this process until the batch is finished."""
+    from mailvet.engine.pipeline import Engine
+    from mailvet.jobs.inprocess import BatchRunner
+
+    engine = Engine(settings)
+    runner = BatchRunner(store, engine, settings)
+    bar = _Progress(size, "checking") if show else None
+    runner.start()
+    try:
+        while True:
+            record = await store.get_batch(user_id, batch_id)
+            if record is None:  # pragma: no cover - nothing deletes it here
+                raise RuntimeError("the stored batch is gone")
+            if bar is not None:
+                counts = await store.counts(batch_id)
+                bar.update(record.done, counts.by_result, waiting=record.retry_waiting)
+            if record.finished_at is not None:
+                break
+            if not runner.running:  # the runner's loop died: say so rather than wait
+                raise RuntimeError("the batch runner stopped")
+            await asyncio.sleep(_POLL)
+    finally:
+        if bar is not None:
+            bar.stop()
+        await runner.stop()  # saves what was reached; the rest stays pending
+        await engine.close()
+
+
+async def _write_from_store(
+    store: Store, batch_id: str, args: _BatchArgs
+) -> tuple[int, dict[str, int]]:
+    """OUT: the file's rows, in order, each with its stored verdict."""
+    from mailvet.batchfile import BatchFileError
+
+    source, out = _open_files(args)
+    by_result: dict[str, int] = {}
+    rows = 0
+    try:
+        with source:
+            records = source.rows()
+            async for item in store.iter_items(batch_id):
+                _, row = next(records)
+                verdict = item.verdict
+                if verdict is not None:
+                    result = str(verdict.get("result"))
+                    by_result[result] = by_result.get(result, 0) + 1
+                out.write(row, verdict)
+                rows += 1
+            if next(records, None) is not None:
+                raise BatchFileError(f"{args.file} changed while it was being checked")
+        out.commit()
+    except BaseException:
+        out.discard()
+        raise
+    return rows, by_result
 
 
 def _summary(rows: int, by_result: dict[str, int], output: str, *, offline: bool) -> None:
@@ -367,7 +515,9 @@ class _Progress:
 
         return time.monotonic()
 
-    def update(self, done: int, by_result: dict[str, int] | None = None) -> None:
+    def update(
+        self, done: int, by_result: dict[str, int] | None = None, *, waiting: int = 0
+    ) -> None:
         elapsed = max(self._now() - self._started, 1e-6)
         counts = ""
         if by_result:
@@ -375,6 +525,8 @@ class _Progress:
                 f"[{_RESULT_STYLE.get(k, 'white')}]{k} {v:,}[/]"
                 for k, v in sorted(by_result.items())
             )
+        if waiting:
+            counts += f" [dim]waiting for a retry {waiting:,}[/]"
         self._progress.update(
             self._task, completed=done, rate=f"{done / elapsed:,.0f}/s", counts=counts
         )

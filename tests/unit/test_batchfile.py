@@ -247,7 +247,7 @@ def test_cached_text_equals_the_plain_encoder(
 
 def test_validate_json_equals_verdict_as_dict(engine: Engine) -> None:
     out = io.BytesIO()
-    assert write_validate_json(engine, ADDRESSES, out) == len(ADDRESSES)
+    assert write_validate_json(engine, [ADDRESSES[:5], ADDRESSES[5:]], out) == len(ADDRESSES)
     got = [orjson.loads(line) for line in out.getvalue().splitlines()]
     for raw, data in zip(ADDRESSES, got, strict=True):
         want = engine.verdict_offline(raw).as_dict()
