@@ -34,6 +34,7 @@ value that is not a string are addresses like any other (``invalid_format``).
 from __future__ import annotations
 
 import csv
+import operator
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -621,6 +622,8 @@ class _Encoder:
         self._cache: dict[int, tuple[Verdict, tuple[str, ...]]] = {}
         self._texts: dict[tuple[object, ...], tuple[str, ...]] = {}
         self._shared = [i for i, f in enumerate(Verdict._fields) if f not in _PER_ROW]
+        self._shared_of = operator.itemgetter(*self._shared)
+        self._per_address_at = [Verdict._fields.index(f) for f in self.per_address]
         self.cache_get = self._cache.get
         # the last text piece (it holds the result) -> the result, for counting rows
         self.result_of: dict[str, str] = {}
@@ -648,22 +651,23 @@ class _Encoder:
     def verdict_text(self, verdict: Verdict) -> str:
         """``full(verdict)``, from the cached text of verdicts like it (the slow path's
         rows: malformed, quoted, non-ASCII addresses)."""
-        shared = tuple(verdict[i] for i in self._shared)
+        shared = self._shared_of(verdict)
         segs = self._texts.get(shared)
         if segs is None:
             segs = self._segments(verdict)
             if len(self._texts) >= _TEXT_CACHE_SIZE:
                 self._texts.clear()
             self._texts[shared] = segs
-        data = verdict.as_dict()
         pieces = [segs[0]]
-        for name, seg in zip(self.per_address, segs[1:], strict=True):
-            value = data[name]
-            if self.csv:
-                pieces.append(_quote(csv_cell(value), self.delimiter))
-            else:
-                pieces.append(orjson.dumps(value).decode())
-            pieces.append(seg)
+        if self.csv:
+            delimiter = self.delimiter
+            for at, seg in zip(self._per_address_at, segs[1:], strict=True):
+                pieces.append(_quote(csv_cell(verdict[at]), delimiter))
+                pieces.append(seg)
+        else:
+            for at, seg in zip(self._per_address_at, segs[1:], strict=True):
+                pieces.append(orjson.dumps(verdict[at]).decode())
+                pieces.append(seg)
         return "".join(pieces)
 
     def segments(self, template: Verdict) -> tuple[str, ...]:
