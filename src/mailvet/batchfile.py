@@ -198,7 +198,7 @@ def _decode(body: bytes, encoding: str, name: str, before: int) -> str:
 
 
 def _header_key(name: str) -> str:
-    return "".join(ch for ch in name.lower() if ch.isalnum() or ch == "-").replace("-", "")
+    return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
 def _find_column(names: Sequence[str], wanted: str | None, what: str) -> int:
@@ -281,8 +281,16 @@ class InputFile:
             for cells in reader:
                 if not cells or (len(cells) == 1 and not cells[0].strip()):
                     continue  # a blank line
-                if len(cells) < width:
-                    cells.extend([""] * (width - len(cells)))
+                if len(cells) != width:
+                    if len(cells) < width:
+                        cells.extend([""] * (width - len(cells)))
+                    elif any(c.strip() for c in cells[width:]):
+                        raise BatchFileError(
+                            f"{self.name}: line {reader.line_num + self._line_no} has"
+                            f" {len(cells)} cells, the header {width}"
+                        )
+                    else:  # trailing empty cells ("a,b,c,,"): nothing is lost
+                        del cells[width:]
                 yield cells[index].strip(), cells
         except csv.Error as exc:
             line = reader.line_num + self._line_no

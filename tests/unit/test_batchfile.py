@@ -84,6 +84,13 @@ def test_csv_delimiter_is_found_and_kept(engine: Engine, tmp_path: Path) -> None
     assert lines[1].startswith("Jean;jean@orange.fr;jean@orange.fr;jean;orange.fr;")
 
 
+def test_rows_wider_than_the_header(engine: Engine, tmp_path: Path) -> None:
+    rows = _csv(_run(engine, tmp_path, "w.csv", b"email,n\nann@gmail.com,1,,\n"))
+    assert rows[0]["n"] == "1" and rows[0]["result"] == "unknown"
+    with pytest.raises(BatchFileError, match="line 3 has 3 cells, the header 2"):
+        _run(engine, tmp_path, "w.csv", b"email,n\nann@gmail.com,1\nbob@gmail.com,2,x\n")
+
+
 def test_column_option_and_clear_errors(engine: Engine, tmp_path: Path) -> None:
     data = b"id,primary,backup\n1,a@example.com,b@example.com\n"
     rows = _csv(_run(engine, tmp_path, "c.csv", data, column="backup"))
