@@ -266,6 +266,11 @@ def batch(
     from mailvet.batchfile import BatchFileError
 
     settings = _settings(ctx)
+    failures: tuple[type[Exception], ...] = ()  # the database or the runner failing
+    if not offline:
+        from mailvet.storage.common import StorageError
+
+        failures = (StorageError, RuntimeError)
     if input_format is not None and input_format not in ("csv", "jsonl", "plain"):
         typer.echo("error: --input-format must be csv, jsonl or plain", err=True)
         raise typer.Exit(2)
@@ -293,6 +298,9 @@ def batch(
     except OSError as exc:
         typer.echo(f"error: {exc.strerror or exc}: {exc.filename or file}", err=True)
         raise typer.Exit(2) from exc
+    except failures as exc:
+        typer.echo(f"error: {exc}; run the same command again to resume", err=True)
+        raise typer.Exit(1) from exc
     except KeyboardInterrupt:
         again = "" if offline else "; run the same command again to resume"
         typer.echo(f"interrupted{again}", err=True)
@@ -341,6 +349,7 @@ def _batch_offline(settings: Settings, args: _BatchArgs) -> None:
 
 _CLI_KEY = "mailvet batch"  # the key that owns the stored batch (its database holds one)
 _POLL = 0.5  # seconds between progress reads from the store
+_SAY_EVERY = 30.0  # seconds between progress lines when no bar is shown
 
 
 async def _batch_network(settings: Settings, args: _BatchArgs) -> None:
@@ -420,6 +429,8 @@ async def _run_batch(
     engine = Engine(settings)
     runner = BatchRunner(store, engine, settings)
     bar = _Progress(size, "checking") if show else None
+    loop = asyncio.get_running_loop()
+    said = loop.time()
     runner.start()
     try:
         while True:
@@ -429,10 +440,17 @@ async def _run_batch(
             if bar is not None:
                 counts = await store.counts(batch_id)
                 bar.update(record.done, counts.by_result, waiting=record.retry_waiting)
+            elif loop.time() - said >= _SAY_EVERY:  # no terminal: a line now and then
+                said = loop.time()
+                waiting = f", {record.retry_waiting:,} waiting for a retry"
+                typer.echo(
+                    f"checked {record.done:,} of {size:,}{waiting if record.retry_waiting else ''}",
+                    err=True,
+                )
             if record.finished_at is not None:
                 break
             if not runner.running:  # the runner's loop died: say so rather than wait
-                raise RuntimeError("the batch runner stopped")
+                raise RuntimeError("the batch runner stopped (its log says why)")
             await asyncio.sleep(_POLL)
     finally:
         if bar is not None:
