@@ -214,7 +214,17 @@ class _BatchArgs:
     state_dir: Path | None
 
 
-@app.command()
+_BATCH_HELP = (
+    "Verify every address of a file; write its rows with the verdict columns added.\n\n"
+    "The input's own columns are kept. Without --offline the batch is stored (SQLite, one"
+    " database per input file, named after its path, size and SHA-256) and checked by the"
+    " batch engine: per-mail-server lanes, polite limits, greylisting retries. Run the same"
+    " command again after an interruption and it resumes where it stopped; addresses with a"
+    " saved verdict are not asked again."
+)
+
+
+@app.command(help=_BATCH_HELP)
 def batch(
     ctx: typer.Context,
     file: Annotated[
@@ -255,14 +265,7 @@ def batch(
         ),
     ] = None,
 ) -> None:
-    """Verify every address of a file; write the file's rows with the verdict columns added.
-
-    The input's own columns are kept. Without --offline the batch is stored (SQLite, one
-    database per input file, named after its path, size and SHA-256) and checked by the
-    batch engine: per-mail-server lanes, polite limits, greylisting retries. Run the
-    same command again after an interruption and it resumes where it stopped; addresses
-    with a saved verdict are not asked again.
-    """
+    """Verify every address of a file; write its rows with the verdict columns added."""
     from mailvet.batchfile import BatchFileError
 
     settings = _settings(ctx)
