@@ -302,3 +302,14 @@ def test_blocks_read_a_file_in_pieces(tmp_path: Path, monkeypatch: pytest.Monkey
         blocks = list(source.plain_blocks())
     assert len(blocks) > 10
     assert [a for b in blocks for a in b] == [f"user{i}@example.com" for i in range(100)]
+
+
+def test_fingerprint_names_path_size_and_content(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_bytes(b"email\nann@gmail.com\n")
+    b.write_bytes(b"email\nann@gmail.com\n")
+    first = batchfile.file_fingerprint(str(a))
+    assert first == batchfile.file_fingerprint(str(a)) and len(first) == 32
+    assert first != batchfile.file_fingerprint(str(b))  # another path
+    a.write_bytes(b"email\nbob@gmail.com\n")  # same size, other content
+    assert first != batchfile.file_fingerprint(str(a))
