@@ -2,7 +2,8 @@
 
 The lifespan opens the store (``open_store(settings.database_url)`` unless one is
 given) and migrates it, builds the engine, and starts the in-process batch runner,
-which first resumes every unfinished batch: batches survive a restart. On shutdown
+which first resumes every unfinished batch: batches survive a restart, and the
+webhook sender (``jobs.webhook``), which calls finished batches' ``callback_url``. On shutdown
 it stops the runner and closes what it opened (a store or engine passed in belongs
 to the caller and is left open).
 
@@ -80,6 +81,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from mailvet.jobs.inprocess import BatchRunner
+        from mailvet.jobs.webhook import WebhookSender
 
         own_store = store is None
         own_engine = engine is None
@@ -105,10 +107,15 @@ def create_app(
             )
             svc.runner = runner
             runner.start()
+            webhooks = WebhookSender(svc.store, settings)
+            svc.webhooks = webhooks
+            webhooks.start()
             try:
                 yield
             finally:
                 await svc.probes.close()
+                await webhooks.stop()
+                svc.webhooks = None
                 await runner.stop()
                 svc.runner = None
                 if own_engine and svc.engine is not None:
