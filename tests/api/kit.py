@@ -21,8 +21,33 @@ from fastapi import FastAPI
 from mailvet.api.app import create_app
 from mailvet.settings import Settings
 from mailvet.storage.base import Plan
-from mailvet.storage.memory import MemoryStore
 from mailvet.testing.engine import FakeEngine as FakeEngine  # re-exported for the tests
+
+from .fakestore import BatchMemoryStore
+
+PUBLIC_HOOK_HOST = "hooks.example.com"  # what the fake resolver knows
+PUBLIC_HOOK_IP = "93.184.215.14"  # a public address; nothing is ever sent there
+
+
+async def fake_resolver(host: str, port: int) -> list[str]:
+    """No DNS in tests: ``PUBLIC_HOOK_HOST`` is public, ``private.example.com`` private,
+    every other name does not resolve."""
+    table = {PUBLIC_HOOK_HOST: [PUBLIC_HOOK_IP], "private.example.com": ["10.0.0.7"]}
+    if host.lower() in table:
+        return table[host.lower()]
+    raise OSError(f"{host} does not resolve (fake resolver)")
+
+
+class HookRecorder:
+    """A webhook transport that sends nothing: it records each request and answers 200."""
+
+    def __init__(self) -> None:
+        self.requests: list[httpx.Request] = []
+        self.transport = httpx.MockTransport(self._answer)
+
+    def _answer(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        return httpx.Response(200)
 
 
 def make_settings(**overrides: Any) -> Settings:
@@ -40,11 +65,12 @@ def make_settings(**overrides: Any) -> Settings:
 class Api:
     app: FastAPI
     client: httpx.AsyncClient
-    store: MemoryStore
+    store: BatchMemoryStore
     engine: FakeEngine
     paid: str  # secrets
     free: str
     other: str  # a second paid key
+    hooks: HookRecorder  # webhooks the app sent (never on the network)
 
     def h(self, secret: str | None = None) -> dict[str, str]:
         return {"x-mails-api-key": self.paid if secret is None else secret}
@@ -55,16 +81,23 @@ async def running_api(
     settings: Settings | None = None, engine: FakeEngine | None = None
 ) -> AsyncIterator[Api]:
     """The app with its lifespan running, an ASGI client, a paid, a free and another key."""
-    store = MemoryStore()
+    store = BatchMemoryStore()
     engine = engine or FakeEngine()
     _, paid = await store.create_key("paid", Plan.PAID)
     _, free = await store.create_key("free", Plan.FREE)
     _, other = await store.create_key("other", Plan.PAID)
-    app = create_app(settings or make_settings(), store=store, engine=engine)
+    hooks = HookRecorder()
+    app = create_app(
+        settings or make_settings(),
+        store=store,
+        engine=engine,
+        resolver=fake_resolver,
+        webhook_transport=hooks.transport,
+    )
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://mailvet.test") as client:
-            yield Api(app, client, store, engine, paid, free, other)
+            yield Api(app, client, store, engine, paid, free, other, hooks)
 
 
 def free_port() -> int:

@@ -41,7 +41,10 @@ from mailvet.storage.base import Store
 from mailvet.storage.common import StorageError
 
 if TYPE_CHECKING:
+    import httpx
+
     from mailvet.engine import Checked, Engine
+    from mailvet.jobs.webhook import Resolver
 
 __all__ = ["STATIC_URL", "create_app"]
 
@@ -70,18 +73,23 @@ def create_app(
     *,
     store: Store | None = None,
     engine: Engine | None = None,
+    resolver: Resolver | None = None,
+    webhook_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
+    """The app. ``resolver`` resolves callback URLs' host names (default: the system's),
+    ``webhook_transport`` carries the webhooks (default: the network); tests pass both."""
     metrics = Metrics()
     svc = Service(
         settings=settings,
         metrics=metrics,
         limiter=RateLimiter(settings.rate_limit_per_minute),
+        resolver=resolver,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from mailvet.jobs.inprocess import BatchRunner
-        from mailvet.jobs.webhook import WebhookSender
+        from mailvet.jobs.webhook import WebhookSender, system_resolver
 
         own_store = store is None
         own_engine = engine is None
@@ -107,7 +115,12 @@ def create_app(
             )
             svc.runner = runner
             runner.start()
-            webhooks = WebhookSender(svc.store, settings)
+            webhooks = WebhookSender(
+                svc.store,
+                settings,
+                transport=webhook_transport,
+                resolver=system_resolver if resolver is None else resolver,
+            )
             svc.webhooks = webhooks
             webhooks.start()
             try:

@@ -25,7 +25,7 @@ from mailvet.api.cache import CachedResult, cache_key
 from mailvet.api.deps import Service, authenticate, service
 from mailvet.engine.facts import Facts
 from mailvet.engine.scoring import decide
-from mailvet.jobs.webhook import callback_allowed
+from mailvet.jobs.webhook import callback_allowed, system_resolver
 from mailvet.storage.base import ApiKey, BatchRecord, Plan
 from mailvet.storage.common import check_text
 from mailvet.verdict import Result, new_id
@@ -406,15 +406,20 @@ def _valid_id(batch_id: str) -> bool:
         return False
 
 
-def _int_param(request: Request, name: str, default: int, low: int, high: int) -> int:
-    """A whole-number query parameter within [low, high]; anything else is a 400."""
+def _int_param(
+    request: Request, name: str, default: int, low: int, high: int, *, clamp: bool = False
+) -> int:
+    """A whole-number query parameter within [low, high] (with ``clamp``, one above
+    ``high`` counts as ``high``); anything else is a 400."""
     raw = request.query_params.get(name)
     if raw is None:
         return default
     text = raw.strip()
-    if not text.isascii() or not text.isdigit() or len(text) > 12:
+    if not text.isascii() or not text.isdigit() or len(text) > 64:
         raise BadRequest
     value = int(text)
+    if clamp:
+        value = min(value, high)
     if not low <= value <= high:
         raise BadRequest
     return value
@@ -471,6 +476,7 @@ async def batch_create(request: Request) -> Response:
             body.callback_url,
             allow_private=svc.settings.allow_private_webhooks,
             timeout=svc.settings.webhook_timeout,
+            resolver=svc.resolver or system_resolver,
         )
         if not allowed:
             return wire.error_response(wire.CALLBACK_REFUSED, 400)
@@ -508,7 +514,7 @@ async def batch_get(request: Request, batch_id: str) -> Response:
     page_size = svc.settings.batch_page_size
     try:
         offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
-        limit = _int_param(request, "limit", page_size, 1, page_size)
+        limit = _int_param(request, "limit", page_size, 1, page_size, clamp=True)
     except BadRequest as exc:
         return wire.error_response(exc.message, 400)
     record = await _owned(svc, key, batch_id)
@@ -611,8 +617,9 @@ async def batch_download(request: Request, batch_id: str) -> Response:
             ),
             _query_param(
                 "limit",
-                f"batches on the page (default {LIST_LIMIT})",
-                {"type": "integer", "minimum": 1, "maximum": MAX_LIST_LIMIT},
+                f"batches on the page (default {LIST_LIMIT}, at most {MAX_LIST_LIMIT}: a "
+                "larger limit gives that many)",
+                {"type": "integer", "minimum": 1},
             ),
         ],
     },
@@ -626,7 +633,7 @@ async def batch_list(request: Request) -> Response:
         return key
     try:
         offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
-        limit = _int_param(request, "limit", LIST_LIMIT, 1, MAX_LIST_LIMIT)
+        limit = _int_param(request, "limit", LIST_LIMIT, 1, MAX_LIST_LIMIT, clamp=True)
     except BadRequest as exc:
         return wire.error_response(exc.message, 400)
     # one more than asked: whether a next page exists without counting them all

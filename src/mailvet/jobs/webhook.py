@@ -30,7 +30,7 @@ import ipaddress
 import logging
 import random
 import socket
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from urllib.parse import urlsplit
 
@@ -46,10 +46,12 @@ from mailvet.storage.common import utcnow
 
 __all__ = [
     "SIGNATURE_HEADER",
+    "Resolver",
     "WebhookSender",
     "callback_allowed",
     "sign",
     "signing_key",
+    "system_resolver",
 ]
 
 log = logging.getLogger(__name__)
@@ -92,29 +94,39 @@ def _split(url: str) -> tuple[str, int] | None:
     return parts.hostname, port
 
 
-async def _addresses(host: str, port: int, timeout: float) -> list[str] | None:
-    """The addresses ``host`` resolves to (itself when a literal); None when it does not."""
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+"""``(host, port) -> addresses``; raises OSError when the name does not resolve."""
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """The host's own resolver (``getaddrinfo``), as the HTTP client will connect."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [str(info[4][0]) for info in infos]
+
+
+async def _addresses(host: str, port: int, resolver: Resolver, timeout: float) -> list[str]:
+    """The addresses ``host`` resolves to (itself when a literal); empty when it does not."""
     try:
         return [str(ipaddress.ip_address(host))]
     except ValueError:
         pass
-    loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(timeout):
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            return await resolver(host, port)
     except (OSError, TimeoutError, UnicodeError):
-        return None
-    return [str(info[4][0]) for info in infos] or None
+        return []
 
 
-async def callback_allowed(url: str, *, allow_private: bool, timeout: float) -> bool:
+async def callback_allowed(
+    url: str, *, allow_private: bool, timeout: float, resolver: Resolver = system_resolver
+) -> bool:
     """Whether ``url`` may be called: http(s), a host that resolves, and every address it
     resolves to public unless ``allow_private``."""
     target = _split(url)
     if target is None:
         return False
-    addresses = await _addresses(*target, timeout)
-    if addresses is None:
+    addresses = await _addresses(*target, resolver, timeout)
+    if not addresses:
         return False
     return allow_private or all(is_public_address(ip) for ip in addresses)
 
@@ -131,9 +143,11 @@ class WebhookSender:
         first_delay: float = FIRST_DELAY,
         max_delay: float = MAX_DELAY,
         transport: httpx.AsyncBaseTransport | None = None,
+        resolver: Resolver = system_resolver,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.store = store
+        self.resolver = resolver
         self.settings = settings
         self.poll_interval = poll_interval
         self.first_delay = first_delay
@@ -248,6 +262,7 @@ class WebhookSender:
             url,
             allow_private=self.settings.allow_private_webhooks,
             timeout=self.settings.webhook_timeout,
+            resolver=self.resolver,
         ):
             return None  # resolves elsewhere since it was accepted: not called
         headers = {
