@@ -22,7 +22,7 @@ CHUNK = 1000
 class BatchMemoryStore(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
-        self._webhook_next: dict[str, datetime] = {}
+        self._webhook_next: dict[str, datetime | None] = {}
         self.webhook_attempts: Counter[str] = Counter()
         self.chunks_read = 0  # how many chunks iter_items took, to show it streams
 
@@ -107,7 +107,7 @@ class BatchMemoryStore(MemoryStore):
                 and b.record.deleted_at is None
                 and b.record.callback_url is not None
                 and b.record.webhook_delivered_at is None
-                and self._webhook_next.get(b.record.id, now) <= now
+                and _due(self._webhook_next.get(b.record.id, now), now)
             ]
 
     async def webhook_result(
@@ -118,9 +118,13 @@ class BatchMemoryStore(MemoryStore):
             self.webhook_attempts[batch_id] += 1
             if delivered:
                 batch.record = replace(batch.record, webhook_delivered_at=utcnow())
-            elif next_at is not None:
-                self._webhook_next[batch_id] = next_at
+            else:
+                self._webhook_next[batch_id] = next_at  # None: given up
 
     async def key_hash(self, key_id: str) -> str | None:
         with self._lock:
             return self._key_hash.get(key_id)
+
+
+def _due(next_at: datetime | None, now: datetime) -> bool:
+    return next_at is not None and next_at <= now

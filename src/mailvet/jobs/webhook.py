@@ -61,7 +61,6 @@ FIRST_DELAY = 10.0  # seconds before the first retry; doubles after each failure
 MAX_DELAY = 3600.0
 POLL_INTERVAL = 2.0
 MAX_PARALLEL = 8  # deliveries at once
-_GIVE_UP = timedelta(days=3650)  # next_at of a webhook given up: never due again
 
 
 def signing_key(secret_hash: str) -> bytes:
@@ -218,9 +217,7 @@ class WebhookSender:
         secret_hash = await self.store.key_hash(record.user_id)
         if url is None or key is None or secret_hash is None:
             # the key was deleted: nobody can verify a signature any more
-            await self.store.webhook_result(
-                record.id, delivered=False, next_at=self._clock() + _GIVE_UP
-            )
+            await self.store.webhook_result(record.id, delivered=False, next_at=None)  # give up
             return False
         body = orjson.dumps(
             wire.batch_object(record, key, counts=await self.store.counts(record.id))
@@ -232,9 +229,10 @@ class WebhookSender:
             await self.store.webhook_result(record.id, delivered=True, next_at=None)
             log.info("batch %s webhook delivered (attempt %d)", record.id, attempts)
             return True
+        next_at: datetime | None
         if attempts >= self.max_attempts:
             self._attempts.pop(record.id, None)
-            next_at = self._clock() + _GIVE_UP
+            next_at = None  # given up: never due again
             log.warning(
                 "batch %s webhook given up after %d attempts (last: %s)",
                 record.id,
