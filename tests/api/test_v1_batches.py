@@ -277,3 +277,20 @@ async def test_the_callback_is_called_signed_once_the_batch_is_finished(api: Api
     assert sent["status"] == "finished"
     assert sent["counts"]["deliverable"] == 1
     assert "emails" not in sent
+
+
+async def test_the_schema_describes_pages_filters_lists_and_callbacks(api: Api) -> None:
+    schema = (await api.client.get("/openapi.json")).json()
+    paths = schema["paths"]
+
+    def params(path: str, method: str = "get") -> set[str]:
+        return {p["name"] for p in paths[path][method].get("parameters", [])}
+
+    assert {"offset", "limit"} <= params("/v1/batch/{batch_id}")
+    assert {"format", "result"} <= params("/v1/batch/{batch_id}/download")
+    assert {"offset", "limit"} <= params("/v1/batches")
+    assert "delete" in paths["/v1/batch/{batch_id}"]
+    body = paths["/v1/batch"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert "callback_url" in body["properties"]
+    page = schema["components"]["schemas"]["BatchWithEmailsOut"]["properties"]
+    assert {"status", "progress", "retry_waiting", "counts_by_reason", "next"} <= set(page)
