@@ -15,8 +15,9 @@ keyed by the SHA-256 hex digest of the batch's API key (what the store keeps of 
 key; the client computes it from its key). A 2xx answer is a delivery; anything else
 (another status, a refused connection, a timeout, a host that now resolves to a
 private address) is retried with exponential back-off, ``webhook_max_attempts``
-times in all. The store keeps the state (``Store.webhook_result``), so a restart
-goes on where it stopped. Logged: batch ids and outcomes, never the URL (it may
+times in all. The store keeps whether it was delivered and when it is next due
+(``Store.webhook_result``), so a restart goes on where it stopped; the count of tries
+is this process's own. Logged: batch ids and outcomes, never the URL (it may
 carry a token) nor the addresses.
 """
 
