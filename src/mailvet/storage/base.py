@@ -6,13 +6,12 @@ The API and the batch runners talk only to ``Store``; the SQLAlchemy implementat
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-__all__ = ["ApiKey", "BatchCounts", "BatchItem", "BatchRecord", "Plan", "Store"]
+__all__ = ["ApiKey", "BatchItem", "BatchRecord", "Plan", "Store"]
 
 
 class Plan(StrEnum):
@@ -41,15 +40,6 @@ class BatchRecord:
     finished_at: datetime | None = None
     deleted_at: datetime | None = None
     done: int = 0  # items with a verdict
-    callback_url: str | None = None
-    retry_waiting: int = 0  # items waiting for a retry
-    webhook_delivered_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BatchCounts:
-    by_result: dict[str, int]
-    by_reason: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,45 +66,11 @@ class Store(Protocol):
 
     async def list_keys(self) -> list[ApiKey]: ...
 
-    async def key_hash(self, key_id: str) -> str | None:
-        """The stored hash of a key's secret (hex SHA-256), the HMAC key of its webhooks;
-        None for an unknown key."""
-
     async def revoke_key(self, key_id_or_prefix: str) -> bool: ...
 
     # --- batches: durable, owned by one key ---
-    async def create_batch(
-        self,
-        user_id: str,
-        name: str | None,
-        emails: list[str],
-        *,
-        keys: list[str] | None = None,
-        callback_url: str | None = None,
-    ) -> BatchRecord: ...
-
-    def iter_items(
-        self,
-        batch_id: str,
-        *,
-        offset: int = 0,
-        limit: int | None = None,
-        result: str | None = None,
-    ) -> AsyncIterator[BatchItem]: ...
-
-    async def counts(self, batch_id: str) -> BatchCounts: ...
-
-    async def list_batches(
-        self, user_id: str, *, offset: int = 0, limit: int = 50
-    ) -> list[BatchRecord]: ...
-
-    async def delete_batch(self, user_id: str, batch_id: str) -> bool: ...
-
-    async def webhooks_due(self, now: datetime) -> list[BatchRecord]: ...
-
-    async def webhook_result(
-        self, batch_id: str, *, delivered: bool, next_at: datetime | None
-    ) -> None: ...
+    async def create_batch(self, user_id: str, name: str | None, emails: list[str]) -> BatchRecord:
+        ...
 
     async def get_batch(self, user_id: str, batch_id: str) -> BatchRecord | None:
         """The batch if it exists *and* belongs to ``user_id``; else None."""
