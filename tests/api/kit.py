@@ -12,6 +12,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,10 +21,10 @@ from fastapi import FastAPI
 
 from mailvet.api.app import create_app
 from mailvet.settings import Settings
-from mailvet.storage.base import Plan
+from mailvet.storage import open_store
+from mailvet.storage.base import Plan, Store
+from mailvet.storage.memory import MemoryStore
 from mailvet.testing.engine import FakeEngine as FakeEngine  # re-exported for the tests
-
-from .fakestore import BatchMemoryStore
 
 PUBLIC_HOOK_HOST = "hooks.example.com"  # what the fake resolver knows
 PUBLIC_HOOK_IP = "93.184.215.14"  # a public address; nothing is ever sent there
@@ -65,7 +66,7 @@ def make_settings(**overrides: Any) -> Settings:
 class Api:
     app: FastAPI
     client: httpx.AsyncClient
-    store: BatchMemoryStore
+    store: Store
     engine: FakeEngine
     paid: str  # secrets
     free: str
@@ -78,10 +79,14 @@ class Api:
 
 @asynccontextmanager
 async def running_api(
-    settings: Settings | None = None, engine: FakeEngine | None = None
+    settings: Settings | None = None,
+    engine: FakeEngine | None = None,
+    store: Store | None = None,
 ) -> AsyncIterator[Api]:
-    """The app with its lifespan running, an ASGI client, a paid, a free and another key."""
-    store = BatchMemoryStore()
+    """The app with its lifespan running, an ASGI client, a paid, a free and another key;
+    on a MemoryStore unless ``store`` is given (migrated, left open)."""
+    store = MemoryStore() if store is None else store
+    await store.migrate()
     engine = engine or FakeEngine()
     _, paid = await store.create_key("paid", Plan.PAID)
     _, free = await store.create_key("free", Plan.FREE)
@@ -127,3 +132,14 @@ async def serve(app: FastAPI, **options: Any) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await task
+
+
+@asynccontextmanager
+async def api_on(kind: str, path: Path, settings: Settings | None = None) -> AsyncIterator[Api]:
+    """``running_api`` on a ``memory`` store or on a ``sqlite`` file under ``path``."""
+    store: Store = MemoryStore() if kind == "memory" else open_store(f"sqlite:///{path / 'api.db'}")
+    try:
+        async with running_api(settings, store=store) as running:
+            yield running
+    finally:
+        await store.close()

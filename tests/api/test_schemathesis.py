@@ -24,8 +24,8 @@ from schemathesis.python import asgi
 
 from mailvet.api.app import create_app
 from mailvet.storage.base import Plan
+from mailvet.storage.memory import MemoryStore
 
-from .fakestore import BatchMemoryStore
 from .kit import FakeEngine, HookRecorder, fake_resolver, make_settings
 
 OPERATIONS = [
@@ -43,7 +43,7 @@ OPERATIONS = [
 
 @pytest.fixture(scope="module")
 def loaded() -> Iterator[tuple[Any, str]]:
-    store = BatchMemoryStore()
+    store = MemoryStore()
     _, secret = asyncio.run(store.create_key("schemathesis", Plan.PAID))
     settings_ = make_settings(max_batch_size=1000)
     hooks = HookRecorder()  # a generated callback_url is never called on the network

@@ -8,6 +8,8 @@ import hmac
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -19,11 +21,23 @@ from starlette.routing import Route
 
 from mailvet.jobs.webhook import WebhookSender, callback_allowed, sign
 from mailvet.settings import Settings
-from mailvet.storage.base import Plan
+from mailvet.storage import open_store
+from mailvet.storage.base import Plan, Store
 from mailvet.storage.common import utcnow
 
-from .fakestore import BatchMemoryStore
 from .kit import fake_resolver, make_settings, serve
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    opened = open_store(
+        "memory://" if request.param == "memory" else f"sqlite:///{tmp_path / 'w.db'}"
+    )
+    await opened.migrate()
+    try:
+        yield opened
+    finally:
+        await opened.close()
 
 
 @dataclass
@@ -49,12 +63,12 @@ async def receiver(statuses: list[int]) -> AsyncIterator[Receiver]:
         yield rec
 
 
-async def finished_batch(store: BatchMemoryStore, url: str) -> tuple[str, str]:
+async def finished_batch(store: Store, url: str) -> tuple[str, str]:
     """A finished batch with ``url`` as its callback; returns (batch id, key secret)."""
     key, secret = await store.create_key("acme", Plan.PAID)
     record = await store.create_batch(key.id, "list", ["a@b.test", "c@d.test"], callback_url=url)
     verdict = {"email": "a@b.test", "result": "deliverable", "reason": "accepted_email"}
-    await store.save_verdicts(record.id, [(0, verdict), (1, verdict)])
+    await store.save_results(record.id, [("a@b.test", verdict), ("c@d.test", verdict)])
     await store.finish_batch(record.id)
     return record.id, secret
 
@@ -69,8 +83,7 @@ def loopback_settings(**overrides: Any) -> Settings:
     return make_settings(**{"allow_private_webhooks": True, "webhook_timeout": 5.0, **overrides})
 
 
-async def test_delivered_signed_and_retried_after_a_500() -> None:
-    store = BatchMemoryStore()
+async def test_delivered_signed_and_retried_after_a_500(store: Store) -> None:
     async with receiver([500]) as rec:
         batch_id, secret = await finished_batch(store, rec.url)
         sender = WebhookSender(store, loopback_settings(), first_delay=0.05)
@@ -97,26 +110,26 @@ async def test_delivered_signed_and_retried_after_a_500() -> None:
     assert sent["status"] == "finished"
     assert sent["counts"]["deliverable"] == 2
     assert "emails" not in sent
-    assert store.webhook_attempts[batch_id] == 2
-    # delivered: never sent again
-    assert await store.webhooks_due(utcnow()) == []
+    # delivered: never due again
+    assert await store.webhooks_due(utcnow() + timedelta(days=1)) == []
 
 
-async def test_a_loopback_callback_is_not_called_unless_allowed() -> None:
-    store = BatchMemoryStore()
+async def test_a_loopback_callback_is_not_called_unless_allowed(store: Store) -> None:
     async with receiver([]) as rec:
         batch_id, _ = await finished_batch(store, rec.url)
-        sender = WebhookSender(store, make_settings(), first_delay=0.01)
+        sender = WebhookSender(store, make_settings())
         try:
             assert await sender.run_once() == 0
         finally:
             await sender.stop()
     assert rec.received == []
-    assert store.webhook_attempts[batch_id] == 1
+    # a failed attempt: tried again later, not at once
+    assert await store.webhooks_due(utcnow()) == []
+    [again] = await store.webhooks_due(utcnow() + timedelta(hours=1))
+    assert again.id == batch_id
 
 
-async def test_given_up_after_the_last_attempt() -> None:
-    store = BatchMemoryStore()
+async def test_given_up_after_the_last_attempt(store: Store) -> None:
     async with receiver([500, 502, 503, 500]) as rec:
         await finished_batch(store, rec.url)
         sender = WebhookSender(
@@ -127,10 +140,10 @@ async def test_given_up_after_the_last_attempt() -> None:
         finally:
             await sender.stop()
     assert len(rec.received) == 3
+    assert await store.webhooks_due(utcnow() + timedelta(days=1)) == []  # given up
 
 
-async def test_a_receiver_that_does_not_answer_is_a_failed_attempt() -> None:
-    store = BatchMemoryStore()
+async def test_a_receiver_that_does_not_answer_is_a_failed_attempt(store: Store) -> None:
     stalled = asyncio.Event()
 
     writers: list[asyncio.StreamWriter] = []
@@ -154,7 +167,9 @@ async def test_a_receiver_that_does_not_answer_is_a_failed_attempt() -> None:
         server.close()
         await server.wait_closed()
     assert stalled.is_set()
-    assert store.webhook_attempts[batch_id] == 1
+    assert await store.webhooks_due(utcnow()) == []
+    [again] = await store.webhooks_due(utcnow() + timedelta(hours=1))
+    assert again.id == batch_id
 
 
 @pytest.mark.parametrize(

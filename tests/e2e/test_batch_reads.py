@@ -23,8 +23,8 @@ import httpx
 import orjson
 import pytest
 
+from mailvet.storage import open_store
 from mailvet.storage.base import Plan
-from mailvet.storage.sql import SqlStore
 from mailvet.verdict import Reason, Result, Verdict
 
 from .test_serve import free_port
@@ -61,7 +61,7 @@ def _verdict(i: int) -> dict[str, object]:
 
 async def _insert(url: str) -> tuple[str, str]:
     """A finished 100,000-address batch with every verdict; returns (batch id, key)."""
-    store = SqlStore(url)
+    store = open_store(url)
     try:
         await store.migrate()
         key, secret = await store.create_key("big", Plan.PAID)
@@ -165,7 +165,9 @@ async def _scenario(base: str, secret: str, batch_id: str, pid: int) -> None:
                 return b"".join([c async for c in streamed.aiter_raw()])
 
         try:
-            *pages, packed = await asyncio.gather(*readers, download())
+            reading = asyncio.gather(*readers)
+            packed = await download()
+            pages = await reading
         finally:
             done.set()
         times = await validating

@@ -5,8 +5,8 @@ from __future__ import annotations
 import httpx
 
 from mailvet.api.app import create_app
+from mailvet.storage import open_store
 from mailvet.storage.base import Plan
-from mailvet.storage.sql import SqlStore
 from mailvet.testing.engine import FakeEngine
 from mailvet.verdict import Reason, Result, Verdict
 
@@ -26,7 +26,7 @@ def _verdict(i: int) -> dict[str, object]:
 
 
 async def test_batch_reads_on_postgres(pg_fresh_url: str) -> None:
-    store = SqlStore(pg_fresh_url)
+    store = open_store(pg_fresh_url)
     await store.migrate()
     try:
         key, secret = await store.create_key("pg", Plan.PAID)
