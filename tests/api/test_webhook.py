@@ -195,3 +195,18 @@ async def test_callback_allowed(url: str, allowed: bool) -> None:
 
 def test_sign() -> None:
     assert sign("ab", b"{}") == "sha256=" + hmac.new(b"ab", b"{}", hashlib.sha256).hexdigest()
+
+
+async def test_the_count_of_tries_survives_a_restart(store: Store) -> None:
+    async with receiver([500, 500, 500]) as rec:
+        await finished_batch(store, rec.url)
+        settings = loopback_settings(webhook_max_attempts=2)
+        for _ in range(2):  # one try per sender: a restart between them
+            sender = WebhookSender(store, settings, first_delay=0.01, max_delay=0.01)
+            try:
+                await asyncio.sleep(0.03)
+                assert await sender.run_once() == 0
+            finally:
+                await sender.stop()
+    assert len(rec.received) == 2
+    assert await store.webhooks_due(utcnow() + timedelta(days=1)) == []  # given up

@@ -15,10 +15,9 @@ keyed by the SHA-256 hex digest of the batch's API key (what the store keeps of 
 key; the client computes it from its key). A 2xx answer is a delivery; anything else
 (another status, a refused connection, a timeout, a host that now resolves to a
 private address) is retried with exponential back-off, ``webhook_max_attempts``
-times in all. The store keeps whether it was delivered and when it is next due
-(``Store.webhook_result``), so a restart goes on where it stopped; the count of tries
-is this process's own. Logged: batch ids and outcomes, never the URL (it may
-carry a token) nor the addresses.
+times in all. The store keeps the tries, whether one was delivered and when the next
+is due (``Store.webhook_result``), so a restart goes on where it stopped. Logged: batch
+ids and outcomes, never the URL (it may carry a token) nor the addresses.
 """
 
 from __future__ import annotations
@@ -161,7 +160,6 @@ class WebhookSender:
             trust_env=False,
             headers={"user-agent": f"mailvet/{mailvet.__version__} (webhook)"},
         )
-        self._attempts: dict[str, int] = {}  # batch id -> deliveries tried by this process
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
@@ -224,15 +222,13 @@ class WebhookSender:
             wire.batch_object(record, key, counts=await self.store.counts(record.id))
         )
         status = await self._post(url, body, secret_hash, record.id)
-        attempts = self._attempts.get(record.id, 0) + 1
+        attempts = record.webhook_attempts + 1  # this one included
         if status is not None and 200 <= status < 300:
-            self._attempts.pop(record.id, None)
             await self.store.webhook_result(record.id, delivered=True, next_at=None)
             log.info("batch %s webhook delivered (attempt %d)", record.id, attempts)
             return True
         next_at: datetime | None
         if attempts >= self.max_attempts:
-            self._attempts.pop(record.id, None)
             next_at = None  # given up: never due again
             log.warning(
                 "batch %s webhook given up after %d attempts (last: %s)",
@@ -241,7 +237,6 @@ class WebhookSender:
                 status if status is not None else "no answer",
             )
         else:
-            self._attempts[record.id] = attempts
             delay = min(self.first_delay * 2 ** (attempts - 1), self.max_delay)
             delay *= random.uniform(0.9, 1.1)  # spread the retries of many batches
             next_at = self._clock() + timedelta(seconds=delay)
