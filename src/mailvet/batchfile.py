@@ -493,7 +493,12 @@ class OutputFile:
         self.path = path
         self.fmt = fmt
         self.source = source
-        self.delimiter = source.delimiter if fmt == "csv" and source.fmt == "csv" else ","
+        if path.lower().endswith(".tsv"):
+            self.delimiter = "\t"
+        elif source.fmt == "csv":
+            self.delimiter = source.delimiter
+        else:
+            self.delimiter = ","
         self._tmp: Path | None = None
         if path == "-":
             self._out: IO[bytes] = stdout or sys.stdout.buffer
@@ -789,7 +794,10 @@ def run_offline(
                     ent = entry(template)
                 ent[5] += 1
                 if csv_out:
-                    append(f"{raw},{ent[1]}{email}{ent[2]}{username}{ent[3]}{dym or ''}{ent[4]}")
+                    append(
+                        f"{raw}{delimiter}{ent[1]}{email}{ent[2]}{username}{ent[3]}{dym or ''}"
+                        f"{ent[4]}"
+                    )
                 else:
                     d = "null" if dym is None else f'"{dym}"'
                     append(

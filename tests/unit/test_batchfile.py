@@ -150,6 +150,14 @@ def test_plain_list_to_csv_and_jsonl(engine: Engine, tmp_path: Path) -> None:
     assert objs[0]["isv_domain"] is None and objs[0]["is_free"] is True
 
 
+def test_tsv_out_uses_tabs(engine: Engine, tmp_path: Path) -> None:
+    out = _run(engine, tmp_path, "l.txt", b"ann@gmail.com\nbad,x\n", out="o.tsv")
+    lines = out.read_text().splitlines()
+    assert lines[0].startswith("input\temail\tusername\t")
+    assert lines[1].startswith("ann@gmail.com\tann@gmail.com\tann\tgmail.com\t")
+    assert lines[2].startswith("bad,x\t") and lines[2].endswith("\tundeliverable\tinvalid_format")
+
+
 def test_output_format_rules() -> None:
     assert output_format("x.jsonl", None, "csv") == "jsonl"
     assert output_format("x.csv", None, "jsonl") == "csv"
