@@ -12,7 +12,7 @@ import asyncio
 import os
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -301,6 +301,9 @@ def batch(
     except OSError as exc:
         typer.echo(f"error: {exc.strerror or exc}: {exc.filename or file}", err=True)
         raise typer.Exit(2) from exc
+    except _Busy as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
     except failures as exc:
         typer.echo(f"error: {exc}; run the same command again to resume", err=True)
         raise typer.Exit(1) from exc
@@ -361,15 +364,41 @@ async def _batch_network(settings: Settings, args: _BatchArgs) -> None:
     from platformdirs import user_data_path
 
     from mailvet.batchfile import file_fingerprint
-    from mailvet.storage import open_store
-    from mailvet.storage.base import Plan
 
     if args.output != "-" and Path(args.output).resolve() == Path(args.file).resolve():
         raise OSError(17, "OUT would overwrite the input", args.output)
     fingerprint = file_fingerprint(args.file)
     state = args.state_dir or user_data_path("mailvet", appauthor=False) / "batches"
     state.mkdir(parents=True, exist_ok=True)
-    store = open_store(f"sqlite:///{state / (fingerprint + '.db')}")
+    with _exclusive(state / f"{fingerprint}.lock", args.file):
+        await _batch_stored(settings, args, state / f"{fingerprint}.db", fingerprint)
+
+
+class _Busy(Exception):
+    """Another process holds the input file's batch."""
+
+
+@contextmanager
+def _exclusive(path: Path, file: str) -> Iterator[None]:
+    """One ``mailvet batch`` at a time per input file (two would ask the same addresses)."""
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise _Busy(f"another mailvet batch is working on {file}") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+async def _batch_stored(settings: Settings, args: _BatchArgs, db: Path, fingerprint: str) -> None:
+    from mailvet.storage import open_store
+    from mailvet.storage.base import Plan
+
+    store = open_store(f"sqlite:///{db}")
     try:
         await store.migrate()
         key = next((k for k in await store.list_keys() if k.name == _CLI_KEY), None)
