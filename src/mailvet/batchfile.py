@@ -36,6 +36,7 @@ from __future__ import annotations
 import csv
 import operator
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -499,6 +500,8 @@ class OutputFile:
             self.delimiter = source.delimiter
         else:
             self.delimiter = ","
+        starts = re.escape("".join(_FORMULA_START))
+        self._care = re.compile(f'["\r\n]|(?:^|{re.escape(self.delimiter)})[{starts}]').search
         self._tmp: Path | None = None
         if path == "-":
             self._out: IO[bytes] = stdout or sys.stdout.buffer
@@ -563,7 +566,13 @@ class OutputFile:
         if isinstance(row, str):
             return _quote(csv_cell(row), self.delimiter)
         if isinstance(row, list):
-            return _csv_line(row, self.delimiter)
+            d = self.delimiter
+            line = d.join(row)
+            # no cell holds the delimiter (the count says so), a quote or a line break, and
+            # none starts like a formula: the cells go out as they came
+            if line.count(d) == len(row) - 1 and self._care(line) is None:
+                return line
+            return _csv_line(row, d)
         return _csv_line((row.get(c) for c in self.input_columns), self.delimiter)
 
     def user_members(self, row: Row) -> str:
