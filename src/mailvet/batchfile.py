@@ -501,7 +501,8 @@ class OutputFile:
         else:
             self.delimiter = ","
         starts = re.escape("".join(_FORMULA_START))
-        self._care = re.compile(f'["\r\n]|(?:^|{re.escape(self.delimiter)})[{starts}]').search
+        # (no "^" alternative: it would stop the regex engine's first-character scan)
+        self._care = re.compile(f'["\r\n]|{re.escape(self.delimiter)}[{starts}]').search
         self._tmp: Path | None = None
         if path == "-":
             self._out: IO[bytes] = stdout or sys.stdout.buffer
@@ -570,7 +571,11 @@ class OutputFile:
             line = d.join(row)
             # no cell holds the delimiter (the count says so), a quote or a line break, and
             # none starts like a formula: the cells go out as they came
-            if line.count(d) == len(row) - 1 and self._care(line) is None:
+            if (
+                line.count(d) == len(row) - 1
+                and self._care(line) is None
+                and not line.startswith(_FORMULA_START)
+            ):
                 return line
             return _csv_line(row, d)
         return _csv_line((row.get(c) for c in self.input_columns), self.delimiter)

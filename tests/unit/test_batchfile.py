@@ -199,12 +199,16 @@ def test_a_huge_line_is_refused(engine: Engine, tmp_path: Path, newline: bytes) 
 
 
 def test_csv_cells_that_look_like_formulas_are_defused(engine: Engine, tmp_path: Path) -> None:
-    data = b'email,name\n=1+1@x.com,"=HYPERLINK(""http://evil"")"\n-bob@gmail.com,+33 6\n'
+    data = (
+        b'email,name\n=1+1@x.com,"=HYPERLINK(""http://evil"")"\n-bob@gmail.com,+33 6\n'
+        b"@ann@gmail.com,plain\n"
+    )
     text = _run(engine, tmp_path, "f.csv", data).read_text()
     rows = _csv(tmp_path / "out.csv")
     assert rows[0]["email"] == "'=1+1@x.com" and rows[0]["name"] == '\'=HYPERLINK("http://evil")'
     assert rows[0]["mailvet_email"] == "'=1+1@x.com" and rows[0]["username"] == "'=1+1"
     assert rows[1]["email"] == "'-bob@gmail.com" and rows[1]["name"] == "'+33 6"
+    assert rows[2]["email"] == "'@ann@gmail.com" and rows[2]["name"] == "plain"
     assert "\n=" not in text and ",=" not in text and ",-" not in text and ",+" not in text
     objs = _jsonl(_run(engine, tmp_path, "f.csv", data, out="o.jsonl"))
     assert objs[0]["email"] == "=1+1@x.com", "JSON is not a spreadsheet: written as it is"
