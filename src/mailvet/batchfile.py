@@ -767,30 +767,30 @@ def run_offline(
     )
     by_text: dict[str, int] = {}  # rows by the last text piece (it ends with the result)
     done = 0
+    # Per template object: the text of its row part in four pieces around email,
+    # username and did_you_mean (its domain written in), and how many rows used it.
+    entries: dict[int, list[Any]] = {}
+    entry_of = entries.get
+
+    def entry(template: Verdict) -> list[Any]:
+        old = entries.pop(id(template), None)
+        if old is not None:  # a template freed since, its id reused: keep its count
+            by_text[old[6]] = by_text.get(old[6], 0) + old[5]
+        if len(entries) >= _CACHE_SIZE:
+            for e in entries.values():
+                by_text[e[6]] = by_text.get(e[6], 0) + e[5]
+            entries.clear()
+        s0, s1, s2, s3, s4 = segments(template)
+        domain = template.domain
+        if csv_out:
+            new = [template, s0, s1, f"{s2}{domain}{s3}", s4, 0, s4]
+        else:
+            new = [template, f'{s0}"', f'"{s1}"', f'"{s2}"{domain}"{s3}', s4, 0, s4]
+        entries[id(template)] = new
+        return new
+
     if source.fmt == "plain" and fast:
-        # the hot loop of `mailvet batch --offline LIST`: bench/cli_offline.py. Per
-        # template object: its text in four pieces around email, username and
-        # did_you_mean (its domain written in), and how many rows used it
-        entries: dict[int, list[Any]] = {}
-        entry_of = entries.get
-
-        def entry(template: Verdict) -> list[Any]:
-            old = entries.pop(id(template), None)
-            if old is not None:  # a template freed since, its id reused: keep its count
-                by_text[old[6]] = by_text.get(old[6], 0) + old[5]
-            if len(entries) >= _CACHE_SIZE:
-                for e in entries.values():
-                    by_text[e[6]] = by_text.get(e[6], 0) + e[5]
-                entries.clear()
-            s0, s1, s2, s3, s4 = segments(template)
-            domain = template.domain
-            if csv_out:
-                new = [template, s0, s1, f"{s2}{domain}{s3}", s4, 0, s4]
-            else:
-                new = [template, f'{s0}"', f'"{s1}"', f'"{s2}"{domain}"{s3}', s4 + "}", 0, s4]
-            entries[id(template)] = new
-            return new
-
+        # the hot loop of `mailvet batch --offline LIST`: bench/cli_offline.py
         for block in source.plain_blocks():
             lines: list[str] = []
             append = lines.append
@@ -815,41 +815,49 @@ def run_offline(
                 else:
                     d = "null" if dym is None else f'"{dym}"'
                     append(
-                        f'{{"input":"{raw}",{ent[1]}{email}{ent[2]}{username}{ent[3]}{d}{ent[4]}'
+                        f'{{"input":"{raw}",{ent[1]}{email}{ent[2]}{username}{ent[3]}{d}{ent[4]}}}'
                     )
             out.extend_lines(lines)
             done += len(block)
             if progress is not None:
                 progress(done)
-        for e in entries.values():
-            by_text[e[6]] = by_text.get(e[6], 0) + e[5]
-        return OfflineCounts(done, enc.add_counts(by_result, by_text))
-    for raw, row in source.rows():
-        parts = template_of(raw) if fast and raw and raw[0] not in "=+-" else None
-        line = None
-        if parts is not None:
-            template, email, username, dym = parts
-            s0, s1, s2, s3, s4 = segments(template)
-            result = enc.result_of[s4]
-            domain = template.domain
-            if csv_out:
-                part = f"{s0}{email}{s1}{username}{s2}{domain}{s3}{dym or ''}{s4}"
-            else:
-                d = "null" if dym is None else f'"{dym}"'
-                part = f'{s0}"{email}"{s1}"{username}"{s2}"{domain}"{s3}{d}{s4}'
-            line = out.fast_body(row, part)
-        if line is None:
-            verdict = verdict_of(raw)
-            result = verdict.result.value
-            line = out.body(row, verdict)
-        out.append_line(line + out.end)
-        by_result[result] = by_result.get(result, 0) + 1
-        done += 1
-        if progress is not None and not done % _FLUSH_ROWS:
+    else:
+        lines = []
+        for raw, row in source.rows():
+            parts = template_of(raw) if fast and raw and raw[0] not in "=+-" else None
+            line = None
+            if parts is not None:
+                template, email, username, dym = parts
+                ent = entry_of(id(template))
+                if ent is None or ent[0] is not template:
+                    ent = entry(template)
+                if csv_out:
+                    part = f"{ent[1]}{email}{ent[2]}{username}{ent[3]}{dym or ''}{ent[4]}"
+                else:
+                    d = "null" if dym is None else f'"{dym}"'
+                    part = f"{ent[1]}{email}{ent[2]}{username}{ent[3]}{d}{ent[4]}"
+                line = out.fast_body(row, part)
+                if line is not None:
+                    ent[5] += 1
+            if line is None:
+                verdict = verdict_of(raw)
+                result = verdict.result.value
+                by_result[result] = by_result.get(result, 0) + 1
+                line = out.body(row, verdict)
+            lines.append(line)
+            if len(lines) >= _FLUSH_ROWS:
+                out.extend_lines(lines)
+                done += len(lines)
+                lines = []
+                if progress is not None:
+                    progress(done)
+        out.extend_lines(lines)
+        done += len(lines)
+        if progress is not None:
             progress(done)
-    if progress is not None:
-        progress(done)
-    return OfflineCounts(done, by_result)
+    for e in entries.values():
+        by_text[e[6]] = by_text.get(e[6], 0) + e[5]
+    return OfflineCounts(done, enc.add_counts(by_result, by_text))
 
 
 def write_validate_json(engine: Engine, blocks: Iterable[list[str]], out: IO[bytes]) -> int:
