@@ -18,10 +18,7 @@ from mailvet.engine.scoring import SCORES, decide
 from mailvet.verdict import Reason, Result
 
 GOOD = SyntaxFacts(
-    ok=True,
-    email="jane@example.com",
-    local="jane",
-    domain="example.com",
+    ok=True, email="jane@example.com", local="jane", domain="example.com",
     ascii_domain="example.com",
 )
 MX = (MxHost(10, "mx1.example.com", ("192.0.2.1",)), MxHost(20, "mx2.example.com"))
@@ -53,121 +50,53 @@ def smtp(outcome: SmtpOutcome, **kw: object) -> SmtpFacts:
 
 ROWS = [
     # (name, facts, result, reason)
-    (
-        "accepted",
-        facts(smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False)),
-        Result.DELIVERABLE,
-        Reason.ACCEPTED_EMAIL,
-    ),
-    (
-        "bad syntax",
-        Facts(syntax=SyntaxFacts(ok=False, email="NULL", error="no @")),
-        Result.UNDELIVERABLE,
-        Reason.INVALID_FORMAT,
-    ),
-    (
-        "nxdomain",
-        facts(dns=DnsFacts(DnsOutcome.NXDOMAIN)),
-        Result.UNDELIVERABLE,
-        Reason.INVALID_DOMAIN,
-    ),
-    (
-        "null mx",
-        facts(dns=DnsFacts(DnsOutcome.NULL_MX)),
-        Result.UNDELIVERABLE,
-        Reason.INVALID_DOMAIN,
-    ),
-    (
-        "no mail host",
-        facts(dns=DnsFacts(DnsOutcome.NO_MAIL_HOST)),
-        Result.UNDELIVERABLE,
-        Reason.INVALID_DOMAIN,
-    ),
-    (
-        "user unknown",
-        facts(smtp=smtp(SmtpOutcome.USER_UNKNOWN, code=550, enhanced="5.1.1")),
-        Result.UNDELIVERABLE,
-        Reason.REJECTED_EMAIL,
-    ),
-    (
-        "disabled",
-        facts(smtp=smtp(SmtpOutcome.DISABLED, code=550, enhanced="5.2.1")),
-        Result.UNDELIVERABLE,
-        Reason.REJECTED_EMAIL,
-    ),
-    (
-        "catch-all",
-        facts(smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=True)),
-        Result.RISKY,
-        Reason.CATCH_ALL,
-    ),
-    (
-        "disposable",
-        facts(
-            lists=ListFacts(is_disposable=True), smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False)
-        ),
-        Result.RISKY,
-        Reason.DISPOSABLE,
-    ),
-    (
-        "mailbox full",
-        facts(smtp=smtp(SmtpOutcome.MAILBOX_FULL, code=452, enhanced="4.2.2")),
-        Result.RISKY,
-        Reason.MAILBOX_FULL,
-    ),
-    ("no connect", facts(smtp=smtp(SmtpOutcome.NO_CONNECT)), Result.UNKNOWN, Reason.NO_CONNECT),
+    ("accepted", facts(smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False)),
+     Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
+    ("bad syntax", Facts(syntax=SyntaxFacts(ok=False, email="NULL", error="no @")),
+     Result.UNDELIVERABLE, Reason.INVALID_FORMAT),
+    ("nxdomain", facts(dns=DnsFacts(DnsOutcome.NXDOMAIN)),
+     Result.UNDELIVERABLE, Reason.INVALID_DOMAIN),
+    ("null mx", facts(dns=DnsFacts(DnsOutcome.NULL_MX)),
+     Result.UNDELIVERABLE, Reason.INVALID_DOMAIN),
+    ("no mail host", facts(dns=DnsFacts(DnsOutcome.NO_MAIL_HOST)),
+     Result.UNDELIVERABLE, Reason.INVALID_DOMAIN),
+    ("user unknown", facts(smtp=smtp(SmtpOutcome.USER_UNKNOWN, code=550, enhanced="5.1.1")),
+     Result.UNDELIVERABLE, Reason.REJECTED_EMAIL),
+    ("disabled", facts(smtp=smtp(SmtpOutcome.DISABLED, code=550, enhanced="5.2.1")),
+     Result.UNDELIVERABLE, Reason.REJECTED_EMAIL),
+    ("catch-all", facts(smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=True)),
+     Result.RISKY, Reason.CATCH_ALL),
+    ("disposable", facts(lists=ListFacts(is_disposable=True),
+                         smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False)),
+     Result.RISKY, Reason.DISPOSABLE),
+    ("mailbox full", facts(smtp=smtp(SmtpOutcome.MAILBOX_FULL, code=452, enhanced="4.2.2")),
+     Result.RISKY, Reason.MAILBOX_FULL),
+    ("no connect", facts(smtp=smtp(SmtpOutcome.NO_CONNECT)),
+     Result.UNKNOWN, Reason.NO_CONNECT),
     ("smtp timeout", facts(smtp=smtp(SmtpOutcome.TIMEOUT)), Result.UNKNOWN, Reason.TIMEOUT),
     ("dns timeout", facts(dns=DnsFacts(DnsOutcome.TIMEOUT)), Result.UNKNOWN, Reason.TIMEOUT),
     ("deadline before smtp", facts(deadline_hit=True), Result.UNKNOWN, Reason.TIMEOUT),
-    (
-        "greylisted",
-        facts(smtp=smtp(SmtpOutcome.TEMPORARY, code=450)),
-        Result.UNKNOWN,
-        Reason.UNAVAILABLE_SMTP,
-    ),
-    (
-        "greylisted past its retries",
-        facts(smtp=smtp(SmtpOutcome.TEMPORARY, code=450, enhanced="4.2.0"), greylisted=True),
-        Result.UNKNOWN,
-        Reason.GREYLISTED,
-    ),
-    (
-        "greylisted flag needs a temporary reply",
-        facts(smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False), greylisted=True),
-        Result.DELIVERABLE,
-        Reason.ACCEPTED_EMAIL,
-    ),
-    (
-        "our ip blocked",
-        facts(smtp=smtp(SmtpOutcome.BLOCKED, code=554, enhanced="5.7.1")),
-        Result.UNKNOWN,
-        Reason.UNAVAILABLE_SMTP,
-    ),
+    ("greylisted", facts(smtp=smtp(SmtpOutcome.TEMPORARY, code=450)),
+     Result.UNKNOWN, Reason.UNAVAILABLE_SMTP),
+    ("greylisted past its retries",
+     facts(smtp=smtp(SmtpOutcome.TEMPORARY, code=450, enhanced="4.2.0"), greylisted=True),
+     Result.UNKNOWN, Reason.GREYLISTED),
+    ("greylisted flag needs a temporary reply",
+     facts(smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False), greylisted=True),
+     Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
+    ("our ip blocked", facts(smtp=smtp(SmtpOutcome.BLOCKED, code=554, enhanced="5.7.1")),
+     Result.UNKNOWN, Reason.UNAVAILABLE_SMTP),
     ("nonsense", facts(smtp=smtp(SmtpOutcome.INVALID_SMTP)), Result.UNKNOWN, Reason.INVALID_SMTP),
     ("servfail", facts(dns=DnsFacts(DnsOutcome.ERROR)), Result.UNKNOWN, Reason.DNS_ERROR),
     ("private mx", facts(smtp=smtp(SmtpOutcome.PRIVATE_MX)), Result.UNKNOWN, Reason.PRIVATE_MX),
-    (
-        "unreliable provider",
-        facts(smtp=smtp(SmtpOutcome.ACCEPTED, unreliable_accept=True)),
-        Result.UNKNOWN,
-        Reason.UNVERIFIABLE,
-    ),
+    ("unreliable provider", facts(smtp=smtp(SmtpOutcome.ACCEPTED, unreliable_accept=True)),
+     Result.UNKNOWN, Reason.UNVERIFIABLE),
     ("denied domain", facts(lists=ListFacts(denied=True)), Result.UNDELIVERABLE, Reason.DENIED),
-    (
-        "blocklisted domain",
-        facts(
-            dns=DnsFacts(DnsOutcome.OK, MX, blocklisted=True),
-            smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False),
-        ),
-        Result.RISKY,
-        Reason.BLOCKED_DOMAIN,
-    ),
-    (
-        "offline",
-        Facts(syntax=GOOD, lists=ListFacts(), offline=True),
-        Result.UNKNOWN,
-        Reason.NOT_CHECKED,
-    ),
+    ("blocklisted domain", facts(dns=DnsFacts(DnsOutcome.OK, MX, blocklisted=True),
+                                 smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False)),
+     Result.RISKY, Reason.BLOCKED_DOMAIN),
+    ("offline", Facts(syntax=GOOD, lists=ListFacts(), offline=True),
+     Result.UNKNOWN, Reason.NOT_CHECKED),
 ]
 
 
@@ -234,12 +163,8 @@ def test_null_mx_domain_exists_but_takes_no_mail() -> None:
 def test_rejection_beats_disposable_and_allowlist_beats_disposable() -> None:
     v = decide(facts(lists=ListFacts(is_disposable=True), smtp=smtp(SmtpOutcome.USER_UNKNOWN)))
     assert v.reason is Reason.REJECTED_EMAIL
-    v = decide(
-        facts(
-            lists=ListFacts(is_disposable=True, allowed=True),
-            smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False),
-        )
-    )
+    v = decide(facts(lists=ListFacts(is_disposable=True, allowed=True),
+                     smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False)))
     assert v.result is Result.DELIVERABLE and v.is_disposable is True
 
 
