@@ -238,3 +238,4 @@ class Settings(BaseSettings):
         for entry in value:
             parse_nameserver(entry)  # a bad entry fails here, at start-up, not per lookup
         return value
+
