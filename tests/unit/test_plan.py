@@ -77,7 +77,7 @@ async def test_offline_verdicts_are_decided_without_dns_or_lanes() -> None:
         ],
     )
     assert plan.lanes == {}
-    got = {key: (v["result"], v["reason"]) for key, v in plan.decided}
+    got = {key: (c.verdict.result, c.verdict.reason) for key, c in plan.decided}
     assert got == {
         "k1": ("undeliverable", "invalid_format"),
         "k2": ("undeliverable", "denied"),
@@ -97,7 +97,7 @@ async def test_dns_outcomes_disposable_and_private_mx_are_decided_here() -> None
             Item("priv", "x@private.test"),
         ],
     )
-    got = {key: (v["result"], v["reason"]) for key, v in plan.decided}
+    got = {key: (c.verdict.result, c.verdict.reason) for key, c in plan.decided}
     assert got == {
         "nx": ("undeliverable", "invalid_domain"),
         "sf": ("unknown", "dns_error"),
@@ -107,7 +107,7 @@ async def test_dns_outcomes_disposable_and_private_mx_are_decided_here() -> None
     # the loopback addresses of the other domains are refused too: no lane at all
     plan = await p.plan("b1", [Item("a", "x@a.test")])
     assert plan.lanes == {}
-    assert [(v["reason"]) for _, v in plan.decided] == ["private_mx"]
+    assert [c.verdict.reason for _, c in plan.decided] == ["private_mx"]
 
 
 async def test_domains_on_one_mx_share_a_lane_and_each_domain_is_looked_up_once() -> None:

@@ -24,6 +24,7 @@ from mailvet.jobs.limits import Backoff, InProcessLimiter, LaneLimits
 from mailvet.jobs.plan import LaneWork, Route
 from mailvet.jobs.scheduler import Scheduler, about_us, is_greylisting, retry_delay
 from mailvet.settings import Settings
+from mailvet.verdict import Verdict
 
 HOST = "mx.fake.test"
 ACCEPT = SmtpFacts(SmtpOutcome.ACCEPTED, mx_host=HOST, code=250, enhanced="2.1.5", message="Ok")
@@ -139,9 +140,10 @@ class Results:
         self.done = asyncio.Event()
         self.expected = 0
 
-    def on_final(self, work: LaneWork, verdict: dict[str, Any]) -> None:
+    def on_final(self, work: LaneWork, verdict: Verdict) -> None:
         assert work.key not in self.final, "an address got two verdicts"
-        self.final[work.key] = verdict
+        assert verdict.email == work.facts.syntax.email
+        self.final[work.key] = verdict.as_dict()
         self._check()
 
     def on_retry(self, work: LaneWork, at: datetime) -> None:
@@ -419,6 +421,37 @@ async def test_two_batches_on_one_mx_share_its_lane() -> None:
     await asyncio.wait_for(results.done.wait(), 10)
     await s.stop()
     assert mx.peak == 1
+
+
+async def test_batches_on_one_lane_take_turns_and_a_dropped_batch_is_not_asked() -> None:
+    mx = FakeMx()
+    order: list[str] = []
+
+    def answer(address: str) -> SmtpFacts:
+        order.append(address)
+        return ACCEPT
+
+    mx.answer_fn = answer
+    results = Results()
+    results.expected = 13
+    s = scheduler(mx, results)
+    big = works([f"big{i}@a.test" for i in range(10)])
+    small = [
+        LaneWork("b2", w.key, w.rcpt, w.domain, w.facts)
+        for w in works([f"small{i}@a.test" for i in range(3)])
+    ]
+    gone = [
+        LaneWork("b3", w.key, w.rcpt, w.domain, w.facts)
+        for w in works([f"gone{i}@a.test" for i in range(4)])
+    ]
+    s.submit(route(sessions=1), big)
+    s.submit(route(sessions=1), small)
+    s.submit(route(sessions=1), gone)
+    assert s.drop("b3") == 4 and s.queued == 13
+    await asyncio.wait_for(results.done.wait(), 10)
+    await s.stop()
+    assert not any(a.startswith("gone") for a in order)
+    assert max(order.index(f"small{i}@a.test") for i in range(3)) < 6  # in turn, not last
 
 
 # --- reading replies ----------------------------------------------------------------

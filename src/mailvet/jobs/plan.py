@@ -22,11 +22,12 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from mailvet.engine.facts import DnsFacts, DnsOutcome, Facts, MxHost, SmtpFacts, SmtpOutcome
 from mailvet.engine.netpolicy import is_public_address
 from mailvet.engine.pipeline import _literal_host
+from mailvet.engine.protocol import Checked
 from mailvet.engine.providers import Provider, provider_for
 from mailvet.engine.scoring import decide
 from mailvet.engine.transcript import Transcript
@@ -91,7 +92,7 @@ class LaneWork:
 
 @dataclass(slots=True)
 class Plan:
-    decided: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (key, verdict)
+    decided: list[tuple[str, Checked]] = field(default_factory=list)  # (key, verdict)
     lanes: dict[str, tuple[Route, list[LaneWork]]] = field(default_factory=dict)
 
     @property
@@ -122,7 +123,7 @@ class Planner:
                 or syntax.special_use is not None
                 or syntax.ascii_domain is None
             ):
-                plan.decided.append((item.key, decide(facts).as_dict()))
+                plan.decided.append((item.key, Checked(decide(facts), facts)))
                 continue
             facts.offline = False
             waiting.append((item, facts))
@@ -154,19 +155,19 @@ class Planner:
         dns = self._dns[syntax.ascii_domain]
         facts.dns = dns
         if dns.outcome is not DnsOutcome.OK or not dns.mx_hosts:
-            plan.decided.append((item.key, decide(facts).as_dict()))
+            plan.decided.append((item.key, Checked(decide(facts), facts)))
             return
         provider = provider_for([mx.host for mx in dns.mx_hosts])
         facts.provider = provider.name if provider is not None else None
         lists = facts.lists
         if lists is not None and lists.is_disposable and not lists.allowed:
             # risky / disposable whatever the server says: not worth a lane
-            plan.decided.append((item.key, decide(facts).as_dict()))
+            plan.decided.append((item.key, Checked(decide(facts), facts)))
             return
         host = self._host(dns)
         if isinstance(host, SmtpFacts):
             facts.smtp = host
-            plan.decided.append((item.key, decide(facts).as_dict()))
+            plan.decided.append((item.key, Checked(decide(facts), facts)))
             return
         mx, ips = host
         lane = plan.lanes.get(mx.host)

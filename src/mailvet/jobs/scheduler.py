@@ -38,11 +38,11 @@ import functools
 import logging
 import re
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 from mailvet.engine.facts import SmtpFacts, SmtpOutcome
 from mailvet.engine.scoring import decide
@@ -50,6 +50,7 @@ from mailvet.jobs._pending_smtp import SessionEnded, SessionRefused
 from mailvet.jobs.limits import Backoff, InProcessLimiter, Limiter, rcpt_burst
 from mailvet.jobs.plan import LaneWork, Route
 from mailvet.settings import Settings
+from mailvet.verdict import Verdict
 
 __all__ = ["OpenSession", "Scheduler", "Session"]
 
@@ -69,7 +70,7 @@ class Session(Protocol):
 
 
 OpenSession = Callable[[str, str], Awaitable[Session]]  # (host, ip) -> open session
-OnFinal = Callable[[LaneWork, dict[str, Any]], None]
+OnFinal = Callable[[LaneWork, Verdict], None]
 OnRetry = Callable[[LaneWork, datetime], None]
 
 
@@ -123,11 +124,61 @@ def about_us(facts: SmtpFacts) -> bool:
 # --- lanes ---------------------------------------------------------------------------
 
 
+class _Queue:
+    """A lane's waiting addresses: first in, first out within a batch, batches taken in
+    turn (a small batch on a busy MX does not wait behind a big one)."""
+
+    def __init__(self) -> None:
+        self._batches: OrderedDict[str, deque[LaneWork]] = OrderedDict()
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def extend(self, works: Sequence[LaneWork]) -> None:
+        for work in works:
+            queue = self._batches.get(work.batch_id)
+            if queue is None:
+                queue = self._batches[work.batch_id] = deque()
+            queue.append(work)
+        self._size += len(works)
+
+    def appendleft(self, work: LaneWork) -> None:
+        """Back to the front: the next one taken."""
+        queue = self._batches.get(work.batch_id)
+        if queue is None:
+            queue = self._batches[work.batch_id] = deque()
+        self._batches.move_to_end(work.batch_id, last=False)
+        queue.appendleft(work)
+        self._size += 1
+
+    def extendleft(self, works: Sequence[LaneWork]) -> None:
+        """``works`` back to the front, in their order."""
+        for work in reversed(works):
+            self.appendleft(work)
+
+    def popleft(self) -> LaneWork:
+        batch_id, queue = next(iter(self._batches.items()))
+        work = queue.popleft()
+        if queue:
+            self._batches.move_to_end(batch_id)
+        else:
+            del self._batches[batch_id]
+        self._size -= 1
+        return work
+
+    def drop(self, batch_id: str) -> int:
+        queue = self._batches.pop(batch_id, None)
+        dropped = len(queue) if queue is not None else 0
+        self._size -= dropped
+        return dropped
+
+
 @dataclass(slots=True)
 class _Lane:
     route: Route
     size: int  # current session size (recipients per session)
-    queue: deque[LaneWork] = field(default_factory=deque)
+    queue: _Queue = field(default_factory=_Queue)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     failures: int = 0  # back-offs in a row
     turn: int = 0  # which of the route's addresses to dial next
@@ -186,6 +237,12 @@ class Scheduler:
         lane.queue.extend(works)
         self.queued += len(works)
         self._spawn(lane)
+
+    def drop(self, batch_id: str) -> int:
+        """Forget the queued work of a batch (deleted); what is in a session finishes."""
+        dropped = sum(lane.queue.drop(batch_id) for lane in self._lanes.values())
+        self.queued -= dropped
+        return dropped
 
     def lane_size(self, host: str) -> int | None:
         lane = self._lanes.get(host)
@@ -357,7 +414,7 @@ class Scheduler:
     def _final(self, work: LaneWork, smtp: SmtpFacts, *, greylisted: bool = False) -> None:
         work.facts.smtp = smtp
         work.facts.greylisted = greylisted
-        verdict = decide(work.facts).as_dict()
+        verdict = decide(work.facts)
         self.queued -= 1
         self.on_final(work, verdict)
 
@@ -408,6 +465,6 @@ class Scheduler:
             if first.ends >= self.max_ends:  # this address keeps ending sessions
                 self._final(first, facts)
                 rest = rest[1:]
-        lane.queue.extendleft(reversed(rest))
+        lane.queue.extendleft(rest)
         if answered == 0:
             self._lane_failed(lane, facts)
