@@ -1,4 +1,6 @@
-"""The in-process batch runner (mailvet.jobs.inprocess): chunks, resume, crash safety."""
+"""The in-process batch runner (mailvet.jobs.inprocess) driving an engine without network
+stages (FakeEngine: the ``verify`` path): slices, resume, crash safety, back-off, logs.
+The lanes on the simulated internet: tests/integration/test_scheduler.py."""
 
 from __future__ import annotations
 
@@ -55,19 +57,16 @@ async def test_runner_finishes_a_batch_on_start() -> None:
     assert await store.unfinished_batches() == []
 
 
-async def test_crash_repeats_at_most_the_in_flight_chunk() -> None:
+async def test_a_stop_saves_what_was_reached_and_a_restart_asks_only_the_rest() -> None:
     store, batch_id, emails = await _store_with_batch(10)
-    settings = make_settings(batch_concurrency=2)  # chunks of 4
-    first = StopAfter(6)  # chunk 1 (4) saved; chunk 2 hangs after 2 answers
-    runner = BatchRunner(store, first, settings)
+    settings = make_settings(batch_concurrency=2)  # 4 addresses in flight at most
+    first = StopAfter(6)  # 4 answered and saved; of the next 4, 2 answer, 2 hang
+    runner = BatchRunner(store, first, settings, flush_interval=60.0)
     runner.start()
-    for _ in range(500):
-        if len(first.calls) >= 7:
-            break
-        await asyncio.sleep(0.01)
-    await runner.stop()  # the "crash": chunk 2 never saved
+    await _until(lambda: len(first.calls) >= 8)
+    await runner.stop()  # the 2 answers reached are saved on the way out
     assert [item.position for item in await store.pending_items(batch_id, 100)] == list(
-        range(4, 10)
+        range(6, 10)
     )
 
     second = FakeEngine()
@@ -75,9 +74,28 @@ async def test_crash_repeats_at_most_the_in_flight_chunk() -> None:
     runner.start()
     await asyncio.wait_for(runner.wait_idle(), 10)
     await runner.stop()
-    assert second.calls == emails[4:]  # the saved chunk is not repeated
+    assert second.calls == emails[6:]  # nothing saved is asked again
+    assert set(second.calls) & set(first.calls) == set(emails[6:8])  # only the in-flight
     items = await store.batch_items(batch_id)
     assert all(item.verdict is not None for item in items)
+
+
+async def test_duplicates_are_asked_once_and_every_position_gets_the_verdict() -> None:
+    store = MemoryStore()
+    key, _ = await store.create_key("k", Plan.PAID)
+    emails = ["a@deliverable.test", "b@rejecting.test", "A@deliverable.test", "a@deliverable.test"]
+    keys = ["a@deliverable.test", "b@rejecting.test", "a@deliverable.test", "a@deliverable.test"]
+    record = await store.create_batch(key.id, None, emails, keys=keys)
+    engine = FakeEngine()
+    runner = BatchRunner(store, engine, make_settings())
+    runner.start()
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    await runner.stop()
+    assert sorted(engine.calls) == ["a@deliverable.test", "b@rejecting.test"]
+    items = await store.batch_items(record.id)
+    assert [i.verdict["result"] if i.verdict else None for i in items] == [
+        "deliverable", "undeliverable", "deliverable", "deliverable"
+    ]
 
 
 async def test_wake_picks_up_new_batches_and_engine_errors_do_not_stop_it() -> None:
@@ -107,7 +125,7 @@ async def test_wake_picks_up_new_batches_and_engine_errors_do_not_stop_it() -> N
 
 
 class Recording(MemoryStore):
-    """A MemoryStore that records finishes and can fail ``save_verdicts`` for one batch."""
+    """A MemoryStore that records finishes and can fail ``save_results`` for one batch."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -115,13 +133,11 @@ class Recording(MemoryStore):
         self.broken: str | None = None
         self.save_attempts: dict[str, int] = {}
 
-    async def save_verdicts(
-        self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
-    ) -> None:
+    async def save_results(self, batch_id: str, results: list[tuple[str, dict[str, Any]]]) -> None:
         self.save_attempts[batch_id] = self.save_attempts.get(batch_id, 0) + 1
         if batch_id == self.broken:
             raise RuntimeError("disk full")
-        await super().save_verdicts(batch_id, verdicts)
+        await super().save_results(batch_id, results)
 
     async def finish_batch(self, batch_id: str) -> None:
         self.finished.append(batch_id)
@@ -173,8 +189,8 @@ async def test_a_failing_batch_backs_off_without_blocking_others(
     await _until(lambda: runner.failing.get(broken.id) == 3)
     for _ in range(20):  # the loop waits; it does not spin on the broken batch
         await asyncio.sleep(0.01)
-    await runner.stop()
     assert store.save_attempts[broken.id] == 3
+    await runner.stop()  # (which tries once more to save what it holds)
     assert store.save_attempts[healthy.id] == 1
     assert broken.id not in store.finished
     assert any("next try in 60.0 s" in r.getMessage() for r in caplog.records)
@@ -229,13 +245,13 @@ async def test_wait_idle_does_not_return_early_when_wake_races_an_empty_lookup()
 
 async def test_a_failed_save_is_retried_without_asking_the_mail_servers_again() -> None:
     class FlakySave(Recording):
-        async def save_verdicts(
-            self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
+        async def save_results(
+            self, batch_id: str, results: list[tuple[str, dict[str, Any]]]
         ) -> None:
             if self.save_attempts.get(batch_id, 0) < 2:  # the first two saves fail
                 self.save_attempts[batch_id] = self.save_attempts.get(batch_id, 0) + 1
                 raise RuntimeError("database restarting")
-            await super().save_verdicts(batch_id, verdicts)
+            await super().save_results(batch_id, results)
 
     store = FlakySave()
     key, _ = await store.create_key("k", Plan.PAID)
@@ -274,7 +290,7 @@ async def test_batch_start_finish_and_back_off_are_logged_without_addresses(
 
     records = [r for r in caplog.records if r.name == "mailvet.jobs.inprocess"]
     messages = [r.getMessage() for r in records]
-    assert f"batch {good.id} started (chunks of 8)" in messages
+    assert f"batch {good.id} started" in messages
     finished = [m for m in messages if m.startswith(f"batch {good.id} finished")]
     assert len(finished) == 1
     assert re.fullmatch(
@@ -283,7 +299,7 @@ async def test_batch_start_finish_and_back_off_are_logged_without_addresses(
         finished[0],
     )
     assert any(
-        m.startswith(f"batch {broken.id}: chunk failed 1 times in a row; backing off")
+        m.startswith(f"batch {broken.id}: store calls failed 1 times in a row; backing off")
         for m in messages
     )
     stamp = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"

@@ -259,6 +259,7 @@ class BatchRunner:
                     self._idle.set()
                     return
                 continue
+            finished = False
             for batch_id in batch_ids:
                 batch = self._batches.get(batch_id)
                 if batch is None:
@@ -266,7 +267,9 @@ class BatchRunner:
                 if batch.retry_at > loop.time():
                     continue
                 await self._step(batch)
-            await self._pause(loop.time())
+                finished = finished or batch_id not in self._batches
+            if not finished:  # else look at the store again at once (idle, or new work)
+                await self._pause(loop.time())
 
     async def _pause(self, now: float) -> None:
         """Sleep until something may have changed: a result, a wake(), a flush due, a
