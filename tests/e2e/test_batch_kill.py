@@ -49,12 +49,22 @@ def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
 @contextmanager
 def serve(env: dict[str, str], tmp: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
     cmd = [
-        sys.executable, "-m", "mailvet", "serve", "--port", str(port),
-        "--dev-key-file", str(tmp / "dev-key"),
+        sys.executable,
+        "-m",
+        "mailvet",
+        "serve",
+        "--port",
+        str(port),
+        "--dev-key-file",
+        str(tmp / "dev-key"),
     ]
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL, text=True,
+        cmd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
     )
     try:
         assert proc.stdout is not None

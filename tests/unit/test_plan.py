@@ -42,6 +42,12 @@ ZONE = {
     "a.test": ok((10, "mx.shared.test", ("127.0.0.10",))),
     "b.test": ok((10, "mx.shared.test", ("127.0.0.10",))),
     "c.test": ok((5, "mx-none.c.test", ()), (10, "mx2.c.test", ("127.0.0.12", "127.0.0.13", "x"))),
+    "d.test": ok(
+        (20, "mx2.d.test", ("127.0.0.42",)),
+        (10, "mx1.d.test", ("127.0.0.41",)),
+        (30, "mx3.d.test", ("127.0.0.43", "127.0.0.44")),
+        (40, "mx4.d.test", ("127.0.0.45",)),
+    ),
     "gmailhosted.test": ok((5, "aspmx.l.google.com", ("127.0.0.20",))),
     "servfail.test": DnsFacts(DnsOutcome.ERROR, error="SERVFAIL"),
     "private.test": ok((10, "mx.private.test", ("10.0.0.1",))),
@@ -136,6 +142,21 @@ async def test_the_lane_is_the_first_mx_with_an_address() -> None:
     plan = await p.plan("b1", [Item("1", "x@c.test")])
     route, _works = plan.lanes["mx2.c.test"]
     assert route.ips == ("127.0.0.12", "127.0.0.13")  # two addresses at most, in order
+
+
+async def test_the_next_mx_hosts_are_the_lanes_backups() -> None:
+    p, _ = planner(settings(smtp_max_mx_hosts=3))
+    plan = await p.plan("b1", [Item("1", "x@d.test")])
+    route, _works = plan.lanes["mx1.d.test"]
+    assert route.backups == (
+        ("mx2.d.test", "127.0.0.42"),
+        ("mx3.d.test", "127.0.0.43"),
+        ("mx3.d.test", "127.0.0.44"),
+    )
+    assert route.dials()[0] == ("mx1.d.test", "127.0.0.41")
+    p, _ = planner(settings(smtp_max_mx_hosts=1))
+    plan = await p.plan("b1", [Item("1", "x@d.test")])
+    assert plan.lanes["mx1.d.test"][0].backups == ()
 
 
 async def test_provider_and_its_limits_ride_with_the_lane() -> None:

@@ -82,9 +82,14 @@ class FakeMx:
         self.catch_all_cache: dict[str, bool] = {}  # as SmtpStage's
         self.poison: set[str] = set()  # addresses on which the session drops unanswered
         self.answer_fn: Callable[[str], SmtpFacts] | None = None
+        self.dead_hosts: set[str] = set()  # connections to these are refused
+        self.dialled: list[tuple[str, str]] = []
 
     async def open(self, host: str, ip: str) -> FakeSession:
         await asyncio.sleep(0)
+        self.dialled.append((host, ip))
+        if host in self.dead_hosts:
+            raise SessionRefused(NO_CONNECT)
         if self.refuse:
             self.refuse -= 1
             raise SessionRefused(NO_CONNECT)
@@ -399,6 +404,21 @@ async def test_refused_connections_back_off_then_succeed() -> None:
     results, _ = await run(mx, works(["u@a.test", "v@a.test"]), limiter=limiter)
     assert results.outcome("u@a.test") == ("deliverable", "accepted_email")
     assert limiter.paused_until(HOST) > float("-inf")
+
+
+async def test_a_dead_primary_mx_falls_back_to_the_next_one() -> None:
+    mx = FakeMx()
+    mx.dead_hosts = {HOST}
+    r = Route(
+        HOST,
+        ("127.0.0.1",),
+        None,
+        LaneLimits(1, 10, 1000.0, 100),
+        (("mx2.fake.test", "127.0.0.2"),),
+    )
+    results, _ = await run(mx, works(["u@a.test"]), r)
+    assert results.outcome("u@a.test") == ("deliverable", "accepted_email")
+    assert mx.dialled == [(HOST, "127.0.0.1"), ("mx2.fake.test", "127.0.0.2")]
 
 
 async def test_a_host_that_never_answers_ends_as_no_connect() -> None:

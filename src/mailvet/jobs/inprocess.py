@@ -440,11 +440,7 @@ class BatchRunner:
     def _nudge(self, batch: _Batch) -> None:
         """Wake the loop when a save is due now, or to start the flush timer."""
         pending = len(batch.results) + len(batch.retries)
-        if (
-            pending == 1
-            or pending >= self.flush_size
-            or len(batch.settled) == len(batch.in_flight)
-        ):
+        if pending == 1 or pending >= self.flush_size or len(batch.settled) == len(batch.in_flight):
             self._wake.set()
 
     def _lane_final(self, work: LaneWork, verdict: Verdict) -> None:

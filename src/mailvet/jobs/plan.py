@@ -68,12 +68,20 @@ class Resolver(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """A lane: the MX host asked, the addresses to dial (in order) and its limits."""
+    """A lane: the MX host asked, the addresses to dial (in order) and its limits.
+
+    ``backups`` are the next MX hosts' (host, address) pairs, dialled when the lane's
+    own addresses refuse connections (as an MTA falls back to the next MX)."""
 
     host: str
     ips: tuple[str, ...]
     provider: Provider | None
     limits: LaneLimits
+    backups: tuple[tuple[str, str], ...] = ()
+
+    def dials(self) -> tuple[tuple[str, str], ...]:
+        """Every (host, address) to try, in order."""
+        return tuple((self.host, ip) for ip in self.ips) + self.backups
 
 
 @dataclass(slots=True)
@@ -169,10 +177,11 @@ class Planner:
             facts.smtp = host
             plan.decided.append((item.key, Checked(decide(facts), facts)))
             return
-        mx, ips = host
+        mx, ips, backups = host
         lane = plan.lanes.get(mx.host)
         if lane is None:
-            route = Route(mx.host, ips, provider, limits_for(provider, self.settings))
+            limits = limits_for(provider, self.settings)
+            route = Route(mx.host, ips, provider, limits, backups)
             lane = plan.lanes[mx.host] = (route, [])
         lane[1].append(
             LaneWork(
@@ -186,17 +195,27 @@ class Planner:
             )
         )
 
-    def _host(self, dns: DnsFacts) -> tuple[MxHost, tuple[str, ...]] | SmtpFacts:
-        """The first MX host (stable by preference) with an address we may dial."""
+    def _host(
+        self, dns: DnsFacts
+    ) -> tuple[MxHost, tuple[str, ...], tuple[tuple[str, str], ...]] | SmtpFacts:
+        """The first MX host (stable by preference) with an address we may dial, its
+        addresses, and the (host, address) pairs of the next ones (up to
+        ``smtp_max_mx_hosts`` hosts in all, as the real-time probe tries)."""
         refused: MxHost | None = None
+        found: list[tuple[MxHost, tuple[str, ...]]] = []
         for mx in sorted(dns.mx_hosts, key=lambda m: m.preference):
+            if len(found) >= max(1, self.settings.smtp_max_mx_hosts):
+                break
             allowed = tuple(
                 ip for ip in mx.addresses if self.settings.allow_private_mx or is_public_address(ip)
             )
             if allowed:
-                return mx, allowed[:_MAX_ADDRESSES]
-            if mx.addresses and refused is None:
+                found.append((mx, allowed[:_MAX_ADDRESSES]))
+            elif mx.addresses and refused is None:
                 refused = mx
+        if found:
+            (first, ips), rest = found[0], found[1:]
+            return first, ips, tuple((mx.host, ip) for mx, addresses in rest for ip in addresses)
         if refused is not None:
             return SmtpFacts(
                 SmtpOutcome.PRIVATE_MX,

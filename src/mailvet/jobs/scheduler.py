@@ -56,6 +56,7 @@ __all__ = ["OpenSession", "Scheduler", "Session"]
 
 log = logging.getLogger(__name__)
 
+_UNREACHABLE = (SmtpOutcome.NO_CONNECT, SmtpOutcome.TIMEOUT)
 MAX_LANE_FAILURES = 8  # back-offs in a row before a lane's queue is given up as unknown
 MAX_ENDS = 3  # sessions that may end on one address before it is unknown
 BURST_4XX = 5  # temporary refusals in a row (not greylisting) that slow the lane
@@ -289,12 +290,21 @@ class Scheduler:
         async with self.limiter.session(lane.key, limits):
             if not lane.queue:
                 return
-            ip = lane.route.ips[lane.turn % len(lane.route.ips)]
+            dials = lane.route.dials()
+            host, ip = dials[lane.turn % len(dials)]
             try:
-                session = await self.open_session(lane.route.host, ip)
+                session = await self.open_session(host, ip)
             except SessionRefused as refused:
-                lane.turn += 1  # the next address of the host, if it has another
+                if refused.facts.outcome in _UNREACHABLE:
+                    lane.turn += 1  # the next address or MX host, if there is one
                 self._lane_failed(lane, refused.facts)
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug: counted as a refusal, never a crash loop
+                log.exception("opening a batch session failed")
+                facts = SmtpFacts(SmtpOutcome.INVALID_SMTP, message=f"internal error: {exc}")
+                self._lane_failed(lane, facts)
                 return
             self.sessions_opened += 1
             try:
