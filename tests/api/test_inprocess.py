@@ -94,7 +94,10 @@ async def test_duplicates_are_asked_once_and_every_position_gets_the_verdict() -
     assert sorted(engine.calls) == ["a@deliverable.test", "b@rejecting.test"]
     items = await store.batch_items(record.id)
     assert [i.verdict["result"] if i.verdict else None for i in items] == [
-        "deliverable", "undeliverable", "deliverable", "deliverable"
+        "deliverable",
+        "undeliverable",
+        "deliverable",
+        "deliverable",
     ]
 
 
