@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 import orjson
 import pytest
 
 from mailvet.engine import Checked
+from mailvet.engine.facts import DnsFacts, DnsOutcome, MxHost, SmtpFacts, SmtpOutcome
+from mailvet.engine.pipeline import Engine
+from mailvet.engine.transcript import Transcript
 from mailvet.jobs.inprocess import BatchRunner
-from mailvet.storage.base import Plan
+from mailvet.storage.base import Plan, WorkItem
 from mailvet.storage.memory import MemoryStore
 
 from .kit import FakeEngine, make_settings
@@ -313,3 +317,134 @@ async def test_batch_start_finish_and_back_off_are_logged_without_addresses(
         assert re.fullmatch(stamp, line["time"]) and line["level"] in ("INFO", "ERROR")
         for address in [*emails, "secret.person@deliverable.test"]:
             assert address not in text and address not in str(line)
+
+
+# --- lanes: the scheduler behind the runner, on a fake network -----------------------
+
+
+class FakeNetwork:
+    """DNS and SMTP sessions for the lanes: every domain's MX is mx.<domain>; RCPT is
+    accepted, greylisted once ("grey..." local parts) or held (``hold`` set)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.hold: asyncio.Event | None = None
+        self.greylisted: set[str] = set()
+
+    async def lookup(self, ascii_domain: str, transcript: Transcript | None = None) -> DnsFacts:
+        return DnsFacts(DnsOutcome.OK, (MxHost(10, f"mx.{ascii_domain}", ("127.0.0.1",)),))
+
+    async def open(self, host: str, ip: str) -> FakeSession:
+        return FakeSession(self, host)
+
+
+class FakeSession:
+    def __init__(self, net: FakeNetwork, host: str) -> None:
+        self.net = net
+        self.host = host
+
+    async def rcpt_many(self, addresses: Sequence[str]) -> list[SmtpFacts]:
+        out = []
+        for address in addresses:
+            if self.net.hold is not None:
+                await self.net.hold.wait()
+            self.net.asked.append(address)
+            if address.startswith("grey") and address not in self.net.greylisted:
+                self.net.greylisted.add(address)
+                text = "Greylisted, try again in 1 seconds"
+                out.append(SmtpFacts(SmtpOutcome.TEMPORARY, self.host, 450, "4.2.0", text))
+            else:
+                out.append(SmtpFacts(SmtpOutcome.ACCEPTED, self.host, 250, "2.1.5", "Ok"))
+        return out
+
+    async def catch_all(self, domain: str) -> bool | None:
+        return False
+
+    async def close(self) -> None:
+        return None
+
+
+class Counting(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.saves: list[int] = []
+        self.limits: list[int] = []
+        self.retries: list[int] = []
+
+    async def next_work(self, batch_id: str, limit: int, now: datetime) -> list[WorkItem]:
+        self.limits.append(limit)
+        return await super().next_work(batch_id, limit, now)
+
+    async def save_results(self, batch_id: str, results: list[tuple[str, dict[str, Any]]]) -> None:
+        self.saves.append(len(results))
+        await super().save_results(batch_id, results)
+
+    async def schedule_retries(self, batch_id: str, retries: list[tuple[str, datetime]]) -> None:
+        self.retries.append(len(retries))
+        await super().schedule_retries(batch_id, retries)
+
+
+def lane_runner(store: MemoryStore, net: FakeNetwork, **kwargs: Any) -> BatchRunner:
+    settings = make_settings(
+        allowed_special_domains=["test"], allow_private_mx=True, greylist_schedule=[1.0]
+    )
+    return BatchRunner(
+        store, Engine(settings), settings, open_session=net.open, resolver=net, **kwargs
+    )
+
+
+async def test_lanes_read_the_batch_in_slices_and_save_in_bulk() -> None:
+    store = Counting()
+    key, _ = await store.create_key("k", Plan.PAID)
+    emails = [f"u{i}@d{i % 7}.test" for i in range(500)]
+    record = await store.create_batch(key.id, None, emails)
+    net = FakeNetwork()
+    runner = lane_runner(store, net, max_in_flight=50, flush_size=40)
+    runner.start()
+    await asyncio.wait_for(runner.wait_idle(), 30)
+    await runner.stop()
+    assert sorted(net.asked) == sorted(emails)  # each asked once
+    assert max(store.limits) <= 50  # never more of the batch in memory than that
+    assert sum(store.saves) == 500 and len(store.saves) <= 500 // 20  # saved in bulk
+    items = await store.batch_items(record.id)
+    assert all(i.verdict is not None and i.verdict["result"] == "deliverable" for i in items)
+
+
+async def test_a_greylisted_address_waits_for_its_retry_before_the_batch_finishes() -> None:
+    store = Counting()
+    key, _ = await store.create_key("k", Plan.PAID)
+    record = await store.create_batch(key.id, None, ["grey@a.test", "plain@a.test"])
+    net = FakeNetwork()
+    runner = lane_runner(store, net)
+    runner.start()
+    await _until(lambda: store.retries == [1])
+    assert await store.next_retry_at(record.id) is not None
+    waiting = await store.get_batch(key.id, record.id)
+    assert waiting is not None and waiting.finished_at is None and waiting.retry_waiting == 1
+    await asyncio.wait_for(runner.wait_idle(), 30)
+    await runner.stop()
+    assert net.asked.count("grey@a.test") == 2
+    items = await store.batch_items(record.id)
+    assert [i.verdict["result"] if i.verdict else None for i in items] == [
+        "deliverable",
+        "deliverable",
+    ]
+    assert await store.next_retry_at(record.id) is None
+
+
+async def test_a_deleted_batch_is_left_alone() -> None:
+    store = Counting()
+    key, _ = await store.create_key("k", Plan.PAID)
+    record = await store.create_batch(key.id, None, [f"u{i}@a.test" for i in range(200)])
+    net = FakeNetwork()
+    net.hold = asyncio.Event()
+    runner = lane_runner(store, net)
+    runner.start()
+    await _until(lambda: runner.in_flight(record.id) > 0)
+    assert await store.delete_batch(key.id, record.id)
+    runner.wake()
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    net.hold.set()
+    await asyncio.sleep(0.05)
+    await runner.stop()
+    assert len(net.asked) < 200  # the queued rest was dropped, not asked

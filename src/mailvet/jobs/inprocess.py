@@ -116,6 +116,11 @@ class _Batch:
     counts: Counter[str] = field(default_factory=Counter)
     failures: int = 0
     retry_at: float = 0.0  # loop time before which the batch is left alone (back-off)
+    planning: asyncio.Task[None] | None = None  # the slice being planned (DNS look-ups)
+
+    @property
+    def planned(self) -> bool:
+        return self.planning is None or self.planning.done()
 
 
 class BatchRunner:
@@ -216,6 +221,10 @@ class BatchRunner:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        planning = [b.planning for b in self._batches.values() if b.planning is not None]
+        for t in planning:
+            t.cancel()
+        await asyncio.gather(*planning, return_exceptions=True)
         if self.scheduler is not None:
             await self.scheduler.stop()
         direct = list(self._direct)
@@ -282,7 +291,7 @@ class BatchRunner:
                 continue
             if batch.results or batch.retries:
                 delays.append(max(0.0, batch.flushed_at + self.flush_interval - now))
-            if batch.more and len(batch.in_flight) < self.max_in_flight // 2:
+            if batch.planned and batch.more and len(batch.in_flight) < self.max_in_flight // 2:
                 delays.append(0.0)
             if batch.retry_due is not None:
                 delays.append(max(0.0, (batch.retry_due - wall).total_seconds()))
@@ -312,9 +321,9 @@ class BatchRunner:
                 full = len(batch.results) + len(batch.retries) >= self.flush_size
                 if due or full or len(batch.settled) == len(batch.in_flight):
                     await self._flush(batch)
-            if len(batch.in_flight) <= self.max_in_flight // 2:
+            if batch.planned and len(batch.in_flight) <= self.max_in_flight // 2:
                 await self._refill(batch)
-            if not batch.in_flight and not batch.more:
+            if batch.planned and not batch.in_flight and not batch.more:
                 await self._finish_or_wait(batch)
         except asyncio.CancelledError:
             raise
@@ -366,16 +375,29 @@ class BatchRunner:
             for item in fresh:
                 self._start_direct(batch, item)
             return
+        # DNS look-ups may take seconds: planned beside the loop, which keeps saving
+        batch.planning = asyncio.create_task(self._plan(batch, batch.planner, fresh))
+
+    async def _plan(self, batch: _Batch, planner: Planner, items: Sequence[Work]) -> None:
+        assert self.scheduler is not None
         try:
-            plan = await batch.planner.plan(batch.id, fresh)
-        except BaseException:
-            for item in fresh:
-                batch.in_flight.discard(item.key)
+            plan = await planner.plan(batch.id, items)
+        except asyncio.CancelledError:
             raise
+        except Exception:  # the keys go back to the store's pending work
+            log.exception("batch %s: planning failed; trying again", batch.id)
+            for item in items:
+                batch.in_flight.discard(item.key)
+            batch.more = True
+            self._wake.set()
+            return
+        if self._batches.get(batch.id) is not batch:
+            return  # finished, deleted or stopped meanwhile
         for key, checked in plan.decided:
             self._settle(batch, key, checked)
         for route, works in plan.lanes.values():
             self.scheduler.submit(route, works)
+        self._wake.set()
 
     async def _finish_or_wait(self, batch: _Batch) -> None:
         due = await self.store.next_retry_at(batch.id)
@@ -416,7 +438,9 @@ class BatchRunner:
         """Drop the state of batches that are finished, deleted or gone."""
         live = set(batch_ids)
         for batch_id in [b for b in self._batches if b not in live]:
-            self._batches.pop(batch_id, None)
+            batch = self._batches.pop(batch_id)
+            if batch.planning is not None:
+                batch.planning.cancel()
             if self.scheduler is not None:
                 self.scheduler.drop(batch_id)
 
