@@ -215,6 +215,30 @@ async def test_lanes_do_not_share_slots() -> None:
     assert starts == {"a": [0.0, 1.0], "b": [0.0, 1.0]}
 
 
+async def test_the_total_cap_holds_over_every_lane() -> None:
+    t = FakeTime()
+    limiter = InProcessLimiter(max_sessions_total=3, clock=t.clock, sleep=t.sleep)
+    open_now = 0
+    peak = 0
+    per_lane: dict[str, int] = {}
+
+    async def one(name: str) -> None:
+        nonlocal open_now, peak
+        async with limiter.session(name, lane(sessions=2, connects=1000)):
+            open_now += 1
+            per_lane[name] = per_lane.get(name, 0) + 1
+            peak = max(peak, open_now)
+            assert limiter.sessions_open() == open_now
+            await t.sleep(1.0)
+            open_now -= 1
+
+    await t.run(*(one(name) for name in ["a", "b", "c"] * 3))
+    assert peak == 3
+    assert per_lane == {"a": 3, "b": 3, "c": 3}
+    assert t.now == 3.0
+    assert limiter.sessions_open() == 0
+
+
 async def test_a_session_slot_is_released_when_the_block_raises() -> None:
     t = FakeTime()
     limiter = InProcessLimiter(clock=t.clock, sleep=t.sleep)

@@ -15,7 +15,8 @@ kept small so a PostgreSQL one (caps across many workers) can implement it too.
 
 The guarantees, per lane, of ``InProcessLimiter``:
 
-- at most ``max_sessions`` ``session()`` blocks at once;
+- at most ``max_sessions`` ``session()`` blocks at once (and, over every lane, at most
+  ``max_sessions_total``: ``MAILVET_BATCH_CONCURRENCY`` in the batch runner);
 - at most ``connects_per_minute`` session starts in any 60 s window (a sliding log);
 - RCPT: a token bucket of ``rcpt_burst(limits)`` tokens refilled at ``rcpt_per_second``,
   so any window of ``w`` seconds holds at most ``burst + rcpt_per_second * w`` RCPTs
@@ -137,10 +138,20 @@ class InProcessLimiter:
     """``Limiter`` on asyncio, for one process. ``clock``/``sleep`` are injectable so
     tests run on a fake time (``clock`` must be what ``sleep`` advances)."""
 
-    def __init__(self, *, clock: Clock = time.monotonic, sleep: Sleep = asyncio.sleep) -> None:
+    def __init__(
+        self,
+        *,
+        max_sessions_total: int | None = None,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
         self._clock = clock
         self._sleep = sleep
         self._lanes: dict[str, _Lane] = {}
+        # every lane together: at most this many sessions at once (None: no such cap)
+        self.max_sessions_total = max_sessions_total
+        self._total = 0
+        self._released = asyncio.Event()  # a session of any lane ended
         self._sweep_at = _MAX_IDLE_LANES
 
     def __len__(self) -> int:
@@ -154,7 +165,10 @@ class InProcessLimiter:
             state = self._lanes[lane] = _Lane()
         return state
 
-    def sessions_open(self, lane: str) -> int:
+    def sessions_open(self, lane: str | None = None) -> int:
+        """Sessions open to ``lane`` now (None: to every lane)."""
+        if lane is None:
+            return self._total
         return self._lanes[lane].sessions if lane in self._lanes else 0
 
     def pause(self, lane: str, seconds: float) -> None:
@@ -177,7 +191,9 @@ class InProcessLimiter:
             yield
         finally:
             state.sessions -= 1
-            self._notify(state)
+            self._total -= 1
+            state.changed.set()
+            self._released.set()
 
     async def _acquire(self, state: _Lane, limits: LaneLimits) -> None:
         state.waiting += 1
@@ -188,6 +204,11 @@ class InProcessLimiter:
                     state.changed.clear()
                     await state.changed.wait()
                     continue
+                total = self.max_sessions_total
+                if total is not None and self._total >= max(1, total):
+                    self._released.clear()
+                    await self._released.wait()
+                    continue
                 now = self._clock()
                 while state.connects and state.connects[0] <= now - _WINDOW:
                     state.connects.popleft()
@@ -197,6 +218,7 @@ class InProcessLimiter:
                 if state.paused_until > now:  # paused while we waited
                     continue
                 state.sessions += 1
+                self._total += 1
                 state.connects.append(now)
                 return
         finally:
@@ -223,9 +245,6 @@ class InProcessLimiter:
                 state.full_at = now + (burst - state.tokens) / rate
                 return
             await self._sleep(max((need - state.tokens) / rate, 1e-6))
-
-    def _notify(self, state: _Lane) -> None:
-        state.changed.set()
 
     def _sweep(self) -> None:
         """Drop the state of idle lanes that nothing depends on any more (not open, not

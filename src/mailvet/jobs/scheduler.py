@@ -215,7 +215,9 @@ class Scheduler:
         self.settings = settings
         self.on_final = on_final
         self.on_retry = on_retry
-        self.limiter: Limiter = limiter if limiter is not None else InProcessLimiter()
+        if limiter is None:
+            limiter = InProcessLimiter(max_sessions_total=settings.batch_concurrency)
+        self.limiter: Limiter = limiter
         self.catch_all_cached = catch_all_cached or (lambda domain: None)
         self.now = now
         self.clock = clock
