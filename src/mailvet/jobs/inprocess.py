@@ -293,8 +293,8 @@ class BatchRunner:
                 delays.append(max(0.0, batch.flushed_at + self.flush_interval - now))
             if batch.planned and batch.more and len(batch.in_flight) < self.max_in_flight // 2:
                 delays.append(0.0)
-            if batch.retry_due is not None:
-                delays.append(max(0.0, (batch.retry_due - wall).total_seconds()))
+            if batch.retry_due is not None:  # (never a busy loop, whatever the clocks say)
+                delays.append(max(0.05, (batch.retry_due - wall).total_seconds()))
         timeout = min(delays) if delays else None
         if timeout is not None and timeout <= 0:
             await asyncio.sleep(0)
