@@ -16,6 +16,7 @@ import pytest
 from mailvet.engine import Checked
 from mailvet.engine.facts import DnsFacts, DnsOutcome, MxHost, SmtpFacts, SmtpOutcome
 from mailvet.engine.pipeline import Engine
+from mailvet.engine.smtp import Pace
 from mailvet.engine.transcript import Transcript
 from mailvet.jobs.inprocess import BatchRunner
 from mailvet.storage.base import Plan, WorkItem
@@ -343,7 +344,11 @@ class FakeSession:
         self.net = net
         self.host = host
 
-    async def rcpt_many(self, addresses: Sequence[str]) -> list[SmtpFacts]:
+    async def rcpt_many(
+        self, addresses: Sequence[str], *, pace: Pace | None = None
+    ) -> list[SmtpFacts]:
+        if pace is not None:
+            await pace(len(addresses))
         out = []
         for address in addresses:
             if self.net.hold is not None:

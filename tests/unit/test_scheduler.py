@@ -14,15 +14,13 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
-
 from mailvet.engine.facts import DnsFacts, DnsOutcome, MxHost, SmtpFacts, SmtpOutcome
 from mailvet.engine.pipeline import Engine
 from mailvet.engine.providers import provider_for
-from mailvet.jobs._pending_smtp import SessionEnded, SessionRefused
+from mailvet.engine.smtp import Pace, SessionEnded, SessionRefused
 from mailvet.jobs.limits import Backoff, InProcessLimiter, LaneLimits
 from mailvet.jobs.plan import LaneWork, Route
-from mailvet.jobs.scheduler import Scheduler, about_us, is_greylisting, retry_delay
+from mailvet.jobs.scheduler import Scheduler, about_us, is_greylisting
 from mailvet.settings import Settings
 from mailvet.verdict import Verdict
 
@@ -84,6 +82,7 @@ class FakeMx:
         self.answer_fn: Callable[[str], SmtpFacts] | None = None
         self.dead_hosts: set[str] = set()  # connections to these are refused
         self.dialled: list[tuple[str, str]] = []
+        self.paced = 0  # RCPTs the scheduler's limiter was asked for
 
     async def open(self, host: str, ip: str) -> FakeSession:
         await asyncio.sleep(0)
@@ -106,10 +105,15 @@ class FakeSession:
         self.closed = False
         self.dead: SmtpFacts | None = None
 
-    async def rcpt_many(self, addresses: Sequence[str]) -> list[SmtpFacts]:
+    async def rcpt_many(
+        self, addresses: Sequence[str], *, pace: Pace | None = None
+    ) -> list[SmtpFacts]:
         await asyncio.sleep(0)
         if self.dead is not None:
             raise SessionEnded(self.dead)
+        if pace is not None:
+            await pace(len(addresses))
+            self.mx.paced += len(addresses)
         out: list[SmtpFacts] = []
         for address in addresses:
             limit = self.mx.end_after
@@ -225,6 +229,7 @@ async def test_one_session_checks_many_recipients() -> None:
     assert mx.opened <= 3  # 96 addresses at 50 a session (the size may grow)
     assert mx.peak <= 2
     assert set(mx.asked.values()) == {1}
+    assert mx.paced == 96  # every RCPT took a token
     assert s.queued == 0 and s.lanes == 0
 
 
@@ -475,21 +480,6 @@ async def test_batches_on_one_lane_take_turns_and_a_dropped_batch_is_not_asked()
 
 
 # --- reading replies ----------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("Greylisted, try again in 300 seconds", 300.0),
-        ("4.7.1 Please try again in 5 minutes", 300.0),
-        ("Greylisting in action, please come back later", None),
-        ("retry after 2 min", 120.0),
-        ("Mailbox busy", None),
-    ],
-)
-def test_retry_delay_reads_the_reply(text: str, seconds: float | None) -> None:
-    facts = SmtpFacts(SmtpOutcome.TEMPORARY, code=450, message=text)
-    assert retry_delay(facts) == seconds
 
 
 def test_what_counts_as_greylisting_and_as_a_block_of_us() -> None:

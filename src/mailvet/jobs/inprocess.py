@@ -515,7 +515,7 @@ def _engine_stages(
 
 
 def _opener(smtp: Any, settings: Settings) -> OpenSession:
-    from mailvet.engine.smtp import SessionTimeouts  # type: ignore[attr-defined]
+    from mailvet.engine.smtp import SessionTimeouts
 
     timeouts = SessionTimeouts.batch(settings)
 

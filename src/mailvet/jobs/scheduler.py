@@ -45,8 +45,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from mailvet.engine.facts import SmtpFacts, SmtpOutcome
+from mailvet.engine.replies import greylist_delay
 from mailvet.engine.scoring import decide
-from mailvet.jobs._pending_smtp import SessionEnded, SessionRefused
+from mailvet.engine.smtp import Pace, SessionEnded, SessionRefused
 from mailvet.jobs.limits import Backoff, InProcessLimiter, Limiter, rcpt_burst
 from mailvet.jobs.plan import LaneWork, Route
 from mailvet.settings import Settings
@@ -65,7 +66,9 @@ BURST_4XX = 5  # temporary refusals in a row (not greylisting) that slow the lan
 class Session(Protocol):
     """What the scheduler needs of an ``engine.smtp.SmtpSession``."""
 
-    async def rcpt_many(self, addresses: Sequence[str]) -> list[SmtpFacts]: ...
+    async def rcpt_many(
+        self, addresses: Sequence[str], *, pace: Pace | None = None
+    ) -> list[SmtpFacts]: ...
     async def catch_all(self, domain: str) -> bool | None: ...
     async def close(self) -> None: ...
 
@@ -81,11 +84,6 @@ def _utcnow() -> datetime:
 
 # --- reading replies -----------------------------------------------------------------
 
-_DELAY = re.compile(
-    r"(?:try\s+again|retry|wait|come\s+back)\D{0,24}?(\d{1,6})\s*"
-    r"(s\b|secs?\b|seconds?\b|m\b|mins?\b|minutes?\b|h\b|hours?\b)",
-    re.IGNORECASE,
-)
 _GREYLIST = re.compile(r"gr[ae]y-?list", re.IGNORECASE)
 _ABOUT_US = re.compile(
     r"unusual|\brate\b|rate.?limit|too many|block|\blisted\b|spam|reputation|throttl"
@@ -95,19 +93,10 @@ _ABOUT_US = re.compile(
 _IPV4 = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}\b")
 
 
-def retry_delay(facts: SmtpFacts) -> float | None:
-    """Seconds the reply asks us to wait ("try again in 5 minutes"), if it says."""
-    m = _DELAY.search(facts.message or "")
-    if m is None:
-        return None
-    unit = m.group(2)[0].lower()
-    return float(m.group(1)) * {"s": 1.0, "m": 60.0, "h": 3600.0}[unit]
-
-
 def is_greylisting(facts: SmtpFacts) -> bool:
     text = facts.message or ""
     return bool(_GREYLIST.search(text)) or (
-        facts.code is not None and 400 <= facts.code < 500 and retry_delay(facts) is not None
+        facts.code is not None and 400 <= facts.code < 500 and greylist_delay(facts) is not None
     )
 
 
@@ -321,14 +310,17 @@ class Scheduler:
         asked = 0
         temporary_run = 0  # temporary refusals in a row (not greylisting)
         known: dict[str, bool | None] = {}  # catch-all findings of this session
+
+        async def pace(count: int) -> None:  # before each write of ``count`` RCPTs
+            await self.limiter.rcpt(lane.key, limits, count)
+
         while lane.queue and asked < size:
             if self.limiter.paused_until(lane.key) > self.clock():
                 return  # another session of the lane is backing off: give the slot back
             count = min(rcpt_burst(limits), size - asked, len(lane.queue))
             group = [lane.queue.popleft() for _ in range(count)]
-            await self.limiter.rcpt(lane.key, limits, count)
             try:
-                answers = await session.rcpt_many([w.rcpt for w in group])
+                answers = await session.rcpt_many([w.rcpt for w in group], pace=pace)
             except SessionEnded as ended:
                 answered = list(ended.partial[: len(group)])
                 with contextlib.suppress(_SessionOver):
@@ -438,7 +430,7 @@ class Scheduler:
         if work.attempts >= len(schedule):
             self._final(work, facts, greylisted=greylisting)
             return
-        delay = retry_delay(facts)
+        delay = greylist_delay(facts)
         if delay is None:
             delay = schedule[work.attempts]
         at = now + timedelta(seconds=max(1.0, delay))
