@@ -165,6 +165,7 @@ async def test_two_batches_on_one_mx_share_its_session_cap() -> None:
         settings = net.settings(
             mx_max_sessions=1,
             mx_rcpt_per_session=10,
+            mx_rcpt_per_second=100.0,
             batch_connect_timeout=1.0,
             batch_command_timeout=1.0,
         )
