@@ -83,6 +83,7 @@ class FakeMx:
         self.dead_hosts: set[str] = set()  # connections to these are refused
         self.dialled: list[tuple[str, str]] = []
         self.paced = 0  # RCPTs the scheduler's limiter was asked for
+        self.drop_on_catch_all = False  # the random RCPT is one error too many
 
     async def open(self, host: str, ip: str) -> FakeSession:
         await asyncio.sleep(0)
@@ -131,6 +132,9 @@ class FakeSession:
     async def catch_all(self, domain: str) -> bool | None:
         if self.dead is not None:
             raise SessionEnded(self.dead)
+        if self.mx.drop_on_catch_all:
+            self.dead = DROPPED
+            raise SessionEnded(DROPPED)
         self.mx.catch_all_asked.append(domain)
         if self.mx.catch_all_value is not None:
             self.mx.catch_all_cache[domain] = self.mx.catch_all_value
@@ -296,6 +300,18 @@ async def test_session_size_halves_on_an_early_end() -> None:
     await s.stop()
     assert 40 in sizes and 12 in sizes  # 40 ends at 12 answered: min(40 // 2, 12)
     assert max(sizes) == 40
+
+
+async def test_a_session_ended_by_the_catch_all_check_keeps_the_answers() -> None:
+    mx = FakeMx()
+    mx.drop_on_catch_all = True
+    addresses = [f"u{i}@d{i}.test" for i in range(6)]  # a catch-all check for each
+    results, _ = await run(mx, works(addresses), route(sessions=1, per_session=2))
+    assert all(results.outcome(a) == ("deliverable", "accepted_email") for a in addresses)
+    assert all(results.final[a]["isv_nocatchall"] is None for a in addresses)
+    assert set(mx.asked.values()) == {1}  # every answer kept, nobody asked again
+    # an end like any other: the lane went down to one recipient a session (2, 1, 1, 1, 1)
+    assert mx.opened == 5
 
 
 async def test_an_address_that_keeps_ending_sessions_is_unknown_not_undeliverable() -> None:

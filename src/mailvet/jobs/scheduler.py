@@ -179,7 +179,12 @@ class _Lane:
 
 
 class _SessionOver(Exception):
-    """This session should not go on (the lane backs off, or the session died)."""
+    """This session should not go on: the lane backs off, or (``ended``) the server
+    ended the session during the catch-all check."""
+
+    def __init__(self, ended: SmtpFacts | None = None) -> None:
+        super().__init__()
+        self.ended = ended
 
 
 class Scheduler:
@@ -341,7 +346,9 @@ class Scheduler:
                 temporary_run = await self._answers(
                     lane, session, group, answers, temporary_run, known
                 )
-            except _SessionOver:
+            except _SessionOver as over:
+                if over.ended is not None:
+                    self._ended(lane, [], over.ended, asked)
                 return
         if asked >= size and lane.size == size:
             lane.size = min(limits.rcpt_per_session, size + max(1, size // 2))
@@ -382,7 +389,7 @@ class Scheduler:
             else:
                 run = 0
                 self._final(work, facts)
-        await self._catch_all(lane, session, accepted, known, ended=temporary_run is None)
+        ended = await self._catch_all(lane, session, accepted, known, temporary_run is None)
         if blocked is not None:
             self._lane_failed(lane, blocked)
             raise _SessionOver
@@ -390,6 +397,8 @@ class Scheduler:
             lane.failures += 1
             self.limiter.pause(lane.key, self.backoff.delay(lane.failures))
             raise _SessionOver
+        if ended is not None and temporary_run is not None:
+            raise _SessionOver(ended)
         return run
 
     async def _catch_all(
@@ -398,20 +407,24 @@ class Scheduler:
         session: Session,
         accepted: list[tuple[LaneWork, SmtpFacts]],
         known: dict[str, bool | None],
-        *,
-        ended: bool,
-    ) -> None:
+        over: bool,
+    ) -> SmtpFacts | None:
+        """Finish the accepted answers with the domain's catch-all finding (asked once
+        per domain and session unless cached; not asked when the session is ``over``).
+        Returns what ended the session if it ended during a check."""
+        ended: SmtpFacts | None = None
         for work, facts in accepted:
             if work.domain not in known:
                 value = self.catch_all_cached(work.domain)
-                if value is None and not ended:
+                if value is None and not over and ended is None:
                     await self.limiter.rcpt(lane.key, lane.route.limits)
                     try:
                         value = await session.catch_all(work.domain)
-                    except SessionEnded:
-                        ended = True  # the answers stand; the catch-all stays unknown
+                    except SessionEnded as end:
+                        ended = end.facts  # the answers stand; the catch-all stays unknown
                 known[work.domain] = value
             self._final(work, dataclasses.replace(facts, catch_all=known[work.domain]))
+        return ended
 
     # --- outcomes ---
 
