@@ -279,7 +279,13 @@ class Scheduler:
 
     async def _run(self, lane: _Lane) -> None:
         while lane.queue:
-            await self._session(lane)
+            try:
+                await self._session(lane)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug: never a crash loop, the lane slows down
+                log.exception("batch lane failed")
+                self.limiter.pause(lane.key, self.backoff.delay(1))
 
     async def _session(self, lane: _Lane) -> None:
         limits = lane.route.limits
