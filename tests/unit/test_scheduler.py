@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from mailvet.engine.facts import DnsFacts, DnsOutcome, MxHost, SmtpFacts, SmtpOutcome
 from mailvet.engine.pipeline import Engine
 from mailvet.engine.providers import provider_for
@@ -447,6 +449,29 @@ async def test_a_host_that_never_answers_ends_as_no_connect() -> None:
     results, _ = await run(mx, works(["u@a.test", "v@a.test"]), max_lane_failures=3)
     assert results.outcome("u@a.test") == ("unknown", "no_connect")
     assert results.outcome("v@a.test") == ("unknown", "no_connect")
+
+
+async def test_a_failing_result_callback_costs_nothing_else(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    mx = FakeMx()
+    results = Results()
+    results.expected = 9  # the first final is lost in the callback
+    calls = 0
+
+    def on_final(work: LaneWork, verdict: Verdict) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("sink bug")
+        results.on_final(work, verdict)
+
+    s = Scheduler(mx.open, SETTINGS, on_final=on_final, on_retry=results.on_retry, now=lambda: NOW)
+    s.submit(route(sessions=1), works([f"u{i}@a.test" for i in range(10)]))
+    await asyncio.wait_for(results.done.wait(), 10)
+    await s.stop()
+    assert len(results.final) == 9 and mx.opened == 1
+    assert any("on_final failed" in r.getMessage() for r in caplog.records)
 
 
 async def test_two_batches_on_one_mx_share_its_lane() -> None:

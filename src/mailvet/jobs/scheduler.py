@@ -439,7 +439,10 @@ class Scheduler:
         work.facts.greylisted = greylisted
         verdict = decide(work.facts)
         self.queued -= 1
-        self.on_final(work, verdict)
+        try:
+            self.on_final(work, verdict)
+        except Exception:  # the caller's bug must not cost the rest of the group
+            log.exception("on_final failed")
 
     def _temporary(self, work: LaneWork, facts: SmtpFacts, greylisting: bool) -> None:
         """Retry later, or give up when the schedule or the max wait is used up."""
@@ -457,7 +460,10 @@ class Scheduler:
             self._final(work, facts, greylisted=greylisting)
             return
         self.queued -= 1
-        self.on_retry(work, at)
+        try:
+            self.on_retry(work, at)
+        except Exception:
+            log.exception("on_retry failed")
 
     def _lane_failed(self, lane: _Lane, facts: SmtpFacts) -> None:
         """Back off; past ``max_lane_failures`` in a row, give up the lane's queue."""
