@@ -9,6 +9,7 @@ counters (sessions opened, open at once, RCPTs per address). The integration tes
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -403,13 +404,20 @@ async def test_a_block_naming_us_pauses_the_lane_and_the_address_is_asked_again(
     assert limiter.paused_until(HOST) > float("-inf")
 
 
-async def test_a_lane_that_keeps_failing_gives_unknown_with_the_reply() -> None:
+async def test_a_lane_that_keeps_failing_gives_unknown_with_the_reply(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="mailvet")
     mx = FakeMx(default=SPAMHAUS)
     addresses = [f"u{i}@a.test" for i in range(5)]
     results, _ = await run(mx, works(addresses), max_lane_failures=4)
     for address in addresses:
         assert results.outcome(address) == ("unknown", "unavailable_smtp")
     assert mx.opened == 4
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("backs off" in m for m in messages) == 3
+    assert any("gave up after 4 failures" in m for m in messages)
+    assert not any("@" in m for m in messages)  # never an address in the log
 
 
 async def test_a_per_address_policy_refusal_is_final_without_back_off() -> None:

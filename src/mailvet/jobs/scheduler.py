@@ -470,7 +470,8 @@ class Scheduler:
         lane.failures += 1
         if lane.failures >= self.max_lane_failures:
             log.warning(
-                "lane gave up after %d failures in a row: %d addresses unknown (%s)",
+                "lane %s gave up after %d failures in a row: %d addresses unknown (%s)",
+                lane.key,
                 lane.failures,
                 len(lane.queue),
                 facts.outcome.value,
@@ -481,6 +482,14 @@ class Scheduler:
             return
         delay = self.backoff.delay(lane.failures)
         self.limiter.pause(lane.key, delay)
+        log.info(
+            "lane %s backs off %.1f s (%d in a row: %s %s)",
+            lane.key,
+            delay,
+            lane.failures,
+            facts.outcome.value,
+            facts.code if facts.code is not None else "-",
+        )
 
     def _ended(
         self, lane: _Lane, unanswered: Sequence[LaneWork], facts: SmtpFacts, answered: int
