@@ -200,6 +200,12 @@ class Settings(BaseSettings):
     keepalive_timeout: int = 5
     log_format: Literal["text", "json"] = "text"
 
+    # --- batch: reads and webhooks (the batch API) ---
+    batch_page_size: int = 1000  # GET /v1/batch/{id} pages past this many addresses
+    webhook_timeout: float = 10.0  # seconds for one callback_url delivery
+    webhook_max_attempts: int = 8  # deliveries tried, with exponential back-off
+    allow_private_webhooks: bool = False  # callback_url may name loopback/private hosts
+
     @field_validator("log_level")
     @classmethod
     def _log_level(cls, value: str) -> str:
@@ -208,14 +214,16 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
 
-    @field_validator("max_connections", "keepalive_timeout")
+    @field_validator(
+        "max_connections", "keepalive_timeout", "batch_page_size", "webhook_max_attempts"
+    )
     @classmethod
     def _positive_int(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("header_timeout", "body_timeout")
+    @field_validator("header_timeout", "body_timeout", "webhook_timeout")
     @classmethod
     def _positive_float(cls, value: float) -> float:
         if not value > 0:  # NaN too
