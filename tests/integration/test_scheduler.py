@@ -242,3 +242,34 @@ async def test_a_greylisted_address_is_retried_after_the_delay_and_becomes_deliv
     assert verdicts["alice@plain.test"]["result"] == "deliverable"
     assert asked["alice@grey.test"] == 2  # greylisted once, then accepted
     assert asked["alice@plain.test"] == 1
+
+
+async def test_a_tarpit_holds_up_only_its_own_lane() -> None:
+    sites = {
+        "tarpit.test": sim.tarpit(at="RCPT", rate=2.0),
+        **{f"d{i}.test": sim.mailboxes("alice", style="postfix") for i in range(10)},
+    }
+    emails = ["x@tarpit.test"] + [f"alice@d{i}.test" for i in range(10)]
+    async with SimInternet(sites, {}) as net:
+        settings = net.settings(batch_connect_timeout=1.0, batch_command_timeout=1.0)
+        engine = Engine(settings)
+        store = MemoryStore()
+        key, _ = await store.create_key("k", Plan.PAID)
+        record = await store.create_batch(key.id, None, emails)
+        order: list[str] = []
+        runner = BatchRunner(
+            store,
+            engine,
+            settings,
+            on_checked=lambda checked: order.append(checked.verdict.email),
+            scheduler_options=fast_options(),
+        )
+        runner.start()
+        await asyncio.wait_for(runner.wait_idle(), 60)
+        await runner.stop()
+        await engine.close()
+    assert order[-1] == "x@tarpit.test"  # first in the list, last to be decided
+    assert sorted(order[:-1]) == sorted(emails[1:])
+    items = await store.batch_items(record.id)
+    tarpit = items[0].verdict
+    assert tarpit is not None and tarpit["result"] == "unknown"
