@@ -1,0 +1,299 @@
+"""``mailvet batch FILE -o OUT`` as a user runs it: a real process on real files.
+
+Offline: CSV columns kept, JSON lines, plain lists, stdin/stdout, bad input.
+Network: the batch engine on the simulated internet (in this test process, on loopback),
+the batch stored in a per-file SQLite database; a run killed with SIGKILL mid-way and
+run again gives every row exactly once, and no address whose verdict was saved before
+the kill is asked again (the simulator's own RCPT records say so).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+
+from mailvet.testing import smtp as sim
+from mailvet.testing.internet import sim_internet_thread
+
+_TIMEOUT = 120
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILVET_")}
+    env["MAILVET_ALLOWED_SPECIAL_DOMAINS"] = "test"
+    return {**env, **(extra or {})}
+
+
+def mailvet(
+    *args: str, env: dict[str, str] | None = None, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailvet", *args],
+        env=env or _env(),
+        input=stdin,
+        stdin=None if stdin is not None else subprocess.DEVNULL,
+        capture_output=True,
+        timeout=_TIMEOUT,
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+# ---- offline ----
+
+
+def test_offline_csv_keeps_the_columns(tmp_path: Path) -> None:
+    src = tmp_path / "contacts.csv"
+    src.write_text(
+        'id,Full name,Email,signup\n1,"Doe, Jane",jane@gmail.com,2024-01-01\n'
+        "2,Bob,bob@gmial.com,2024-02-02\n3,Eve,not-an-address,\n",
+        encoding="utf-8",
+    )
+    out = tmp_path / "checked.csv"
+    done = mailvet("batch", "--offline", str(src), "-o", str(out))
+    assert done.returncode == 0, done.stderr.decode()
+    rows = read_csv(out)
+    assert [r["id"] for r in rows] == ["1", "2", "3"]
+    assert rows[0]["Full name"] == "Doe, Jane" and rows[0]["signup"] == "2024-01-01"
+    assert rows[0]["Email"] == "jane@gmail.com" and rows[0]["result"] == "unknown"
+    assert rows[1]["did_you_mean"] == "bob@gmail.com"
+    assert (rows[2]["result"], rows[2]["reason"]) == ("undeliverable", "invalid_format")
+    assert b"3 rows" in done.stderr and b"offline" in done.stderr
+
+
+def test_offline_jsonl_and_plain_lists(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b'{"user": 1, "email": "ann@yahoo.com"}\n{"user": 2, "email": "x@y"}\n')
+    out = tmp_path / "out.jsonl"
+    done = mailvet("batch", "--offline", str(src), "-o", str(out))
+    assert done.returncode == 0, done.stderr.decode()
+    objs = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert [o["user"] for o in objs] == [1, 2]
+    assert objs[0]["mailvet_email"] == "ann@yahoo.com" and objs[0]["is_free"] is True
+    assert objs[1]["reason"] == "invalid_format"
+
+    # a plain list from stdin to stdout, as CSV
+    piped = mailvet("batch", "--offline", "-", "-o", "-", stdin=b"ann@gmail.com\n\nbad@\n")
+    assert piped.returncode == 0, piped.stderr.decode()
+    rows = list(csv.DictReader(io.StringIO(piped.stdout.decode())))
+    assert [(r["input"], r["reason"]) for r in rows] == [
+        ("ann@gmail.com", "not_checked"),
+        ("bad@", "invalid_format"),
+    ]
+
+
+def test_offline_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    src = tmp_path / "latin1.txt"
+    src.write_bytes(b"ann@gmail.com\nj\xf6rg@web.de\n")
+    out = tmp_path / "out.csv"
+    done = mailvet("batch", "--offline", str(src), "-o", str(out))
+    assert done.returncode == 2
+    err = done.stderr.decode()
+    assert "line 2 is not valid utf-8" in err and "--encoding" in err
+    assert "Traceback" not in err
+    assert not out.exists() and not list(tmp_path.glob(".out.csv*"))
+    again = mailvet("batch", "--offline", "--encoding", "latin-1", str(src), "-o", str(out))
+    assert again.returncode == 0 and read_csv(out)[1]["input"] == "jörg@web.de"
+    missing = mailvet("batch", "--offline", str(tmp_path / "nope.csv"), "-o", str(out))
+    assert missing.returncode == 2 and b"No such file" in missing.stderr
+
+
+def test_validate_offline_json_over_a_file(tmp_path: Path) -> None:
+    addresses = b"ann@gmail.com\ninfo@gmial.com\nbad@\n"
+    done = mailvet("validate", "--offline", "--json", "-", stdin=addresses)
+    assert done.returncode == 0, done.stderr.decode()
+    got = [orjson.loads(line) for line in done.stdout.splitlines()]
+    assert [d["email"] for d in got] == ["ann@gmail.com", "info@gmial.com", "bad@"]
+    assert got[1]["did_you_mean"] == "info@gmail.com" and got[1]["isv_nogeneric"] is False
+    assert got[2]["reason"] == "invalid_format" and len({d["id"] for d in got}) == 3
+
+
+# ---- network: the batch engine on the simulated internet ----
+
+N = 240
+KNOWN = {f"user{i}" for i in range(N) if i % 5}
+
+
+def rcpts(smtp: sim.SmtpSim) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for session in list(smtp.sessions):
+        for command in list(session.commands):
+            if command.upper().startswith("RCPT TO:<"):
+                counts[command[9:].split(">", 1)[0].lower()] += 1
+    return counts
+
+
+def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def _net_env(dns: str, port: int, state: Path, rate: int) -> dict[str, str]:
+    return _env(
+        {
+            "MAILVET_DNS_NAMESERVERS": dns,
+            "MAILVET_SMTP_PORT": str(port),
+            "MAILVET_ALLOW_PRIVATE_MX": "true",
+            "MAILVET_MX_MAX_SESSIONS": "2",
+            "MAILVET_MX_RCPT_PER_SESSION": "50",
+            "MAILVET_MX_RCPT_PER_SECOND": str(rate),
+            "MAILVET_BATCH_CONNECT_TIMEOUT": "2",
+            "MAILVET_BATCH_COMMAND_TIMEOUT": "2",
+            "XDG_DATA_HOME": str(state),
+        }
+    )
+
+
+def _contacts(path: Path, emails: list[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["n", "email", "note"])
+        writer.writerows([i, e, f"row {i}, kept"] for i, e in enumerate(emails))
+
+
+def _expected(email: str) -> tuple[str, str]:
+    local, _, domain = email.partition("@")
+    if domain != "slow.test":
+        return ("undeliverable", "invalid_domain" if domain else "invalid_format")
+    return (
+        ("deliverable", "accepted_email") if local in KNOWN else ("undeliverable", "rejected_email")
+    )
+
+
+def _saved(state: Path) -> set[str]:
+    """Addresses with a verdict in the stored batch (read straight from its SQLite file)."""
+    found: set[str] = set()
+    for db in (state / "mailvet" / "batches").glob("*.db"):
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
+        try:
+            query = "SELECT email FROM batch_items WHERE verdict IS NOT NULL"
+            found |= {row[0].lower() for row in conn.execute(query)}
+        except sqlite3.OperationalError:  # not created yet
+            pass
+        finally:
+            conn.close()
+    return found
+
+
+def test_network_batch_keeps_columns_and_reruns_from_the_store(tmp_path: Path) -> None:
+    sites = {"slow.test": sim.mailboxes(*KNOWN, style="postfix")}
+    emails = [f"user{i}@slow.test" for i in range(40)] + ["nobody@nxdomain.test", "bad@"]
+    emails.append("user1@slow.test")  # a repeat: checked once, written twice
+    src, out = tmp_path / "list.csv", tmp_path / "out.csv"
+    _contacts(src, emails)
+    with sim_internet_thread(sites, {}) as (dns_server, smtp_thread):
+        env = _net_env(dns_server.nameserver, smtp_thread.port, tmp_path / "state", 200)
+        done = mailvet("batch", "--progress", str(src), "-o", str(out), env=env)
+        assert done.returncode == 0, done.stderr.decode()
+        # the progress bar (rich, on stderr): done of total, rate, counts by result
+        bar = done.stderr.decode()
+        assert f"{len(emails)}/{len(emails)}" in bar and "/s" in bar
+        assert " deliverable 33" in bar and "undeliverable 10" in bar
+        asked = rcpts(smtp_thread.sim)
+        rows = read_csv(out)
+        assert [r["email"] for r in rows] == emails
+        assert [r["note"] for r in rows] == [f"row {i}, kept" for i in range(len(emails))]
+        for row in rows:
+            assert (row["result"], row["reason"]) == _expected(row["email"]), row
+        assert asked["user1@slow.test"] == 1  # the repeat was not asked twice
+        # the same file again: the stored batch is found, nothing is asked again
+        out.unlink()
+        again = mailvet("batch", str(src), "-o", str(out), env=env)
+        assert again.returncode == 0, again.stderr.decode()
+        assert b"resuming" in again.stderr
+        assert rcpts(smtp_thread.sim) == asked
+        assert read_csv(out) == rows
+
+
+def test_killed_mid_run_then_run_again_every_row_once(tmp_path: Path) -> None:
+    sites = {"slow.test": sim.mailboxes(*KNOWN, style="postfix", latency_ms=20)}
+    emails = [f"user{i}@slow.test" for i in range(N)]
+    src, out, state = tmp_path / "list.csv", tmp_path / "out.csv", tmp_path / "state"
+    _contacts(src, emails)
+    with sim_internet_thread(sites, {}) as (dns_server, smtp_thread):
+        smtp = smtp_thread.sim
+        env = _net_env(dns_server.nameserver, smtp_thread.port, state, 40)
+        argv = [sys.executable, "-m", "mailvet", "batch", str(src), "-o", str(out)]
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            wait_for(lambda: len(_saved(state)) >= N // 4, 90, "a quarter of the verdicts saved")
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            if proc.stderr is not None:
+                proc.stderr.close()
+        saved = _saved(state)
+        # the simulator still answers RCPTs the killed process had pipelined: count them
+        wait_for(lambda: all(x.closed for x in list(smtp.sessions)), 30, "the sessions to end")
+        before = rcpts(smtp)
+        assert 0 < len(saved) < N and not out.exists()
+
+        done = mailvet("batch", str(src), "-o", str(out), env=env)
+        assert done.returncode == 0, done.stderr.decode()
+        after = rcpts(smtp)
+
+    rows = read_csv(out)
+    assert [r["email"] for r in rows] == emails  # every row, once, in order
+    for row in rows:
+        assert (row["result"], row["reason"]) == _expected(row["email"]), row
+    assert all(after[e] >= 1 for e in emails)
+    assert all(after[e] == before[e] for e in saved), "a saved verdict was asked again"
+    twice = {e for e in emails if after[e] >= 2}
+    assert twice <= {e for e in emails if before[e]}  # only what was in flight at the kill
+
+
+def test_ctrl_c_saves_what_was_reached_and_a_second_run_waits_its_turn(tmp_path: Path) -> None:
+    sites = {"slow.test": sim.mailboxes(*KNOWN, style="postfix", latency_ms=20)}
+    emails = [f"user{i}@slow.test" for i in range(120)]
+    src, out, state = tmp_path / "list.csv", tmp_path / "out.csv", tmp_path / "state"
+    _contacts(src, emails)
+    with sim_internet_thread(sites, {}) as (dns_server, smtp_thread):
+        env = _net_env(dns_server.nameserver, smtp_thread.port, state, 40)
+        argv = [sys.executable, "-m", "mailvet", "batch", str(src), "-o", str(out)]
+        proc = subprocess.Popen(
+            argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        wait_for(lambda: len(_saved(state)) >= 10, 90, "some verdicts saved")
+        # a second run on the same file while the first works: refused, nothing touched
+        second = mailvet("batch", str(src), "-o", str(tmp_path / "other.csv"), env=env)
+        assert second.returncode == 1
+        assert f"another mailvet batch is working on {src}".encode() in second.stderr
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert proc.returncode == 130, err.decode()
+        assert b"interrupted; run the same command again to resume" in err
+        assert b"Traceback" not in err and not out.exists()
+        saved = _saved(state)
+        assert 10 <= len(saved) < len(emails)
+        before = rcpts(smtp_thread.sim)
+        done = mailvet("batch", str(src), "-o", str(out), env=env)
+        assert done.returncode == 0, done.stderr.decode()
+        after = rcpts(smtp_thread.sim)
+    assert [r["email"] for r in read_csv(out)] == emails
+    assert all(after[e] == before[e] for e in saved)
