@@ -356,6 +356,7 @@ def _batch_offline(settings: Settings, args: _BatchArgs) -> None:
 _CLI_KEY = "mailvet batch"  # the key that owns the stored batch (its database holds one)
 _POLL = 0.5  # seconds between progress reads from the store
 _SAY_EVERY = 30.0  # seconds between progress lines when no bar is shown
+_COUNTS_EVERY = 2.0  # seconds, at least, between counts by result for the bar
 
 
 async def _batch_network(settings: Settings, args: _BatchArgs) -> None:
@@ -462,7 +463,8 @@ async def _run_batch(
     runner = BatchRunner(store, engine, settings)
     bar = _Progress(size, "checking") if show else None
     loop = asyncio.get_running_loop()
-    said = loop.time()
+    said = counts_at = loop.time()
+    by_result: dict[str, int] = {}
     runner.start()
     try:
         while True:
@@ -470,8 +472,13 @@ async def _run_batch(
             if record is None:  # pragma: no cover - nothing deletes it here
                 raise RuntimeError("the stored batch is gone")
             if bar is not None:
-                counts = await store.counts(batch_id)
-                bar.update(record.done, counts.by_result, waiting=record.retry_waiting)
+                # counts group the whole batch: asked now and then, never more than a
+                # tenth of the time (a million rows take a while on SQLite)
+                now = loop.time()
+                if now >= counts_at or record.finished_at is not None:
+                    by_result = (await store.counts(batch_id)).by_result
+                    counts_at = now + max(_COUNTS_EVERY, 10 * (loop.time() - now))
+                bar.update(record.done, by_result, waiting=record.retry_waiting)
             elif loop.time() - said >= _SAY_EVERY:  # no terminal: a line now and then
                 said = loop.time()
                 waiting = f", {record.retry_waiting:,} waiting for a retry"
