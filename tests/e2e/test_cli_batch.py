@@ -122,6 +122,38 @@ def test_validate_offline_json_over_a_file(tmp_path: Path) -> None:
     assert got[2]["reason"] == "invalid_format" and len({d["id"] for d in got}) == 3
 
 
+_LOADED = """
+import sys
+from mailvet.cli import main
+try:
+    main()
+finally:
+    sys.stderr.write("LOADED " + " ".join(sorted(sys.modules)) + "\\n")
+"""
+
+
+def test_offline_runs_load_no_network_stack_rich_or_storage(tmp_path: Path) -> None:
+    src = tmp_path / "l.txt"
+    src.write_text("ann@gmail.com\n")
+    for args in (
+        ["batch", "--offline", str(src), "-o", str(tmp_path / "o.csv")],
+        ["validate", "--offline", "--json", "-"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-c", _LOADED, *args],
+            env=_env(),
+            input=b"ann@gmail.com\n",
+            capture_output=True,
+            timeout=_TIMEOUT,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        loaded = set(done.stderr.decode().split("LOADED ", 1)[1].split())
+        assert "mailvet.engine.pipeline" in loaded
+        heavy = ("dns", "rich", "sqlalchemy", "mailvet.engine.smtp", "mailvet.engine.dns")
+        for name in (*heavy, "mailvet.storage", "mailvet.api", "mailvet.jobs"):
+            assert name not in loaded, (args[0], name)
+
+
 # ---- network: the batch engine on the simulated internet ----
 
 N = 240

@@ -347,3 +347,45 @@ def test_memo_follows_a_field_added_anywhere(
         assert type(fast) is wider
         slow = wider_decide(engine.check_offline(raw))
         assert fast._asdict() | {"id": ""} == slow._asdict() | {"id": ""}, raw
+
+
+# --- offline_template: the bulk writers' view of the memo ---
+
+_ATEXT_DOT_AT = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#$%&'*+-/=?^_`{|}~.@"
+)
+
+
+def _template_agrees(engine: Engine, raw: str) -> None:
+    parts = engine.offline_template(raw)
+    full = engine.verdict_offline(raw)
+    if parts is None:
+        return
+    template, email, username, did_you_mean = parts
+    rebuilt = template._replace(
+        id=full.id, email=email, username=username, did_you_mean=did_you_mean
+    )
+    assert rebuilt == full, raw
+    assert set(raw) <= _ATEXT_DOT_AT, "only plain ASCII addresses get a template"
+    again = engine.offline_template(raw)
+    assert again is not None and again[0] is template  # one object per domain and kind
+
+
+@SETTINGS
+@given(raw=address)
+def test_offline_template_is_verdict_offline(engine: Engine, raw: str) -> None:
+    _template_agrees(engine, raw)
+
+
+def test_offline_template_every_listed_pair(engine: Engine) -> None:
+    for domain in DOMAINS:
+        for local in LOCALS:
+            _template_agrees(engine, f"{local}@{domain}")
+
+
+def test_offline_template_keeps_role_and_typo_apart() -> None:
+    engine = Engine(Settings())
+    person = engine.offline_template("jane.doe@gmial.com")
+    role = engine.offline_template("info@gmial.com")
+    assert person is not None and role is not None and person[0] is not role[0]
+    assert person[3] == "jane.doe@gmail.com" and role[0].isv_nogeneric is False
