@@ -92,6 +92,28 @@ async def test_a_small_batch_keeps_the_mails_so_shape_with_additive_fields(api: 
     assert all(list(e) == list(Verdict._fields) for e in done["emails"])
 
 
+async def test_spellings_of_one_address_are_asked_once_and_each_entry_gets_its_row(
+    api: Api,
+) -> None:
+    # the domain is case-insensitive (and NFC-normalised): one address, asked once
+    emails = ["Ann@DELIVERABLE.test", "ann@deliverable.test", "x@deliverable.test", "bad@"]
+    emails.insert(2, "Ann@deliverable.TEST")
+    created = await create(api, emails)
+    done = await finished(api, created["id"])
+    rows = done["emails"]
+    assert [row["email"] for row in rows][:4] == [
+        "Ann@deliverable.test",
+        "ann@deliverable.test",
+        "Ann@deliverable.test",
+        "x@deliverable.test",
+    ]
+    assert len(rows) == 5 and rows[4]["reason"] == "invalid_format"
+    assert rows[0]["result"] == rows[2]["result"] == "deliverable"
+    asked = [raw for raw in api.engine.calls if raw.lower().startswith("ann@")]
+    assert len(asked) == 2, asked  # "Ann@" once for three entries, "ann@" once
+
+
+
 @pytest.mark.parametrize("kind", STORES)
 async def test_a_batch_past_the_page_size_is_read_page_by_page(kind: str, tmp_path: Path) -> None:
     emails = [f"u{i}@deliverable.test" for i in range(25)]

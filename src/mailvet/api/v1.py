@@ -25,6 +25,8 @@ from mailvet.api.cache import CachedResult, cache_key
 from mailvet.api.deps import Service, authenticate, service
 from mailvet.engine.facts import Facts
 from mailvet.engine.scoring import decide
+from mailvet.engine.syntax import SyntaxPolicy
+from mailvet.jobs.plan import dedupe_keys
 from mailvet.jobs.webhook import callback_allowed, system_resolver
 from mailvet.storage.base import ApiKey, BatchRecord, Plan
 from mailvet.storage.common import check_text
@@ -480,8 +482,11 @@ async def batch_create(request: Request) -> Response:
         )
         if not allowed:
             return wire.error_response(wire.CALLBACK_REFUSED, 400)
+    # one probe per normalised address; off the loop, which answers /v1/validate too
+    policy = SyntaxPolicy.from_settings(svc.settings)
+    keys = await asyncio.to_thread(dedupe_keys, body.emails, policy)
     record = await svc.require_store().create_batch(
-        key.id, body.name, body.emails, callback_url=body.callback_url
+        key.id, body.name, body.emails, keys=keys, callback_url=body.callback_url
     )
     if svc.runner is not None:
         svc.runner.wake()

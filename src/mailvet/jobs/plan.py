@@ -30,15 +30,29 @@ from mailvet.engine.pipeline import _literal_host
 from mailvet.engine.protocol import Checked
 from mailvet.engine.providers import Provider, provider_for
 from mailvet.engine.scoring import decide
+from mailvet.engine.syntax import SyntaxPolicy, check_syntax
 from mailvet.engine.transcript import Transcript
 from mailvet.jobs.limits import LaneLimits, limits_for
 from mailvet.settings import Settings
 
-__all__ = ["LaneWork", "Plan", "Planner", "Route", "Work"]
+__all__ = ["LaneWork", "Plan", "Planner", "Route", "Work", "dedupe_keys"]
 
 _MAX_DOMAINS = 100_000  # per-batch memo of DNS answers; cleared when full
 _LOOKUPS_AT_ONCE = 32
 _MAX_ADDRESSES = 2  # addresses of the lane's host tried, as the real-time probe does
+
+
+def dedupe_keys(emails: Sequence[str], policy: SyntaxPolicy) -> list[str]:
+    """The de-duplication key of each submitted address (``Store.create_batch``'s
+    ``keys``): its normalised form where the syntax stage accepts it (domain lower-case,
+    Unicode NFC ...), else the input as given. Entries with one key are asked once and
+    every position gets the verdict. CPU work (a few microseconds an address): callers on
+    an event loop run it in a thread."""
+    keys: list[str] = []
+    for raw in emails:
+        syntax = check_syntax(raw, policy)
+        keys.append(syntax.email if syntax.ok and syntax.email else raw)
+    return keys
 
 
 class Work(Protocol):
