@@ -426,11 +426,10 @@ async def _store_batch(
 ) -> BatchRecord:
     """Read the file's addresses (with their de-duplication keys) and store the batch."""
     from mailvet.batchfile import INPUT_FORMATS, BatchFileError, open_input
-    from mailvet.engine.syntax import SyntaxPolicy, check_syntax
+    from mailvet.engine.syntax import SyntaxPolicy
+    from mailvet.jobs.plan import dedupe_keys
 
-    policy = SyntaxPolicy.from_settings(settings)
     emails: list[str] = []
-    keys: list[str] = []
     with open_input(
         args.file,
         fmt=INPUT_FORMATS.get(args.input_format or ""),
@@ -440,13 +439,13 @@ async def _store_batch(
     ) as source:
         for raw, _ in source.rows():
             emails.append(raw)
-            syntax = check_syntax(raw, policy)
-            keys.append(syntax.email if syntax.ok and syntax.email else raw)
     if len(emails) > settings.max_batch_size:
         raise BatchFileError(
             f"{args.file}: {len(emails):,} addresses, over max_batch_size"
             f" ({settings.max_batch_size:,}; MAILVET_MAX_BATCH_SIZE)"
         )
+    # the same keys as POST /v1/batch: spellings of one address are asked once
+    keys = dedupe_keys(emails, SyntaxPolicy.from_settings(settings))
     record = await store.create_batch(user_id, name, emails, keys=keys)
     typer.echo(f"stored {record.size:,} addresses ({len(set(keys)):,} distinct)", err=True)
     return record
