@@ -39,7 +39,6 @@ import pstats
 import socket
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterator
@@ -352,8 +351,11 @@ def print_profile(path: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--size", type=int, default=100_000, help="addresses in the batch")
-    parser.add_argument("--quick", action="store_true",
-                        help=f"{QUICK_SIZE} addresses, a 200-address peer sample, 5 s greylist")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"{QUICK_SIZE} addresses, a 200-address peer sample, 5 s greylist",
+    )
     parser.add_argument("--seed", type=int, default=DEFAULT.seed)
     caps = parser.add_argument_group("caps, per MX (lane), the same for every lane")
     caps.add_argument("--max-sessions", type=int, default=8)
@@ -363,13 +365,20 @@ def main() -> None:
     world = parser.add_argument_group("world")
     world.add_argument("--latency-ms", type=float, default=DEFAULT.latency_ms)
     world.add_argument("--tarpit-latency-ms", type=float, default=DEFAULT.tarpit_latency_ms)
-    world.add_argument("--greylist-delay", type=float, default=None,
-                       help="seconds (default 30; 5 with --quick)")
-    parser.add_argument("--py3ve-sample", type=int, default=None,
-                        help="addresses for py3-validate-email (default 1000; 200 with "
-                        "--quick; 0 skips it)")
-    parser.add_argument("--no-verify", action="store_true",
-                        help="skip reading every verdict back to compare with the truth")
+    world.add_argument(
+        "--greylist-delay", type=float, default=None, help="seconds (default 30; 5 with --quick)"
+    )
+    parser.add_argument(
+        "--py3ve-sample",
+        type=int,
+        default=None,
+        help="addresses for py3-validate-email (default 1000; 200 with --quick; 0 skips it)",
+    )
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip reading every verdict back to compare with the truth",
+    )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the batch process")
     args = parser.parse_args()  # fmt: skip
 
@@ -400,47 +409,64 @@ def main() -> None:
     print("  busiest lanes: " + ", ".join(
         f"{load.host} {load.addresses:,} ({load.addresses / max(1, distinct):.0%})"
         for load in busiest[:3]))  # fmt: skip
-    print(f"caps per lane: {cap.max_sessions} sessions, {cap.rcpt_per_session} RCPT/session, "
-          f"{cap.rcpt_per_second:g} RCPT/s, {cap.connects_per_minute} connects/min")
+    print(
+        f"caps per lane: {cap.max_sessions} sessions, {cap.rcpt_per_session} RCPT/session, "
+        f"{cap.rcpt_per_second:g} RCPT/s, {cap.connects_per_minute} connects/min"
+    )
     terms = ", ".join(f"{k} {v:.1f} s" for k, v in bound.terms.items())
-    print(f"lower bound: {bound.seconds:.1f} s (set by {bound.lane}: {terms}; "
-          f"greylist floor {bound.greylist_seconds:.1f} s)")
+    print(
+        f"lower bound: {bound.seconds:.1f} s (set by {bound.lane}: {terms}; "
+        f"greylist floor {bound.greylist_seconds:.1f} s)"
+    )
 
     with tempfile.TemporaryDirectory(prefix="mailvet-bench-") as tmp:
         db_url = f"sqlite:///{tmp}/bench.db"
         with world_process(spec) as (net, conn):
             created = run_child(create_batch, spec, db_url)
-            print(f"batch created in the store: generated in {created['generate_s']:.1f} s, "
-                  f"stored in {created['store_s']:.1f} s, peak RSS {created['rss_mb']:.0f} MB")
+            print(
+                f"batch created in the store: generated in {created['generate_s']:.1f} s, "
+                f"stored in {created['store_s']:.1f} s, peak RSS {created['rss_mb']:.0f} MB"
+            )
             settings = settings_for(net, db_url, cap)
             worked = run_child(work_batch, settings, args.profile)
             conn.send("stats")
             smtp = conn.recv()
         wall = worked["wall_s"]
-        print(f"\nwall time: {wall:.1f} s = {wall / bound.seconds:.2f} x the bound "
-              f"(target <= 1.3); {size / wall:,.0f} addresses/s")
-        print(f"batch process: {worked['cpu_s']:.1f} s CPU, peak RSS {worked['rss_mb']:.0f} MB"
-              f"; simulator: {smtp['cpu']:.1f} s CPU")
-        print(f"SMTP sessions: {smtp['sessions']:,} = {smtp['sessions'] / size:.4f} per address"
-              f"; RCPTs: {smtp['rcpts']:,} = {smtp['rcpts'] / size:.3f} per address")
+        print(
+            f"\nwall time: {wall:.1f} s = {wall / bound.seconds:.2f} x the bound "
+            f"(target <= 1.3); {size / wall:,.0f} addresses/s"
+        )
+        print(
+            f"batch process: {worked['cpu_s']:.1f} s CPU, peak RSS {worked['rss_mb']:.0f} MB"
+            f"; simulator: {smtp['cpu']:.1f} s CPU"
+        )
+        print(
+            f"SMTP sessions: {smtp['sessions']:,} = {smtp['sessions'] / size:.4f} per address"
+            f"; RCPTs: {smtp['rcpts']:,} = {smtp['rcpts'] / size:.3f} per address"
+        )
         for load in busiest[:3]:
             lane = smtp["lanes"].get(load.host, {})
-            print(f"  {load.host}: {lane.get('sessions', 0):,} sessions, "
-                  f"at most {lane.get('peak_sessions', 0)} at once (cap {cap.max_sessions}), "
-                  f"{lane.get('connects_per_minute', 0)} connects in a minute "
-                  f"(cap {cap.connects_per_minute}), "
-                  f"{lane.get('rcpts_per_second', 0)} RCPTs in a second "
-                  f"(cap {cap.rcpt_per_second:g})")
+            print(
+                f"  {load.host}: {lane.get('sessions', 0):,} sessions, "
+                f"at most {lane.get('peak_sessions', 0)} at once (cap {cap.max_sessions}), "
+                f"{lane.get('connects_per_minute', 0)} connects in a minute "
+                f"(cap {cap.connects_per_minute}), "
+                f"{lane.get('rcpts_per_second', 0)} RCPTs in a second "
+                f"(cap {cap.rcpt_per_second:g})"
+            )
         small = [v for k, v in smtp["lanes"].items() if k not in {b.host for b in busiest[:3]}]
         if small:
-            print(f"  other lanes: at most {max(v['peak_sessions'] for v in small)} sessions "
-                  f"at once, {max(v['rcpts_per_second'] for v in small)} RCPTs in a second")
+            print(
+                f"  other lanes: at most {max(v['peak_sessions'] for v in small)} sessions "
+                f"at once, {max(v['rcpts_per_second'] for v in small)} RCPTs in a second"
+            )
         if not args.no_verify:
-            pairs, reasons, missing = asyncio.run(
-                read_results(spec, db_url, created["batch_id"]))
+            pairs, reasons, missing = asyncio.run(read_results(spec, db_url, created["batch_id"]))
             right = sum(n for (want, got), n in pairs.items() if want == got)
-            print(f"verdicts as the world says: {right:,}/{size:,}"
-                  + (f", {missing:,} without a verdict" if missing else ""))
+            print(
+                f"verdicts as the world says: {right:,}/{size:,}"
+                + (f", {missing:,} without a verdict" if missing else "")
+            )
             wrong = {f"{w}->{g}": n for (w, g), n in pairs.most_common() if w != g}
             if wrong:
                 print(f"  expected->got: {wrong}")
@@ -450,8 +476,10 @@ def main() -> None:
         with world_process(spec) as (net, _):
             peer = run_child(py3ve_sample, spec, sample, net)
         rate = peer["n"] / peer["seconds"]
-        print(f"\npy3-validate-email: {peer['n']} addresses in {peer['seconds']:.1f} s = "
-              f"{rate:.1f} addresses/s ({peer['answers']})")
+        print(
+            f"\npy3-validate-email: {peer['n']} addresses in {peer['seconds']:.1f} s = "
+            f"{rate:.1f} addresses/s ({peer['answers']})"
+        )
         print(f"mailvet / py3-validate-email: {size / wall / rate:.0f} x (target >= 100)")
     if args.profile:
         print_profile(args.profile)
