@@ -163,6 +163,7 @@ class Caps:
     rcpt_per_session: int = 50
     rcpt_per_second: float = 10.0
     connects_per_minute: int = 30
+    rcpt_burst: int = 20  # RCPTs the rate bucket lets through at once (mailvet: a group)
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +182,7 @@ def lane_terms(load: LaneLoad, caps: Caps) -> dict[str, float]:
     sessions = math.ceil(rcpts / max(1, caps.rcpt_per_session))
     burst = max(1, caps.connects_per_minute)
     return {
-        "rate": rcpts / caps.rcpt_per_second,
+        "rate": max(0, rcpts - min(caps.rcpt_burst, rcpts)) / caps.rcpt_per_second,
         "replies": (3 + math.ceil(rcpts / max(1, caps.max_sessions))) * latency,
         "connects": max(0.0, 60.0 * (sessions - burst) / burst),
     }
@@ -195,7 +196,8 @@ def lower_bound(
     For each lane (MX host asked) with R RCPTs at the least (``LaneLoad.rcpts``) and a
     reply latency L, no scheduler within the caps finishes it before the largest of:
 
-    - ``R / rcpt_per_second`` (the RCPT rate cap);
+    - ``(R - b) / rcpt_per_second``: the RCPT rate cap, after a first burst of
+      ``b = rcpt_burst`` RCPTs (the token bucket's size);
     - ``(3 + ceil(R / max_sessions)) * L``: at most ``max_sessions`` sessions at once,
       each answering one command at a time; a session waits for banner, EHLO and MAIL
       before its first RCPT reply;
