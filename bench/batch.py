@@ -227,7 +227,7 @@ def create_batch(spec: BulkSpec, db_url: str, conn: Connection) -> None:
     _guard(conn, _create(spec, db_url))
 
 
-async def _work(settings: Settings, profile: str | None) -> dict[str, Any]:
+async def _work(settings: Settings, profile: str | None, timeout: float) -> dict[str, Any]:
     from mailvet.engine.pipeline import Engine
     from mailvet.jobs.inprocess import BatchRunner
     from mailvet.storage import open_store
@@ -242,7 +242,11 @@ async def _work(settings: Settings, profile: str | None) -> dict[str, Any]:
     if profiler:
         profiler.enable()
     runner.start()  # as `mailvet serve` does: resume what the store holds
-    await runner.wait_idle()
+    finished = True
+    try:
+        await asyncio.wait_for(runner.wait_idle(), timeout)
+    except TimeoutError:
+        finished = False
     wall = time.perf_counter() - t0
     if profiler:
         profiler.disable()
@@ -252,11 +256,11 @@ async def _work(settings: Settings, profile: str | None) -> dict[str, Any]:
     await store.close()
     if profiler and profile:
         profiler.dump_stats(profile)
-    return {"wall_s": wall, "cpu_s": cpu, "rss_mb": vm_hwm_mb()}
+    return {"wall_s": wall, "cpu_s": cpu, "rss_mb": vm_hwm_mb(), "finished": finished}
 
 
-def work_batch(settings: Settings, profile: str | None, conn: Connection) -> None:
-    _guard(conn, _work(settings, profile))
+def work_batch(settings: Settings, profile: str | None, timeout: float, conn: Connection) -> None:
+    _guard(conn, _work(settings, profile, timeout))
 
 
 async def read_results(
@@ -311,7 +315,6 @@ def py3ve_sample(spec: BulkSpec, n: int, net: dict[str, Any], conn: Connection) 
     import smtplib
 
     import dns.resolver
-    from validate_email import validate_email
 
     from mailvet.settings import parse_nameserver
 
@@ -323,6 +326,18 @@ def py3ve_sample(spec: BulkSpec, n: int, net: dict[str, Any], conn: Connection) 
     resolver.port = port
     dns.resolver.default_resolver = resolver
     smtplib.SMTP.default_port = net["port"]
+    try:
+        conn.send(_py3ve(world, sample))
+    except BaseException:
+        import traceback
+
+        conn.send({"error": traceback.format_exc()})
+    conn.close()
+
+
+def _py3ve(world: BulkWorld, sample: list[str]) -> dict[str, Any]:
+    from validate_email import validate_email
+
     answers: Counter[str] = Counter()
     with simulated_getaddrinfo(world.hosts()):
         t0 = time.perf_counter()
@@ -334,8 +349,7 @@ def py3ve_sample(spec: BulkSpec, n: int, net: dict[str, Any], conn: Connection) 
             )  # fmt: skip
             answers[{True: "valid", False: "invalid", None: "ambiguous"}[ok]] += 1
         elapsed = time.perf_counter() - t0
-    conn.send({"n": n, "seconds": elapsed, "answers": dict(answers)})
-    conn.close()
+    return {"n": len(sample), "seconds": elapsed, "answers": dict(answers)}
 
 
 # --- main -------------------------------------------------------------------------------------
@@ -380,6 +394,12 @@ def main() -> None:
         help="skip reading every verdict back to compare with the truth",
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the batch process")
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="give up on the batch after this many seconds (default: 5 x the bound, at least 300)",
+    )
     args = parser.parse_args()  # fmt: skip
 
     size = QUICK_SIZE if args.quick else args.size
@@ -428,14 +448,18 @@ def main() -> None:
                 f"stored in {created['store_s']:.1f} s, peak RSS {created['rss_mb']:.0f} MB"
             )
             settings = settings_for(net, db_url, cap)
-            worked = run_child(work_batch, settings, args.profile)
+            timeout = args.timeout or max(300.0, 5 * bound.seconds)
+            worked = run_child(work_batch, settings, args.profile, timeout)
             conn.send("stats")
             smtp = conn.recv()
         wall = worked["wall_s"]
-        print(
-            f"\nwall time: {wall:.1f} s = {wall / bound.seconds:.2f} x the bound "
-            f"(target <= 1.3); {size / wall:,.0f} addresses/s"
-        )
+        if worked["finished"]:
+            print(
+                f"\nwall time: {wall:.1f} s = {wall / bound.seconds:.2f} x the bound "
+                f"(target <= 1.3); {size / wall:,.0f} addresses/s"
+            )
+        else:
+            print(f"\nTHE BATCH DID NOT FINISH within {wall:.0f} s (--timeout); so far:")
         print(
             f"batch process: {worked['cpu_s']:.1f} s CPU, peak RSS {worked['rss_mb']:.0f} MB"
             f"; simulator: {smtp['cpu']:.1f} s CPU"
@@ -472,7 +496,7 @@ def main() -> None:
                 print(f"  expected->got: {wrong}")
             print(f"  reasons: {dict(reasons.most_common())}")
 
-    if sample:
+    if sample and worked["finished"]:
         with world_process(spec) as (net, _):
             peer = run_child(py3ve_sample, spec, sample, net)
         rate = peer["n"] / peer["seconds"]
