@@ -408,7 +408,11 @@ def _sim_print(nameserver: str, smtp_port: int, env: dict[str, str], file: Path 
         " nothing leaves this machine. Stop with Ctrl-C."
     )
     echo("")
-    where = f" (also in {file}: set -a; . {shlex.quote(str(file))}; set +a)" if file else ""
+    where = ""
+    if file is not None:
+        # `. NAME` without a slash searches $PATH, not the current folder (POSIX sh)
+        name = str(file) if "/" in str(file) else f"./{file}"
+        where = f" (also in {file}: set -a; . {shlex.quote(name)}; set +a)"
     echo(f"Point mailvet at it{where}:")
     for key, value in env.items():
         echo(f"export {key}={shlex.quote(value)}")

@@ -66,7 +66,8 @@ class JsonFormatter(logging.Formatter):
 
 
 def logging_config(settings: Settings) -> dict[str, Any]:
-    """The ``logging.config.dictConfig`` dictionary (uvicorn applies it as its log_config)."""
+    """The ``logging.config.dictConfig`` dictionary; ``mailvet.api.server.run`` applies it
+    before uvicorn starts (uvicorn gets ``log_config=None`` and leaves it in place)."""
     formatter = JsonFormatter if settings.log_format == "json" else TextFormatter
     level = settings.log_level
     return {

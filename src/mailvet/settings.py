@@ -126,6 +126,19 @@ class Settings(BaseSettings):
     deadline: float = 3.0  # /v1/validate answers by 3.3 s: CleverTap waits 5 s in all
     result_cache_ttl: float = 600.0
 
+    # --- batch: SMTP timeouts of list cleaning (not the real-time budget) ---
+    # RFC 5321 4.5.3.2 asks for minutes per command; 30 s is a pragmatic cap
+    batch_connect_timeout: float = 10.0
+    batch_command_timeout: float = 30.0
+    batch_session_timeout: float = 300.0  # one whole SMTP session, however many RCPTs
+
+    @field_validator("batch_connect_timeout", "batch_command_timeout", "batch_session_timeout")
+    @classmethod
+    def _batch_timeout(cls, value: float) -> float:
+        if not value > 0:  # NaN too
+            raise ValueError("must be more than 0 seconds")
+        return value
+
     # --- service ---
     # default: mailvet.db in the per-user data directory, wherever the command is typed
     database_url: str = Field(default_factory=default_database_url)
@@ -195,4 +208,3 @@ class Settings(BaseSettings):
         for entry in value:
             parse_nameserver(entry)  # a bad entry fails here, at start-up, not per lookup
         return value
-

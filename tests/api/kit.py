@@ -75,10 +75,13 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def serve(app: FastAPI) -> AsyncIterator[str]:
-    """Run ``app`` on a real uvicorn server on loopback; yield its base URL."""
+async def serve(app: FastAPI, **options: Any) -> AsyncIterator[str]:
+    """Run ``app`` on a real uvicorn server on loopback; yield its base URL.
+
+    ``options`` go to ``uvicorn.Config`` over the defaults (warnings only, lifespan on)."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    settings: dict[str, Any] = {"log_level": "warning", "lifespan": "on", **options}
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, **settings)
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
     try:

@@ -10,13 +10,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
 from mailvet.api.server import ensure_fd_limit, uvicorn_options
 from mailvet.settings import Settings
 
-from .kit import free_port
+from .kit import serve
 
 
 def _app() -> FastAPI:
@@ -32,20 +31,9 @@ def _app() -> FastAPI:
 @asynccontextmanager
 async def guarded(settings: Settings) -> AsyncIterator[int]:
     """A uvicorn server with mailvet's protocol on a loopback port; yields the port."""
-    port = free_port()
-    options = {**uvicorn_options(settings), "log_level": "warning"}
-    config = uvicorn.Config(_app(), host="127.0.0.1", port=port, lifespan="off", **options)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
-        yield port
-    finally:
-        server.should_exit = True
-        await task
+    options = {**uvicorn_options(settings), "log_level": "warning", "lifespan": "off"}
+    async with serve(_app(), **options) as url:
+        yield int(url.rpartition(":")[2])
 
 
 async def _read_until_closed(reader: asyncio.StreamReader) -> bytes:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from mailvet.engine.dns import DnsStage
 from mailvet.engine.facts import DnsOutcome, SmtpOutcome
 from mailvet.engine.pipeline import Checked, Engine
 from mailvet.testing import smtp as sim
@@ -278,6 +280,33 @@ async def test_mail_hosted_by_google_is_provider_gmail() -> None:
     assert (v.result, v.provider, v.mx_record) == (
         Result.DELIVERABLE, "gmail", "aspmx.l.google.com"
     )  # fmt: skip
+
+
+async def test_provider_is_the_same_whatever_order_equal_mx_hosts_come_in() -> None:
+    # RFC 5321 5.1: the DNS stage puts MX hosts of equal preference in random order. A
+    # domain moving between two providers lists one host of each at the same preference;
+    # its provider (and with it the "unreliable accept" rule) must not change from one
+    # request to the next with that order: the host first by name decides, as before.
+    google, m365 = "aspmx.l.google.com", "mixed-test.mail.protection.outlook.com"
+    async with SimInternet({"mixed.test": sim.mailboxes("alice")}, {}) as world:
+        _hosted_by(world, "mixed.test", google)
+        world.zone.set("mixed.test", "MX", [(10, m365), (10, google)])
+        records = world.zone.lookup(google)
+        assert records is not None
+        world.zone.set(m365, "A", records["A"])
+        seen: set[tuple[str | None, str | None]] = set()
+        for seed in range(12):
+            settings = world.settings()
+            eng = Engine(settings, dns=DnsStage(settings, rng=random.Random(seed)))
+            try:
+                v = (await eng.verify("alice@mixed.test")).verdict
+            finally:
+                await eng.close()
+            seen.add((v.mx_record, v.provider))
+    assert {mx for mx, _ in seen} == {google, m365}  # both orders were tried
+    assert {provider for _, provider in seen} == {"gmail"}
+
+
 # --- special-use names and long local parts (issue 7, section 4) ---
 
 

@@ -114,3 +114,24 @@ def test_bad_setting_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     res = runner.invoke(app, ["validate", "--offline", "a@b.com"])
     assert res.exit_code == 2
     assert "smtp_port" in res.output
+
+
+def test_sim_prints_a_load_command_that_runs_for_a_bare_file_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `. sim.env` makes a POSIX shell search $PATH, not the current folder: the printed
+    # command must name the file with a slash (`. ./sim.env`), as the README does
+    import re
+    import subprocess
+
+    from mailvet.cli import _sim_print, _sim_write_env
+
+    monkeypatch.chdir(tmp_path)
+    env = {"MAILVET_SMTP_PORT": "10025"}
+    _sim_write_env(Path("sim.env"), env)
+    _sim_print("127.0.0.1:10053", 10025, env, Path("sim.env"))
+    m = re.search(r"set -a; (\. [^;]+); set \+a", capsys.readouterr().out)
+    assert m is not None
+    shell = f"set -a; {m[1]}; set +a; echo $MAILVET_SMTP_PORT"
+    run = subprocess.run(["sh", "-c", shell], capture_output=True, text=True, timeout=30)
+    assert run.stdout.strip() == "10025", run.stderr

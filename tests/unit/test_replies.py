@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import pytest
 
-from mailvet.engine.facts import SmtpOutcome
+from mailvet.engine.facts import SmtpFacts, SmtpOutcome
 from mailvet.engine.replies import (
     MAX_TEXT_LINES,
     Reply,
     classify,
     classify_reply,
+    greylist_delay,
     parse_enhanced,
     parse_reply_lines,
 )
@@ -270,3 +271,75 @@ def test_parse_enhanced(code: int, text: str, expected: tuple[str | None, str]) 
 def test_reply_str() -> None:
     assert str(Reply(550, "5.1.1", "no")) == "550 5.1.1 no"
     assert str(Reply(250, None, "")) == "250"
+
+
+# --- greylist_delay: how long the server asks us to wait -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"),
+    [
+        # Postfix + postgrey with --greylist-text (and the simulator)
+        (
+            "450 4.2.0 <a@b.test>: Recipient address rejected: Greylisted, "
+            "try again in 300 seconds",
+            300.0,
+        ),
+        ("450 4.2.0 <a@b.test>: Recipient address rejected: Greylisted for 5 minutes", 300.0),
+        ("451 Greylisted, please retry in 5 minutes", 300.0),
+        ("451 4.7.1 Greylisting in action, please come back in 2 minutes", 120.0),
+        ("451 4.7.1 Please try again after 60s", 60.0),
+        ("451 4.7.1 Deferred for 1 hour", 3600.0),
+        ("450 4.7.1 Try again in 4 min 30 s", 270.0),
+        ("450 4.7.1 Try again in 4 minutes and 30 seconds", 270.0),
+        ("451-4.7.1 Greylisted\n451 4.7.1 retry in 90 secs", 90.0),
+        ("450 4.2.0 Greylisted, try again in 0 seconds", 0.0),
+        ("451 4.7.1 try again in 2.5 minutes", 150.0),
+    ],
+)
+def test_greylist_delay_read_from_the_reply(raw: str, seconds: float) -> None:
+    reply = _parse(raw)
+    assert greylist_delay(reply) == seconds
+    assert greylist_delay(reply.text) == seconds
+    facts = SmtpFacts(SmtpOutcome.TEMPORARY, code=reply.code, message=reply.text)
+    assert greylist_delay(facts) == seconds
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # postgrey's default text names no delay
+        "450 4.2.0 <a@b.test>: Recipient address rejected: Greylisted, see "
+        "http://postgrey.schweikert.ch/help/b.test.html",
+        "451 4.7.1 Please try again later",
+        "421 4.7.0 Try again later, closing connection.",
+        "450 4.2.1 The user you are trying to contact is receiving mail at a rate that "
+        "prevents additional messages from being delivered. Please resend your message "
+        "at a later time.",
+        "451 4.3.0 Temporary failure, 5 minutes",  # a number but no "try again in"
+        "451 4.7.1 try again in 9999999 hours",  # absurd: no delay to wait for
+        "452 4.2.2 The email account that you tried to reach is over quota",
+    ],
+)
+def test_greylist_delay_none_when_no_delay_is_named(raw: str) -> None:
+    assert greylist_delay(_parse(raw)) is None
+
+
+def test_greylist_delay_only_for_4xx_and_not_from_the_address() -> None:
+    assert greylist_delay(_parse("550 5.1.1 User unknown, try again in 5 minutes")) is None
+    assert (
+        greylist_delay(SmtpFacts(SmtpOutcome.BLOCKED, code=554, message="retry in 5 min")) is None
+    )
+    assert greylist_delay(SmtpFacts(SmtpOutcome.TEMPORARY, message="retry in 5 min")) == 300.0
+    assert greylist_delay(SmtpFacts(SmtpOutcome.TEMPORARY, code=450)) is None
+    assert greylist_delay(None) is None
+    assert greylist_delay("") is None
+    # the echoed recipient is our input, never the server's word
+    assert greylist_delay("450 4.2.0 <retry-in-5-min@b.test>: Greylisted") is None
+    assert greylist_delay("450 4.2.0 retry in 5 min@b.test: Greylisted") is None
+
+
+def test_greylist_delay_bounded_on_hostile_text() -> None:
+    assert greylist_delay("try again in " + "9" * 100_000 + " seconds") is None
+    assert greylist_delay("x" * 1_000_000 + " try again in 5 minutes") is None  # past the scan
+    assert greylist_delay("try again in 5 minutes " + "y" * 1_000_000) == 300.0

@@ -100,3 +100,27 @@ def test_server_limits_and_log_settings(monkeypatch: pytest.MonkeyPatch) -> None
 def test_bad_server_limits_are_refused(field: str, bad: Any) -> None:
     with pytest.raises(ValidationError):
         Settings(**{field: bad})
+
+
+def test_batch_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (
+        defaults.batch_connect_timeout,
+        defaults.batch_command_timeout,
+        defaults.batch_session_timeout,
+    ) == (10.0, 30.0, 300.0)
+    # list cleaning waits longer than the real-time probe
+    assert defaults.batch_command_timeout > defaults.smtp_command_timeout
+    monkeypatch.setenv("MAILVET_BATCH_SESSION_TIMEOUT", "600")
+    monkeypatch.setenv("MAILVET_BATCH_COMMAND_TIMEOUT", "45.5")
+    s = Settings()
+    assert (s.batch_session_timeout, s.batch_command_timeout) == (600.0, 45.5)
+
+
+@pytest.mark.parametrize(
+    "field", ["batch_connect_timeout", "batch_command_timeout", "batch_session_timeout"]
+)
+@pytest.mark.parametrize("bad", [0, -1, float("nan")])
+def test_bad_batch_timeouts_are_refused(field: str, bad: Any) -> None:
+    with pytest.raises(ValidationError):
+        Settings(**{field: bad})

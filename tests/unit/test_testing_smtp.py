@@ -6,6 +6,7 @@ import asyncio
 import logging
 import smtplib
 import ssl
+import time
 
 import pytest
 
@@ -142,7 +143,7 @@ async def test_routing_by_domain_address_and_ip() -> None:
 async def test_greylist_second_try_passes() -> None:
     async with SmtpSim(greylist()) as sim:
         c = await Client.open(sim.port)
-        assert (await _to_rcpt(c, "a@x.test"))[0].startswith("450 4.7.1")
+        assert (await _to_rcpt(c, "a@x.test"))[0].startswith("450 4.2.0")
         assert (await c.cmd("RCPT TO:<a@x.test>"))[0].startswith("250")
         await c.close()
 
@@ -396,3 +397,150 @@ async def test_microsoft365_with_and_without_edge_blocking(dbeb: bool) -> None:
         assert "AS(201806281)" in nobody
     else:
         assert nobody.startswith("250")
+
+
+# --- issue 8: limits real servers put on long sessions, and counters for assertions ------
+
+
+async def test_error_limit_421_after_n_errors_and_hang_up() -> None:
+    async with SmtpSim(mailboxes("alice", error_limit=3)) as sim:
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "x@x.test"))[0].startswith("550")  # error 1
+        assert (await c.cmd("RCPT TO:<alice@x.test>"))[0].startswith("250")
+        assert (await c.cmd("RCPT TO:<y@x.test>"))[0].startswith("550")  # error 2
+        third = await c.cmd("RCPT TO:<z@x.test>")  # error 3: then 421 unasked
+        assert third[0].startswith("550")
+        assert await c.reply() == ["421 4.7.0 mx.sim.test Error: too many errors"]
+        assert await c.reply() == []  # hung up
+        await c.close()
+    (s,) = sim.sessions
+    assert s.errors == 4 and s.replies[-1] == 421  # the 421 counts too
+    assert s.closed
+
+
+async def test_error_limit_drops_pipelined_commands_after_it() -> None:
+    async with SmtpSim(mailboxes("alice", error_limit=2)) as sim:
+        c = await Client.open(sim.port)
+        await c.reply()
+        await c.cmd("EHLO t")
+        await c.cmd("MAIL FROM:<me@t>")
+        c.writer.write(b"".join(f"RCPT TO:<u{i}@x.test>\r\n".encode() for i in range(5)))
+        await c.writer.drain()
+        got = [await c.reply() for _ in range(4)]
+        await c.close()
+    assert [lines[0][:3] for lines in got[:3]] == ["550", "550", "421"]
+    assert got[3] == []  # hung up: the three other RCPTs are never answered
+    assert sim.sessions[0].count("RCPT") == 2
+
+
+async def test_no_error_limit_by_default() -> None:
+    async with SmtpSim(mailboxes("alice")) as sim:
+        c = await Client.open(sim.port)
+        await _to_rcpt(c, "x0@x.test")
+        for i in range(1, 30):
+            assert (await c.cmd(f"RCPT TO:<x{i}@x.test>"))[0].startswith("550")
+        assert (await c.cmd("QUIT"))[0].startswith("221")
+        await c.close()
+    assert sim.sessions[0].errors == 30
+
+
+async def test_max_rcpts_per_session() -> None:
+    async with SmtpSim(accept(max_rcpts_per_session=2)) as sim:
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "a@x.test"))[0].startswith("250")
+        assert (await c.cmd("RSET"))[0].startswith("250")  # RSET does not reset this one
+        assert (await c.cmd("MAIL FROM:<me@t>"))[0].startswith("250")
+        assert (await c.cmd("RCPT TO:<b@x.test>"))[0].startswith("250")
+        assert await c.cmd("RCPT TO:<c@x.test>") == ["421 4.7.0 Too many recipients this session"]
+        assert await c.reply() == []
+        await c.close()
+    assert sim.sessions[0].rcpts == 2
+
+
+async def test_max_rcpts_per_transaction_until_rset() -> None:
+    async with SmtpSim(accept(max_rcpts_per_transaction=2)) as sim:
+        c = await Client.open(sim.port)
+        assert (await _to_rcpt(c, "a@x.test"))[0].startswith("250")
+        assert (await c.cmd("RCPT TO:<b@x.test>"))[0].startswith("250")
+        assert await c.cmd("RCPT TO:<c@x.test>") == ["452 4.5.3 Too many recipients"]
+        assert await c.cmd("RCPT TO:<d@x.test>") == ["452 4.5.3 Too many recipients"]
+        assert (await c.cmd("RSET"))[0].startswith("250")
+        assert (await c.cmd("MAIL FROM:<me@t>"))[0].startswith("250")
+        assert (await c.cmd("RCPT TO:<c@x.test>"))[0].startswith("250")
+        # a new MAIL FROM without RSET starts a new transaction too
+        assert (await c.cmd("RCPT TO:<d@x.test>"))[0].startswith("250")
+        assert (await c.cmd("RCPT TO:<e@x.test>"))[0].startswith("452")
+        assert (await c.cmd("MAIL FROM:<me@t>"))[0].startswith("250")
+        assert (await c.cmd("RCPT TO:<e@x.test>"))[0].startswith("250")
+        await c.close()
+    assert sim.sessions[0].rcpts == 5
+
+
+async def test_greylist_says_the_delay_left() -> None:
+    async with SmtpSim(greylist(delay=300)) as sim:
+        c = await Client.open(sim.port)
+        (first,) = await _to_rcpt(c, "a@x.test")
+        (second,) = await c.cmd("RCPT TO:<a@x.test>")
+        await c.close()
+    head = "450 4.2.0 <a@x.test>: Recipient address rejected: Greylisted, try again in "
+    assert first == head + "300 seconds"
+    assert second.startswith(head) and second.endswith(" seconds")
+    assert 1 <= int(second[len(head) :].split()[0]) <= 300
+
+
+async def test_greylist_without_the_delay_is_postgreys_text() -> None:
+    async with SmtpSim(greylist(delay=300, say_delay=False)) as sim:
+        c = await Client.open(sim.port)
+        (first,) = await _to_rcpt(c, "a@x.test")
+        await c.close()
+    assert first == (
+        "450 4.2.0 <a@x.test>: Recipient address rejected: Greylisted, "
+        "see http://postgrey.schweikert.ch/help/x.test.html"
+    )
+
+
+async def test_counters_per_listening_address() -> None:
+    sim = SmtpSim(accept(), hosts=("127.0.0.1", "127.0.0.2"))
+    async with sim:
+        before = time.monotonic()
+        clients = [await Client.open(sim.port) for _ in range(3)]
+        for c in clients:
+            await _to_rcpt(c, "a@x.test")
+        await clients[0].cmd("RCPT TO:<b@x.test>")
+        for c in clients:
+            await c.cmd("QUIT")
+            await c.close()
+        while not all(s.closed for s in sim.sessions):
+            await asyncio.sleep(0.01)
+        # one at a time now: the maximum stays 3
+        late = await Client.open(sim.port)
+        await _to_rcpt(late, "c@x.test")
+        await late.close()
+        other = await Client.open(sim.port, "127.0.0.2")
+        await other.reply()
+        await other.close()
+        after = time.monotonic()
+    assert sim.max_concurrent("127.0.0.1") == 3
+    assert sim.max_concurrent("127.0.0.2") == 1
+    assert sim.max_concurrent("127.0.0.9") == 0
+    connects = sim.connects("127.0.0.1")
+    assert len(connects) == 4 and connects == sorted(connects)
+    assert before <= connects[0] and connects[-1] <= after
+    assert len(sim.connects("127.0.0.2")) == 1
+    rcpts = sim.rcpt_times("127.0.0.1")
+    assert len(rcpts) == 5 and rcpts == sorted(rcpts)
+    assert before <= rcpts[0] and rcpts[-1] <= after
+    assert sim.rcpt_times("127.0.0.2") == []
+
+
+async def test_record_commands_off_keeps_the_counts_only() -> None:
+    async with SmtpSim(mailboxes("a"), record_commands=False) as sim:
+        c = await Client.open(sim.port)
+        await _to_rcpt(c, "a@x.test")
+        await c.cmd("RCPT TO:<b@x.test>")
+        await c.cmd("QUIT")
+        await c.close()
+    (s,) = sim.sessions
+    assert s.commands == []
+    assert (s.rcpts, s.errors) == (2, 1)
+    assert len(sim.rcpt_times("127.0.0.1")) == 2

@@ -98,10 +98,10 @@ class TTLCache(Generic[V]):
         if len(self._data) >= self._max_size:
             self._shrink()
         if self._cost is not None:
-            for old in list(self._data):  # oldest first
-                if self._total + cost <= self._max_cost:
-                    break
-                self._drop(old)
+            # oldest first; next(iter()) rather than list(self._data): a full cache must
+            # not copy every key on every insert
+            while self._data and self._total + cost > self._max_cost:
+                self._drop(next(iter(self._data)))
             self._costs[key] = cost
             self._total += cost
         self._data[key] = (self._clock() + ttl, value)

@@ -230,7 +230,10 @@ class Engine:
         facts.dns = dns
         if dns.outcome is not DnsOutcome.OK:
             return
-        provider = provider_for([mx.host for mx in dns.mx_hosts])
+        # by preference, then name: not the random order of equal preferences the hosts
+        # are tried in, so a domain's provider does not change from one check to the next
+        ranked = sorted(dns.mx_hosts, key=lambda mx: (mx.preference, mx.host))
+        provider = provider_for([mx.host for mx in ranked])
         facts.provider = provider.name if provider is not None else None
         # RCPT TO uses the A-label domain: every server understands it, SMTPUTF8 or not.
         rcpt = f"{syntax.local}@{syntax.ascii_domain}"

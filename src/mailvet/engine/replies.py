@@ -62,13 +62,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from mailvet.engine.facts import SmtpOutcome
+from mailvet.engine.facts import SmtpFacts, SmtpOutcome
 
 __all__ = [
     "MAX_TEXT_LINES",
     "Reply",
     "classify",
     "classify_reply",
+    "greylist_delay",
     "parse_enhanced",
     "parse_reply_lines",
 ]
@@ -498,3 +499,65 @@ def _classify(code: int, enhanced: str | None, text: str) -> SmtpOutcome:
     # "Transaction failed", "mailbox unavailable" next to an IP or a link): unknown, never
     # undeliverable.
     return SmtpOutcome.BLOCKED
+
+
+# --- how long a greylisting (or "try later") server wants us to wait ---------------------
+# Postfix + postgrey (--greylist-text): "450 4.2.0 <x>: Recipient address rejected:
+#   Greylisted, try again in 300 seconds" / "Greylisted for 300 seconds"
+# SpamExperts / cPanel: "451 Greylisted, please retry in 5 minutes"
+# Exim greylistd: "451 4.7.1 ... deferred for 5 minutes"; "try again after 60 seconds";
+# "come back in 2 minutes"; "wait 1 hour"; "retry in 4 min 30 s"
+_UNIT = r"(s|secs?|seconds?|m|mins?|minutes?|h|hrs?|hours?)\b"
+_NUMBER = r"(\d{1,7}(?:\.\d{1,3})?)"
+_DELAY = re.compile(
+    r"\b(?:try(?: (?:it )?again)?|retry|come back|wait|greylisted|deferred|delayed|resend)"
+    r"(?: (?:later|again|please))?"
+    r" (?:in|after|for|at least)(?: about| at least)? "
+    + _NUMBER
+    + r" ?"
+    + _UNIT
+    + r"(?:,? (?:and )?"
+    + _NUMBER
+    + r" ?"
+    + _UNIT
+    + r")?",
+    re.IGNORECASE,
+)
+_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0}
+_MAX_DELAY = 7 * 86400.0  # past a week it is no greylisting delay we would wait for
+_MAX_SCAN = 4096  # characters of a reply looked at
+
+
+def _unit_seconds(unit: str) -> float:
+    return _SECONDS[unit[0].lower()]
+
+
+def greylist_delay(reply: SmtpFacts | Reply | str | None) -> float | None:
+    """Seconds the server asks us to wait before trying again, when its reply says so.
+
+    Reads "try again in 300 seconds", "retry in 5 minutes", "Greylisted for 5 min",
+    "try again after 60s", "come back in 1 hour", "4 min 30 s" ...; None when the reply
+    names no delay, is not a 4xx (``SmtpFacts`` / ``Reply`` with a code), or names an
+    absurd one. A string is read as reply text.
+    """
+    if reply is None:
+        return None
+    if isinstance(reply, SmtpFacts):
+        if reply.code is not None and reply.code // 100 != 4:
+            return None
+        text = reply.message or ""
+    elif isinstance(reply, Reply):
+        if reply.code // 100 != 4:
+            return None
+        text = reply.text
+    else:
+        text = reply
+    m = _DELAY.search(_without_addresses(text[:_MAX_SCAN]))
+    if m is None:
+        return None
+    seconds = float(m.group(1)) * _unit_seconds(m.group(2))
+    if m.group(3) is not None:
+        seconds += float(m.group(3)) * _unit_seconds(m.group(4))
+    if not 0 <= seconds <= _MAX_DELAY:
+        return None
+    return seconds

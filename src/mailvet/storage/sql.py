@@ -186,7 +186,7 @@ class SqlStore:
             async with self._write_lock[1], self._write_engine.begin() as conn:
                 yield conn
         except _FAULTS as exc:
-            raise _storage_error(exc) from exc
+            raise _storage_error(exc) from None  # see _storage_error
 
     @asynccontextmanager
     async def _read(self) -> AsyncIterator[AsyncConnection]:
@@ -194,7 +194,7 @@ class SqlStore:
             async with self._engine.connect() as conn:
                 yield conn
         except _FAULTS as exc:
-            raise _storage_error(exc) from exc
+            raise _storage_error(exc) from None  # see _storage_error
 
     async def migrate(self) -> None:
         from mailvet.storage.migrations_runner import upgrade_head
@@ -519,7 +519,13 @@ logging.getLogger("aiosqlite").addFilter(_above_debug)
 
 
 def _storage_error(exc: BaseException) -> StorageError:
-    """A ``StorageError`` naming the failure by its first line, without parameters."""
+    """A ``StorageError`` naming the failure by its first line, without parameters.
+
+    Raised ``from None``: the driver's error must not be printed with it (a logged
+    traceback shows the whole chain), since PostgreSQL's DETAIL line quotes the failing
+    row ("Failing row contains (..., someone@example.com, ...)"), which hide_parameters
+    does not cover. It stays reachable as ``__context__`` for a debugger.
+    """
     cause: BaseException = exc
     if isinstance(exc, DBAPIError) and exc.orig is not None:
         cause = exc.orig  # the driver's own message, without SQLAlchemy's [SQL: ...] lines

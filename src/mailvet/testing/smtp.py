@@ -33,9 +33,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import math
 import ssl
 import threading
 import time
+from array import array
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -163,6 +166,15 @@ class Behaviour:
     huge_size: int = 10 * 1024 * 1024
     tarpit_rate: float = 1.0  # bytes per second
     latency_ms: float = 0.0  # sleep before every reply
+    # Postfix's smtpd_hard_error_limit: after this many 4xx/5xx replies in a session,
+    # "421 4.7.0 {host} Error: too many errors" and hang up
+    error_limit: int | None = None
+    # after this many RCPTs in a session, the next gets "421 4.7.0 Too many recipients
+    # this session" and the connection is closed
+    max_rcpts_per_session: int | None = None
+    # past this many RCPTs in one transaction (MAIL FROM to RSET), "452 4.5.3 Too many
+    # recipients" (Postfix's smtpd_recipient_limit)
+    max_rcpts_per_transaction: int | None = None
 
     def with_options(self, **changes: object) -> Behaviour:
         """A copy with some fields changed (``accept().with_options(latency_ms=50)``)."""
@@ -181,6 +193,8 @@ class Session:
     tls: bool = False
     closed: bool = False
     rcpts: int = 0  # RCPT commands answered or refused so far
+    errors: int = 0  # 4xx/5xx replies sent
+    transaction_rcpts: int = 0  # RCPTs since the last MAIL FROM
 
     def verbs(self) -> list[str]:
         return [c.split(" ", 1)[0].split(":", 1)[0].upper() for c in self.commands]
@@ -246,8 +260,17 @@ def microsoft365(*known: str, dbeb: bool = True, **options: object) -> Behaviour
     return accept(banner=_M365_BANNER).with_options(**options)
 
 
-def greylist(delay: float = 0.0, then: Behaviour | None = None, **options: object) -> Behaviour:
-    """450 4.7.1 on the first try of a (client, sender, recipient) triple.
+def greylist(
+    delay: float = 0.0,
+    then: Behaviour | None = None,
+    *,
+    say_delay: bool = True,
+    **options: object,
+) -> Behaviour:
+    """450 4.2.0 (Postfix + postgrey) on the first try of a (client, sender, recipient)
+    triple: "450 4.2.0 <x>: Recipient address rejected: Greylisted, try again in {n}
+    seconds", ``n`` being the seconds still to wait (at least 1); with ``say_delay=False``
+    postgrey's default text, which names no delay ("Greylisted, see http://...").
 
     Accepted (i.e. handed to ``then``, default accept) once ``delay`` seconds have
     passed since the first try; with ``delay=0`` the second try passes.
@@ -260,10 +283,12 @@ def greylist(delay: float = 0.0, then: Behaviour | None = None, **options: objec
         now = time.monotonic()
         seen = first_seen.setdefault(key, now)
         if seen == now or now - seen < delay:
-            return (
-                f"450 4.7.1 <{rcpt}>: Recipient address rejected: Greylisted, "
-                f"try again in {max(delay, 1):g} seconds"
-            )
+            head = f"450 4.2.0 <{rcpt}>: Recipient address rejected: Greylisted"
+            if not say_delay:
+                domain = rcpt.rsplit("@", 1)[-1]
+                return f"{head}, see http://postgrey.schweikert.ch/help/{domain}.html"
+            wait = max(1, math.ceil(delay - (now - seen)))
+            return f"{head}, try again in {wait} seconds"
         return inner.rcpt(rcpt, session)
 
     return replace(inner, rcpt=rule).with_options(**options)
@@ -364,7 +389,9 @@ class SmtpSim:
 
     ``default`` is the behaviour for every connection; ``by_ip`` overrides it per
     listening address (each key is bound as well); ``by_domain`` / ``by_address``
-    override only the reply to RCPT for those recipients.
+    override only the reply to RCPT for those recipients. ``record_commands=False``
+    keeps no command lines (``Session.commands`` stays empty; the counters, ``rcpts``
+    and ``errors`` still count): for benchmarks with millions of RCPTs.
     """
 
     def __init__(
@@ -377,8 +404,10 @@ class SmtpSim:
         hosts: Iterable[str] = ("127.0.0.1",),
         port: int = 0,
         hostname: str = "mx.sim.test",
+        record_commands: bool = True,
     ) -> None:
         self.default = default or accept()
+        self.record_commands = record_commands
         self.by_ip = dict(by_ip or {})
         self.by_domain = {k.lower(): v for k, v in (by_domain or {}).items()}
         self.by_address = {k.lower(): v for k, v in (by_address or {}).items()}
@@ -386,6 +415,11 @@ class SmtpSim:
         self.port = port
         self.hostname = hostname
         self.sessions: list[Session] = []
+        # per listening address, for assertions on how politely a client behaved
+        self._open: dict[str, int] = defaultdict(int)
+        self._max_open: dict[str, int] = defaultdict(int)
+        self._connects: dict[str, array[float]] = defaultdict(lambda: array("d"))
+        self._rcpt_times: dict[str, array[float]] = defaultdict(lambda: array("d"))
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._writers: set[asyncio.StreamWriter] = set()
@@ -456,6 +490,20 @@ class SmtpSim:
     def received(self, verb: str) -> bool:
         return any(s.count(verb) for s in self.sessions)
 
+    def max_concurrent(self, ip: str = "127.0.0.1") -> int:
+        """The most sessions open at once on listening address ``ip``."""
+        return self._max_open.get(ip, 0)
+
+    def connects(self, ip: str = "127.0.0.1") -> list[float]:
+        """When each connection to ``ip`` was accepted (``time.monotonic()``), in order."""
+        times = self._connects.get(ip)
+        return times.tolist() if times is not None else []
+
+    def rcpt_times(self, ip: str = "127.0.0.1") -> list[float]:
+        """When each RCPT command reached ``ip`` (``time.monotonic()``), in order."""
+        times = self._rcpt_times.get(ip)
+        return times.tolist() if times is not None else []
+
     # -- one connection --
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -467,6 +515,9 @@ class SmtpSim:
         peer = writer.get_extra_info("peername")[0]
         session = Session(local_ip=local, peer=peer)
         self.sessions.append(session)
+        self._connects[local].append(time.monotonic())
+        self._open[local] += 1
+        self._max_open[local] = max(self._max_open[local], self._open[local])
         behaviour = self.by_ip.get(local, self.default)
         try:
             await self._converse(reader, writer, session, behaviour)
@@ -479,6 +530,7 @@ class SmtpSim:
             # ... CancelledError" (seen when stopping mid-handshake or mid-stall).
             pass
         finally:
+            self._open[local] -= 1
             session.closed = True
             self._writers.discard(writer)
             self._tasks.discard(task)
@@ -492,6 +544,8 @@ class SmtpSim:
         data = "".join(line + "\r\n" for line in text.split("\n")).encode("utf-8")
         with contextlib.suppress(ValueError):
             session.replies.append(int(text[:3]))
+            if int(text[:3]) >= 400:
+                session.errors += 1
         writer.write(data)
         await writer.drain()
 
@@ -569,9 +623,16 @@ class SmtpSim:
             raise _Hangup
         refusing = not banner.startswith("2")  # 554 banner: only QUIT is answered kindly
         while True:
+            if b.error_limit is not None and session.errors >= b.error_limit:
+                # Postfix checks before reading the next command: pipelined ones are lost
+                await self._send(
+                    writer, session, b, f"421 4.7.0 {self.hostname} Error: too many errors"
+                )
+                raise _Hangup
             raw = await reader.readuntil(b"\n")
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            session.commands.append(line[:1000])
+            if self.record_commands:
+                session.commands.append(line[:1000])
             verb = line.split(" ", 1)[0].split(":", 1)[0].upper()
 
             async def say(text: str, stage: str = "", session: Session = session) -> None:
@@ -637,13 +698,24 @@ class SmtpSim:
                 reply = (b.mail_reply or "250 2.1.0 Ok").format(host=self.hostname, ip=session.peer)
                 if reply.startswith("2"):
                     session.mail_from = _angle(line)
+                    session.transaction_rcpts = 0
                 await say(reply, "MAIL")
             elif verb == "RCPT":
+                self._rcpt_times[session.local_ip].append(time.monotonic())
                 if session.mail_from is None:
                     await say("503 5.5.1 Error: need MAIL command", "RCPT")
                     continue
                 rcpt = _angle(line)
+                limit = b.max_rcpts_per_session
+                if limit is not None and session.rcpts >= limit:
+                    await say("421 4.7.0 Too many recipients this session")
+                    raise _Hangup
+                limit = b.max_rcpts_per_transaction
+                if limit is not None and session.transaction_rcpts >= limit:
+                    await say("452 4.5.3 Too many recipients", "RCPT")
+                    continue
                 session.rcpts += 1
+                session.transaction_rcpts += 1
                 if session.rcpts == 2 and b.second_rcpt == "close":
                     raise _Hangup
                 if session.rcpts == 2 and b.second_rcpt == "stall":
@@ -653,6 +725,7 @@ class SmtpSim:
                 await say(self._rule_for(rcpt, b)(rcpt, session), "RCPT")
             elif verb == "RSET":
                 session.mail_from = None
+                session.transaction_rcpts = 0
                 await say("250 2.0.0 Ok")
             elif verb == "NOOP":
                 await say("250 2.0.0 Ok")
