@@ -40,7 +40,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -69,38 +69,6 @@ def vm_hwm_mb() -> float:
 # --- the simulated internet, in its own process -----------------------------------------
 
 
-class CountingSim(sim.SmtpSim):
-    """The simulator, also counting per listening address: sessions open at once and
-    the time of every connection and RCPT (for the caps' check)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.open: Counter[str] = Counter()
-        self.peak: Counter[str] = Counter()
-        self.connect_times: defaultdict[str, list[float]] = defaultdict(list)
-        self.rcpt_at: defaultdict[str, list[float]] = defaultdict(list)
-        self.by_ip = {ip: self._counted(ip, b) for ip, b in self.by_ip.items()}
-
-    def _counted(self, ip: str, behaviour: sim.Behaviour) -> sim.Behaviour:
-        inner, times = behaviour.rcpt, self.rcpt_at[ip]
-
-        def rule(rcpt: str, session: sim.Session) -> str:
-            times.append(time.monotonic())
-            return inner(rcpt, session)
-
-        return behaviour.with_options(rcpt=rule)
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        ip = writer.get_extra_info("sockname")[0]
-        self.connect_times[ip].append(time.monotonic())
-        self.open[ip] += 1
-        self.peak[ip] = max(self.peak[ip], self.open[ip])
-        try:
-            await super()._handle(reader, writer)
-        finally:
-            self.open[ip] -= 1
-
-
 def most_in_window(times: list[float], window: float) -> int:
     """The most events in any ``window`` seconds."""
     best, start = 0, 0
@@ -116,27 +84,28 @@ def serve_world(spec: BulkSpec, conn: Connection) -> None:
     from mailvet.testing.dns import run_dns_server_in_thread
 
     world = BulkWorld(spec)
-    smtp = CountingSim(sim.accept(), by_ip=world.by_ip(), hosts=())
+    smtp = world.smtp_sim()
     with run_dns_server_in_thread(world.zone()) as dns_server, sim.SmtpSimThread(smtp):
         conn.send({"nameserver": dns_server.nameserver, "port": smtp.port})
         while (request := conn.recv()) != "stop":
             assert request == "stats"
-            lanes = {d.ips[0]: d.lane for d in world.domains()}
-            per_lane = {
-                lanes[ip]: {
-                    "sessions": len(times),
-                    "peak_sessions": smtp.peak[ip],
-                    "connects_per_minute": most_in_window(times, 60.0),
-                    "rcpts": len(smtp.rcpt_at[ip]),
-                    "rcpts_per_second": most_in_window(smtp.rcpt_at[ip], 1.0),
-                }
-                for ip, times in smtp.connect_times.items()
-                if ip in lanes
-            }
+            per_lane = {}
+            rcpts = 0
+            for lane, ip in world.hosts().items():
+                connects, rcpt_times = smtp.connects(ip), smtp.rcpt_times(ip)
+                rcpts += len(rcpt_times)
+                if connects:
+                    per_lane[lane] = {
+                        "sessions": len(connects),
+                        "peak_sessions": smtp.max_concurrent(ip),
+                        "connects_per_minute": most_in_window(connects, 60.0),
+                        "rcpts": len(rcpt_times),
+                        "rcpts_per_second": most_in_window(rcpt_times, 1.0),
+                    }
             conn.send(
                 {
                     "sessions": len(smtp.sessions),
-                    "rcpts": sum(len(t) for t in smtp.rcpt_at.values()),
+                    "rcpts": rcpts,
                     "lanes": per_lane,
                     "cpu": time.process_time(),
                 }
