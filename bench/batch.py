@@ -156,8 +156,10 @@ def settings_for(net: dict[str, Any], db_url: str, caps: Caps) -> Settings:
     }
     fields = Settings.model_fields
     for name, value in asdict(caps).items():
-        if f"mx_{name}" in fields:  # the caps arrive with the scheduler
+        if f"mx_{name}" in fields:
             values[f"mx_{name}"] = value
+    if caps.total_sessions is not None:
+        values["batch_concurrency"] = caps.total_sessions  # sessions over all lanes
     return Settings(**values)
 
 
@@ -342,9 +344,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=DEFAULT.seed)
     caps = parser.add_argument_group("caps, per MX (lane), the same for every lane")
     caps.add_argument("--max-sessions", type=int, default=8)
-    caps.add_argument("--rcpt-per-session", type=int, default=500)
+    caps.add_argument("--rcpt-per-session", type=int, default=100)
     caps.add_argument("--rcpt-per-second", type=float, default=200.0)
-    caps.add_argument("--connects-per-minute", type=int, default=60)
+    caps.add_argument("--connects-per-minute", type=int, default=120)
+    caps.add_argument(
+        "--total-sessions",
+        type=int,
+        default=100,
+        help="sessions open at once over all lanes (MAILVET_BATCH_CONCURRENCY)",
+    )
     world = parser.add_argument_group("world")
     world.add_argument("--latency-ms", type=float, default=DEFAULT.latency_ms)
     world.add_argument("--tarpit-latency-ms", type=float, default=DEFAULT.tarpit_latency_ms)
@@ -379,7 +387,7 @@ def main() -> None:
     spec = BulkSpec(size=size, seed=args.seed, latency_ms=args.latency_ms,
                     tarpit_latency_ms=args.tarpit_latency_ms, greylist_delay=grey)  # fmt: skip
     cap = Caps(args.max_sessions, args.rcpt_per_session, args.rcpt_per_second,
-               args.connects_per_minute)  # fmt: skip
+               args.connects_per_minute, total_sessions=args.total_sessions)  # fmt: skip
 
     t0 = time.perf_counter()
     bulk = BulkWorld(spec)
@@ -400,12 +408,14 @@ def main() -> None:
         for load in busiest[:3]))  # fmt: skip
     print(
         f"caps per lane: {cap.max_sessions} sessions, {cap.rcpt_per_session} RCPT/session, "
-        f"{cap.rcpt_per_second:g} RCPT/s, {cap.connects_per_minute} connects/min"
+        f"{cap.rcpt_per_second:g} RCPT/s, {cap.connects_per_minute} connects/min; "
+        f"{cap.total_sessions} sessions over all lanes"
     )
     terms = ", ".join(f"{k} {v:.1f} s" for k, v in bound.terms.items())
     print(
-        f"lower bound: {bound.seconds:.1f} s (set by {bound.lane}: {terms}; "
-        f"greylist floor {bound.greylist_seconds:.1f} s)"
+        f"lower bound: {bound.seconds:.1f} s (set by {bound.lane}; slowest lane: {terms}; "
+        f"greylist floor {bound.greylist_seconds:.1f} s; "
+        f"total-sessions floor {bound.sessions_seconds:.1f} s)"
     )
 
     with tempfile.TemporaryDirectory(prefix="mailvet-bench-") as tmp:

@@ -181,3 +181,23 @@ def test_lower_bound_is_the_largest_lane_or_the_greylist_floor() -> None:
     assert lower_bound(slow, caps, greylist_delay=0, latency_ms=20).seconds == pytest.approx(
         (3 + 5) * 2.0
     )
+
+
+def test_lower_bound_with_a_cap_on_sessions_over_all_lanes() -> None:
+    lanes = {
+        "big": LaneLoad("big", 20, addresses=1000),
+        "tarpit": LaneLoad("tarpit", 2000, addresses=2),
+    }
+    # session time: (1000 + 3 x 10 sessions) x 20 ms + (2 + 3 x 1) x 2 s = 20.6 + 10 s
+    caps = Caps(max_sessions=8, rcpt_per_session=100, rcpt_per_second=100.0,
+                connects_per_minute=60, total_sessions=2)  # fmt: skip
+    bound = lower_bound(lanes, caps, greylist_delay=0.0, latency_ms=20)
+    assert bound.sessions_seconds == pytest.approx((20.6 + 10.0) / 2)
+    assert bound.seconds == pytest.approx(15.3)
+    assert bound.lane == "total sessions"
+    assert bound.lane_seconds == pytest.approx(9.8)  # the big lane: (1000 - 20) / 100
+    roomy = lower_bound(lanes, Caps(8, 100, 100.0, 60, total_sessions=100), greylist_delay=0.0,
+                        latency_ms=20)  # fmt: skip
+    assert roomy.lane == "big"
+    assert roomy.seconds == pytest.approx(9.8)
+    assert roomy.sessions_seconds == pytest.approx(0.306)

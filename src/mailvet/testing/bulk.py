@@ -164,15 +164,17 @@ class Caps:
     rcpt_per_second: float = 10.0
     connects_per_minute: int = 30
     rcpt_burst: int = 20  # RCPTs the rate bucket lets through at once (mailvet: a group)
+    total_sessions: int | None = None  # sessions open at once over all lanes (None: no cap)
 
 
 @dataclass(frozen=True, slots=True)
 class Bound:
-    seconds: float  # the bound: max(lane_seconds, greylist_seconds)
-    lane: str  # the lane that sets it (or "greylist")
+    seconds: float  # the bound: max(lane_seconds, greylist_seconds, sessions_seconds)
+    lane: str  # the lane that sets it, or "greylist", or "total sessions"
     lane_seconds: float  # max over lanes of the lane's own bound
     greylist_seconds: float  # the greylist floor (0 without greylisted addresses)
     terms: dict[str, float] = field(default_factory=dict)  # the dominant lane's terms
+    sessions_seconds: float = 0.0  # the total-sessions floor (0 without that cap)
 
 
 def lane_terms(load: LaneLoad, caps: Caps) -> dict[str, float]:
@@ -207,19 +209,27 @@ def lower_bound(
     Lanes run side by side, so the batch's bound is the largest lane bound; and when
     any address is greylisted, at least ``greylist_delay + 5 * L``: its retry comes
     ``greylist_delay`` after a first try that needed 4 replies, and needs a reply.
+    With a cap of ``total_sessions`` over all lanes, at least the session time every
+    lane needs, ``sum of (R + 3 * ceil(R / rcpt_per_session)) * L``, over that cap.
     Catch-all probes are not counted (a lower bound stays one).
     """
     best = Bound(0.0, "", 0.0, 0.0)
+    session_time = 0.0
     for load in lanes.values():
         terms = lane_terms(load, caps)
         seconds = max(terms.values())
         if seconds > best.lane_seconds:
             best = Bound(seconds, load.host, seconds, 0.0, terms)
+        setups = 3 * math.ceil(load.rcpts / max(1, caps.rcpt_per_session))
+        session_time += (load.rcpts + setups) * load.latency_ms / 1000
     greylisted = any(load.greylisted for load in lanes.values())
     grey = greylist_delay + 5 * latency_ms / 1000 if greylisted else 0.0
-    if grey > best.lane_seconds:
-        return Bound(grey, "greylist", best.lane_seconds, grey, best.terms)
-    return Bound(best.lane_seconds, best.lane, best.lane_seconds, grey, best.terms)
+    total = session_time / caps.total_sessions if caps.total_sessions else 0.0
+    seconds = max(best.lane_seconds, grey, total)
+    lane = "greylist" if seconds == grey > best.lane_seconds else best.lane
+    if total > max(best.lane_seconds, grey):
+        lane = "total sessions"
+    return Bound(seconds, lane, best.lane_seconds, grey, best.terms, total)
 
 
 class BulkWorld:
