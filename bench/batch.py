@@ -52,7 +52,7 @@ os.environ.setdefault("PY3VE_IGNORE_UPDATER", "1")  # it would fetch a list from
 
 from mailvet.settings import Settings
 from mailvet.testing import smtp as sim
-from mailvet.testing.bulk import BulkSpec, BulkWorld, Caps, lower_bound
+from mailvet.testing.bulk import BulkSpec, BulkWorld, Caps, LaneLoad, lower_bound
 
 QUICK_SIZE = 5_000
 DEFAULT = BulkSpec()
@@ -88,7 +88,8 @@ def serve_world(spec: BulkSpec, conn: Connection) -> None:
     with run_dns_server_in_thread(world.zone()) as dns_server, sim.SmtpSimThread(smtp):
         conn.send({"nameserver": dns_server.nameserver, "port": smtp.port})
         while (request := conn.recv()) != "stop":
-            assert request == "stats"
+            kind, timelines = request
+            assert kind == "stats"
             per_lane = {}
             rcpts = 0
             for lane, ip in world.hosts().items():
@@ -101,6 +102,10 @@ def serve_world(spec: BulkSpec, conn: Connection) -> None:
                         "connects_per_minute": most_in_window(connects, 60.0),
                         "rcpts": len(rcpt_times),
                         "rcpts_per_second": most_in_window(rcpt_times, 1.0),
+                        "rcpts_per_10s": most_in_window(rcpt_times, 10.0),
+                        "first_rcpt": rcpt_times[0] if rcpt_times else None,
+                        "last_rcpt": rcpt_times[-1] if rcpt_times else None,
+                        "times": rcpt_times if lane in timelines else None,
                     }
             conn.send(
                 {
@@ -210,6 +215,7 @@ async def _work(settings: Settings, profile: str | None, timeout: float) -> dict
     profiler = cProfile.Profile() if profile else None
     cpu0 = time.process_time()
     t0 = time.perf_counter()
+    start = time.monotonic()  # the simulator's clock too (CLOCK_MONOTONIC is system-wide)
     if profiler:
         profiler.enable()
     runner.start()  # as `mailvet serve` does: resume what the store holds
@@ -227,7 +233,13 @@ async def _work(settings: Settings, profile: str | None, timeout: float) -> dict
     await store.close()
     if profiler and profile:
         profiler.dump_stats(profile)
-    return {"wall_s": wall, "cpu_s": cpu, "rss_mb": vm_hwm_mb(), "finished": finished}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "rss_mb": vm_hwm_mb(),
+        "finished": finished,
+        "start": start,
+    }
 
 
 def work_batch(settings: Settings, profile: str | None, timeout: float, conn: Connection) -> None:
@@ -324,6 +336,67 @@ def _py3ve(world: BulkWorld, sample: list[str]) -> dict[str, Any]:
 
 
 # --- main -------------------------------------------------------------------------------------
+
+
+def print_lanes(
+    world: BulkWorld,
+    busiest: list[LaneLoad],
+    smtp: dict[str, Any],
+    cap: Caps,
+    start: float,
+    wall: float,
+) -> None:
+    """What the simulator saw per lane: caps kept, sessions per address, when each busy
+    lane worked, and what came last (where the time beyond the bound went)."""
+    lanes: dict[str, dict[str, Any]] = smtp["lanes"]
+    big = {load.host for load in busiest}
+    for load in busiest:
+        lane = lanes.get(load.host)
+        if lane is None or lane["first_rcpt"] is None:
+            print(f"  {load.host}: no RCPT")
+            continue
+        first, last = lane["first_rcpt"] - start, lane["last_rcpt"] - start
+        print(
+            f"  {load.host}: {lane['sessions']:,} sessions for {load.addresses:,} addresses "
+            f"({lane['sessions'] / load.addresses:.4f} per address), at most "
+            f"{lane['peak_sessions']} at once (cap {cap.max_sessions}), "
+            f"{lane['connects_per_minute']} connects in a minute (cap {cap.connects_per_minute})"
+        )
+        print(
+            f"    {lane['rcpts']:,} RCPTs from +{first:.1f} s to +{last:.1f} s = "
+            f"{lane['rcpts'] / max(1e-9, last - first):.0f}/s; most in any 1 s "
+            f"{lane['rcpts_per_second']}, in any 10 s {lane['rcpts_per_10s']} "
+            f"(cap {cap.rcpt_per_second:g}/s after a burst of {cap.rcpt_burst})"
+        )
+        times: list[float] | None = lane.get("times")
+        if times:
+            step = max(10.0, round(wall / 12 / 10) * 10)
+            slices = Counter(int((t - start) // step) for t in times)
+            print(
+                f"    RCPT/s by {step:g} s slice: "
+                + " ".join(f"{slices.get(k, 0) / step:.0f}" for k in range(int(wall // step) + 1))
+            )
+    kinds = {d.lane: d.kind.value for d in world.domains()}
+    small = [v for k, v in lanes.items() if k not in big]
+    if small:
+        addresses = sum(v["rcpts"] for v in small)
+        sessions = sum(v["sessions"] for v in small)
+        print(
+            f"  other {len(small):,} lanes: {sessions:,} sessions for {addresses:,} RCPTs, "
+            f"at most {max(v['peak_sessions'] for v in small)} sessions at once, "
+            f"{max(v['rcpts_per_second'] for v in small)} RCPTs in a second"
+        )
+    ended = sorted(
+        ((v["last_rcpt"] - start, k) for k, v in lanes.items() if v["last_rcpt"] is not None),
+        reverse=True,
+    )
+    if ended:
+        tail = Counter(kinds.get(k, "?") for t, k in ended if t > ended[0][0] - 10)
+        print(
+            f"  last RCPT at +{ended[0][0]:.1f} s (wall {wall:.1f} s), on {ended[0][1]} "
+            f"({kinds.get(ended[0][1], '?')}); lanes with a RCPT in the last 10 s of RCPTs: "
+            f"{dict(tail)}"
+        )
 
 
 def print_profile(path: str) -> None:
@@ -429,7 +502,7 @@ def main() -> None:
             settings = settings_for(net, db_url, cap)
             timeout = args.timeout or max(300.0, 5 * bound.seconds)
             worked = run_child(work_batch, settings, args.profile, timeout)
-            conn.send("stats")
+            conn.send(("stats", [load.host for load in busiest[:3]]))
             smtp = conn.recv()
         wall = worked["wall_s"]
         if worked["finished"]:
@@ -447,22 +520,7 @@ def main() -> None:
             f"SMTP sessions: {smtp['sessions']:,} = {smtp['sessions'] / size:.4f} per address"
             f"; RCPTs: {smtp['rcpts']:,} = {smtp['rcpts'] / size:.3f} per address"
         )
-        for load in busiest[:3]:
-            lane = smtp["lanes"].get(load.host, {})
-            print(
-                f"  {load.host}: {lane.get('sessions', 0):,} sessions, "
-                f"at most {lane.get('peak_sessions', 0)} at once (cap {cap.max_sessions}), "
-                f"{lane.get('connects_per_minute', 0)} connects in a minute "
-                f"(cap {cap.connects_per_minute}), "
-                f"{lane.get('rcpts_per_second', 0)} RCPTs in a second "
-                f"(cap {cap.rcpt_per_second:g})"
-            )
-        small = [v for k, v in smtp["lanes"].items() if k not in {b.host for b in busiest[:3]}]
-        if small:
-            print(
-                f"  other lanes: at most {max(v['peak_sessions'] for v in small)} sessions "
-                f"at once, {max(v['rcpts_per_second'] for v in small)} RCPTs in a second"
-            )
+        print_lanes(bulk, busiest[:3], smtp, cap, worked["start"], wall)
         if not args.no_verify:
             pairs, reasons, missing = asyncio.run(read_results(spec, db_url, created["batch_id"]))
             right = sum(n for (want, got), n in pairs.items() if want == got)
