@@ -146,7 +146,7 @@ class Settings(BaseSettings):
     port: int = 8000
     rate_limit_per_minute: int = 600
     max_body_bytes: int = 10 * 1024 * 1024
-    max_batch_size: int = 50_000
+    max_batch_size: int = 1_000_000
     batch_concurrency: int = 20
     log_level: str = "INFO"
 

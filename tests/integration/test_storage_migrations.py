@@ -19,7 +19,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, create_engine, inspect, text
 
-from mailvet.storage import open_store
+from mailvet.storage import normalise_url, open_store
 from mailvet.storage.migrations_runner import MIGRATIONS_DIR, alembic_config
 from mailvet.storage.sql import SqlStore
 from mailvet.storage.tables import metadata
@@ -126,8 +126,16 @@ async def test_migrated_schema_equals_metadata(
             assert _index_definitions(conn) == migrated_indexes
     finally:
         fresh.dispose()
-    assert "ix_batch_items_pending" in migrated_indexes
-    assert "verdict is null" in migrated_indexes["ix_batch_items_pending"]
+    assert "ix_batch_items_pending" not in migrated_indexes  # v0002 replaced it
+    todo = migrated_indexes["ix_batch_items_todo"]
+    assert "batch_id, position where verdict is null and retry_at is null" in todo
+    waiting = migrated_indexes["ix_batch_items_waiting"]
+    assert "batch_id, position where verdict is null and retry_at is not null" in waiting
+    retry = migrated_indexes["ix_batch_items_retry"]
+    assert "batch_id, retry_at where verdict is null and retry_at is not null" in retry
+    assert "batch_id, key" in migrated_indexes["ix_batch_items_key"]
+    webhooks = migrated_indexes["ix_batches_webhooks"]
+    assert "callback_url is not null and webhook_delivered_at is null" in webhooks
     assert "finished_at is null" in migrated_indexes["ix_batches_unfinished"]
 
 
@@ -186,3 +194,193 @@ async def test_concurrent_migrations_do_not_collide(
     finally:
         for store in stores:
             await store.close()
+
+
+# --- v0001 -> v0002 with data ---
+
+_V1_EMAILS = ["a@x.test", "b@x.test", "a@x.test", "c@x.test", "d@x.test", "e@x.test"]
+_V1_VERDICTS: dict[int, dict[str, Any]] = {
+    1: {"email": "b@x.test", "result": "deliverable", "reason": "accepted_email", "score": 100},
+    3: {"email": "c@x.test", "result": "undeliverable", "reason": "rejected_email", "score": 0},
+    5: {"email": "e@x.test", "note": "a verdict without result or reason"},
+}
+
+
+def _fill_v0001(sync_url: str) -> tuple[str, str, str]:
+    """A database at revision 0001 holding a key, a batch half done and a finished one.
+
+    Returns the key's id and secret, and the half-done batch's id."""
+    from alembic import command
+    from sqlalchemy import insert
+
+    from mailvet.storage.common import dump_verdict, hash_secret, new_secret, utcnow
+    from mailvet.storage.tables import api_keys, batch_items, batches
+
+    secret = new_secret()
+    key_id, batch_id, finished_id = (str(uuid.uuid4()) for _ in range(3))
+    now = utcnow()
+    engine = create_engine(sync_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0001")
+        with engine.begin() as conn:  # only the columns v0001 has
+            conn.execute(
+                insert(api_keys).values(
+                    id=key_id,
+                    name="old key",
+                    plan="paid",
+                    prefix=secret[:11],
+                    secret_hash=hash_secret(secret),
+                    created_at=now,
+                )
+            )
+            for bid, size, done, finished in [
+                (batch_id, len(_V1_EMAILS), len(_V1_VERDICTS), None),
+                (finished_id, 1, 1, now),
+            ]:
+                conn.execute(
+                    insert(batches).values(
+                        id=bid,
+                        user_id=key_id,
+                        name="old batch",
+                        size=size,
+                        done=done,
+                        created_at=now,
+                        updated_at=now,
+                        finished_at=finished,
+                    )
+                )
+            for position, email in enumerate(_V1_EMAILS):
+                verdict = _V1_VERDICTS.get(position)
+                conn.execute(
+                    insert(batch_items).values(
+                        batch_id=batch_id,
+                        position=position,
+                        email=email,
+                        verdict=None if verdict is None else dump_verdict(verdict),
+                        updated_at=now,
+                    )
+                )
+            conn.execute(
+                insert(batch_items).values(
+                    batch_id=finished_id,
+                    position=0,
+                    email="z@x.test",
+                    verdict=dump_verdict({"result": "risky", "reason": "catch_all"}),
+                    updated_at=now,
+                )
+            )
+            assert MigrationContext.configure(conn).get_current_heads() == ("0001",)
+    finally:
+        engine.dispose()
+    return key_id, secret, batch_id
+
+
+async def _answers(store: Any, user_id: str, batch_id: str) -> dict[str, Any]:
+    """What the store tells about a batch, without ids and timestamps."""
+    from datetime import UTC, datetime
+
+    record = await store.get_batch(user_id, batch_id)
+    assert record is not None
+    work = await store.next_work(batch_id, 10, datetime.now(UTC))
+    return {
+        "record": (record.size, record.done, record.callback_url, record.retry_waiting),
+        "items": [(i.position, i.email, i.verdict) for i in await store.batch_items(batch_id)],
+        "streamed": [(i.position, i.email) async for i in store.iter_items(batch_id)],
+        "deliverable": [i.position async for i in store.iter_items(batch_id, result="deliverable")],
+        "counts": await store.counts(batch_id),
+        "work": [(w.key, w.email, w.positions, w.attempts, w.first_try_at) for w in work],
+        "next_retry_at": await store.next_retry_at(batch_id),
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_v0001_data_migrates_and_answers_as_fresh(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    from mailvet.storage import BatchCounts, Plan
+
+    url = _url(request, backend, tmp_path, "old.db")
+    key_id, secret, batch_id = _fill_v0001(_sync_url(normalise_url(url)))
+    await _migrate(url)
+
+    store = open_store(url)
+    try:
+        key = await store.authenticate(secret)
+        assert key is not None and key.id == key_id
+        migrated = await _answers(store, key_id, batch_id)
+        assert await store.unfinished_batches() == [batch_id]
+        assert await store.list_batches(key_id) != []
+    finally:
+        await store.close()
+
+    # Old rows: each address its own key; result and reason read from the verdicts.
+    assert migrated["record"] == (6, 3, None, 0)
+    assert migrated["counts"] == BatchCounts(
+        by_result={"deliverable": 1, "undeliverable": 1},
+        by_reason={"accepted_email": 1, "rejected_email": 1},
+    )
+    assert migrated["deliverable"] == [1]
+    assert migrated["work"] == [
+        ("a@x.test", "a@x.test", (0, 2), 0, None),
+        ("d@x.test", "d@x.test", (4,), 0, None),
+    ]
+
+    # The same batch made on a fresh database answers the same.
+    if backend == "sqlite":
+        fresh = open_store(f"sqlite:///{tmp_path / 'fresh.db'}")
+    else:
+        fresh = open_store(_new_pg_database(request.getfixturevalue("pg_server")))
+    try:
+        await fresh.migrate()
+        fresh_key, _ = await fresh.create_key("new key", Plan.PAID)
+        fresh_batch = await fresh.create_batch(fresh_key.id, "old batch", list(_V1_EMAILS))
+        await fresh.save_verdicts(fresh_batch.id, list(_V1_VERDICTS.items()))
+        assert await _answers(fresh, fresh_key.id, fresh_batch.id) == migrated
+    finally:
+        await fresh.close()
+
+    # The migrated database works on: results saved by key reach every position.
+    store = open_store(url)
+    try:
+        verdict = {"result": "risky", "reason": "catch_all"}
+        await store.save_results(batch_id, [("a@x.test", verdict)])
+        record = await store.get_batch(key_id, batch_id)
+        assert record is not None and record.done == 5
+        assert (await store.counts(batch_id)).by_result == {
+            "deliverable": 1,
+            "undeliverable": 1,
+            "risky": 2,
+        }
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_downgrade_to_v0001_keeps_the_data(
+    request: pytest.FixtureRequest, backend: str, tmp_path: Path
+) -> None:
+    from alembic import command
+
+    url = _url(request, backend, tmp_path, "down.db")
+    sync_url = _sync_url(normalise_url(url))
+    _, _, batch_id = _fill_v0001(sync_url)
+    await _migrate(url)
+    engine = create_engine(sync_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0001")
+        with engine.connect() as conn:
+            assert MigrationContext.configure(conn).get_current_heads() == ("0001",)
+            columns = {c["name"] for c in inspect(conn).get_columns("batch_items")}
+            assert columns == {"batch_id", "position", "email", "verdict", "updated_at"}
+            rows = conn.execute(
+                text("SELECT position, email FROM batch_items WHERE batch_id = :b ORDER BY 1"),
+                {"b": batch_id},
+            ).all()
+            indexes = _index_definitions(conn)
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == list(enumerate(_V1_EMAILS))
+    assert "verdict is null" in indexes["ix_batch_items_pending"]
+    await _migrate(url)  # and up again

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mailvet.storage.base import ApiKey, BatchItem, BatchRecord, Plan, Store
+from mailvet.storage.base import (
+    ApiKey,
+    BatchCounts,
+    BatchItem,
+    BatchRecord,
+    Plan,
+    Store,
+    WorkItem,
+)
 from mailvet.storage.common import NotFoundError, StorageError
 from mailvet.storage.memory import MemoryStore
 
 __all__ = [
     "ApiKey",
+    "BatchCounts",
     "BatchItem",
     "BatchRecord",
     "MemoryStore",
@@ -21,6 +30,7 @@ __all__ = [
     "Plan",
     "StorageError",
     "Store",
+    "WorkItem",
     "describe_url",
     "normalise_url",
     "open_store",

@@ -6,12 +6,13 @@ The API and the batch runners talk only to ``Store``; the SQLAlchemy implementat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-__all__ = ["ApiKey", "BatchItem", "BatchRecord", "Plan", "Store"]
+__all__ = ["ApiKey", "BatchCounts", "BatchItem", "BatchRecord", "Plan", "Store", "WorkItem"]
 
 
 class Plan(StrEnum):
@@ -40,6 +41,10 @@ class BatchRecord:
     finished_at: datetime | None = None
     deleted_at: datetime | None = None
     done: int = 0  # items with a verdict
+    callback_url: str | None = None  # called once the batch is finished (webhook)
+    retry_waiting: int = 0  # items without a verdict waiting for a retry (greylisting)
+    webhook_delivered_at: datetime | None = None
+    webhook_attempts: int = 0  # webhook calls made so far (an addition to the issue's fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +52,25 @@ class BatchItem:
     position: int  # 0-based position in the submitted list
     email: str
     verdict: dict[str, Any] | None  # the single-validate data object, once known
+
+
+@dataclass(frozen=True, slots=True)
+class WorkItem:
+    """One distinct address of a batch still to verify (``next_work``)."""
+
+    key: str  # the de-duplication key (the normalised address), computed by the caller
+    email: str  # as submitted, the spelling at the key's first position
+    positions: tuple[int, ...]  # every position of the batch with this key, ascending
+    attempts: int  # retries done so far (greylisting)
+    first_try_at: datetime | None  # when it was first tried (for greylist_max_wait)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCounts:
+    """Items with a verdict, counted by its ``result`` and by its ``reason``."""
+
+    by_result: dict[str, int] = field(default_factory=dict)
+    by_reason: dict[str, int] = field(default_factory=dict)
 
 
 class Store(Protocol):
@@ -69,11 +93,33 @@ class Store(Protocol):
     async def revoke_key(self, key_id_or_prefix: str) -> bool: ...
 
     # --- batches: durable, owned by one key ---
-    async def create_batch(self, user_id: str, name: str | None, emails: list[str]) -> BatchRecord:
-        ...
+    async def create_batch(
+        self,
+        user_id: str,
+        name: str | None,
+        emails: list[str],
+        *,
+        keys: list[str] | None = None,
+        callback_url: str | None = None,
+    ) -> BatchRecord:
+        """Store a batch and its items. ``keys[i]`` is the de-duplication key of
+        ``emails[i]`` (without ``keys``, each email is its own key)."""
 
     async def get_batch(self, user_id: str, batch_id: str) -> BatchRecord | None:
-        """The batch if it exists *and* belongs to ``user_id``; else None."""
+        """The batch if it exists *and* belongs to ``user_id``; else None.
+
+        A deleted batch is still returned (``deleted_at`` set, ``size`` kept)."""
+
+    async def list_batches(
+        self, user_id: str, *, offset: int = 0, limit: int = 50
+    ) -> list[BatchRecord]:
+        """The key's batches, newest first (deleted ones included, ``deleted_at`` set)."""
+
+    async def delete_batch(self, user_id: str, batch_id: str) -> bool:
+        """Set ``deleted_at`` and remove the batch's items (addresses and verdicts).
+
+        True when the batch exists and belongs to ``user_id`` (deleted before or not);
+        False for another key's or unknown ids. A deleted batch is never worked on."""
 
     async def batch_items(self, batch_id: str) -> list[BatchItem]:
         """All items in submitted order."""
@@ -89,4 +135,50 @@ class Store(Protocol):
     async def finish_batch(self, batch_id: str) -> None: ...
 
     async def unfinished_batches(self) -> list[str]:
-        """Ids of batches not finished, oldest first (for resuming after a restart)."""
+        """Ids of batches neither finished nor deleted, oldest first (for resuming)."""
+
+    # --- the batch engine: work by de-duplication key ---
+    async def next_work(self, batch_id: str, limit: int, now: datetime) -> list[WorkItem]:
+        """Up to ``limit`` distinct keys without a verdict whose retry is due (``retry_at``
+        NULL or <= ``now``), in the order of their first position; each with every
+        position of the key still without a verdict."""
+
+    async def save_results(self, batch_id: str, results: list[tuple[str, dict[str, Any]]]) -> None:
+        """``(key, verdict data)``: every position with that key gets the verdict (and its
+        ``result`` and ``reason``), its retry cleared; ``done`` counts positions.
+        Idempotent (a repeat overwrites, counted once), one transaction. Unknown keys
+        match nothing; a deleted batch takes nothing. NotFoundError for an unknown batch."""
+
+    async def schedule_retries(self, batch_id: str, retries: list[tuple[str, datetime]]) -> None:
+        """``(key, retry_at)`` for keys without a verdict: ``attempts`` += 1 and
+        ``first_try_at`` set (to now) where it was NULL."""
+
+    async def next_retry_at(self, batch_id: str) -> datetime | None:
+        """The earliest ``retry_at`` of an item without a verdict; None when none waits."""
+
+    def iter_items(
+        self,
+        batch_id: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        result: str | None = None,
+    ) -> AsyncIterator[BatchItem]:
+        """Items in position order, read in chunks (never the whole batch at once).
+
+        ``result`` keeps only the items whose verdict has that result; ``offset`` and
+        ``limit`` count the items kept."""
+
+    async def counts(self, batch_id: str) -> BatchCounts:
+        """Items with a verdict by result and by reason."""
+
+    # --- webhooks ---
+    async def webhooks_due(self, now: datetime) -> list[BatchRecord]:
+        """Finished, not deleted batches with a ``callback_url`` not yet delivered whose
+        next attempt is due: never tried, or ``webhook_next_at`` <= ``now``."""
+
+    async def webhook_result(
+        self, batch_id: str, *, delivered: bool, next_at: datetime | None
+    ) -> None:
+        """Record an attempt: ``webhook_attempts`` += 1; delivered: ``webhook_delivered_at``
+        = now; else ``webhook_next_at`` = ``next_at`` (None: give up, never due again)."""

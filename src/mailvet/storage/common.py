@@ -24,7 +24,9 @@ __all__ = [
     "NotFoundError",
     "StorageError",
     "check_emails",
+    "check_keys",
     "check_text",
+    "check_when",
     "dump_verdict",
     "hash_secret",
     "load_verdict",
@@ -32,6 +34,7 @@ __all__ = [
     "secret_matches",
     "secret_prefix",
     "utcnow",
+    "verdict_labels",
 ]
 
 SECRET_PREFIX = "mv_"
@@ -125,6 +128,51 @@ def check_emails(emails: list[str]) -> list[str]:
     for index, email in enumerate(emails):
         check_text(email, f"emails[{index}]")
     return emails  # pragma: no cover - the loop above raised
+
+
+def check_keys(emails: list[str], keys: list[str] | None) -> list[str]:
+    """The de-duplication keys of a batch's items: ``keys`` checked, or the emails."""
+    if keys is None:
+        return emails
+    if not isinstance(keys, list):
+        raise TypeError(f"keys must be a list, not {type(keys).__name__}")
+    if len(keys) != len(emails):
+        raise ValueError(f"{len(keys)} keys for {len(emails)} emails")
+    try:
+        return check_emails(keys)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("emails[", "keys[", 1)) from None
+
+
+def check_when(value: datetime, what: str) -> datetime:
+    """An aware datetime (the store keeps UTC); naive ones are a ValueError."""
+    if not isinstance(value, datetime):
+        raise TypeError(f"{what} must be a datetime, not {type(value).__name__}")
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{what} is a naive datetime; use aware UTC datetimes")
+    return value
+
+
+RESULT_LENGTH = 16  # batch_items.result
+REASON_LENGTH = 32  # batch_items.reason
+
+
+def verdict_labels(verdict: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The verdict's ``result`` and ``reason`` as the item's columns keep them (None
+    where missing, not text, or not storable)."""
+    return (
+        _label(verdict.get("result"), RESULT_LENGTH),
+        _label(verdict.get("reason"), REASON_LENGTH),
+    )
+
+
+def _label(value: Any, length: int) -> str | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return check_text(value[:length], "label")
+    except ValueError:
+        return None
 
 
 def dump_verdict(verdict: dict[str, Any]) -> str:

@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from mailvet.storage.base import ApiKey, BatchItem, BatchRecord, Plan
+from mailvet.storage.base import ApiKey, BatchCounts, BatchItem, BatchRecord, Plan, WorkItem
 from mailvet.storage.common import (
     MIN_REVOKE_PREFIX,
     NotFoundError,
     check_emails,
+    check_keys,
     check_text,
+    check_when,
     dump_verdict,
     hash_secret,
     load_verdict,
@@ -27,17 +30,46 @@ from mailvet.storage.common import (
     secret_matches,
     secret_prefix,
     utcnow,
+    verdict_labels,
 )
 
 __all__ = ["MemoryStore"]
 
+READ_CHUNK = 1_000  # items copied under the lock at a time by iter_items
+
 
 @dataclass(slots=True)
 class _Batch:
-    record: BatchRecord
+    record: BatchRecord  # retry_waiting is computed on reading
     emails: list[str]
+    keys: list[str]
     verdicts: list[str | None]  # JSON text, as the SQL store keeps it
+    labels: list[tuple[str | None, str | None] | None]  # (result, reason) per position
+    positions: dict[str, list[int]]  # key -> its positions, ascending
     low: int = 0  # every position below this has a verdict
+    retry_at: dict[str, datetime] = field(default_factory=dict)  # waiting keys
+    attempts: dict[str, int] = field(default_factory=dict)  # key -> retries done
+    first_try_at: dict[str, datetime] = field(default_factory=dict)
+    webhook_next_at: datetime | None = None
+
+    def waiting(self) -> int:
+        """Items without a verdict whose key waits for a retry."""
+        return sum(
+            1
+            for key in self.retry_at
+            for position in self.positions[key]
+            if self.verdicts[position] is None
+        )
+
+    def current(self) -> BatchRecord:
+        return replace(self.record, retry_waiting=self.waiting())
+
+    def settle(self, key: str) -> None:
+        """Forget a key's retry once none of its positions waits for a verdict."""
+        if key in self.retry_at and all(
+            self.verdicts[position] is not None for position in self.positions[key]
+        ):
+            del self.retry_at[key]
 
 
 class MemoryStore:
@@ -113,10 +145,24 @@ class MemoryStore:
 
     # --- batches ---
 
-    async def create_batch(self, user_id: str, name: str | None, emails: list[str]) -> BatchRecord:
+    async def create_batch(
+        self,
+        user_id: str,
+        name: str | None,
+        emails: list[str],
+        *,
+        keys: list[str] | None = None,
+        callback_url: str | None = None,
+    ) -> BatchRecord:
         if name is not None:
             check_text(name, "batch name")
+        if callback_url is not None:
+            check_text(callback_url, "callback_url")
         emails = list(check_emails(emails))
+        item_keys = list(check_keys(emails, keys))
+        positions: dict[str, list[int]] = {}
+        for position, key in enumerate(item_keys):
+            positions.setdefault(key, []).append(position)
         now = utcnow()
         record = BatchRecord(
             id=str(uuid.uuid4()),
@@ -125,6 +171,7 @@ class MemoryStore:
             size=len(emails),
             created_at=now,
             updated_at=now,
+            callback_url=callback_url,
         )
         with self._lock:
             if user_id not in self._keys:
@@ -132,7 +179,10 @@ class MemoryStore:
             self._batches[record.id] = _Batch(
                 record=record,
                 emails=emails,
+                keys=item_keys,
                 verdicts=[None] * len(emails),
+                labels=[None] * len(emails),
+                positions=positions,
             )
         return record
 
@@ -141,7 +191,31 @@ class MemoryStore:
             batch = self._batches.get(batch_id)
             if batch is None or batch.record.user_id != user_id:
                 return None
-            return batch.record
+            return batch.current()
+
+    async def list_batches(
+        self, user_id: str, *, offset: int = 0, limit: int = 50
+    ) -> list[BatchRecord]:
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must not be negative")
+        with self._lock:
+            mine = [b for b in self._batches.values() if b.record.user_id == user_id]
+            mine.sort(key=lambda b: (b.record.created_at, b.record.id), reverse=True)
+            return [b.current() for b in mine[offset : offset + limit]]
+
+    async def delete_batch(self, user_id: str, batch_id: str) -> bool:
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None or batch.record.user_id != user_id:
+                return False
+            if batch.record.deleted_at is None:
+                now = utcnow()
+                batch.record = replace(batch.record, deleted_at=now, updated_at=now)
+                batch.emails, batch.keys, batch.verdicts, batch.labels = [], [], [], []
+                batch.positions, batch.retry_at = {}, {}
+                batch.attempts, batch.first_try_at = {}, {}
+                batch.low = 0
+            return True
 
     async def batch_items(self, batch_id: str) -> list[BatchItem]:
         with self._lock:
@@ -162,7 +236,7 @@ class MemoryStore:
             if batch is None:
                 return []
             verdicts = batch.verdicts
-            position = batch.low
+            position = min(batch.low, len(verdicts))
             while position < len(verdicts) and verdicts[position] is not None:
                 position += 1
             batch.low = position
@@ -178,6 +252,7 @@ class MemoryStore:
     ) -> None:
         # Serialise before taking the lock: a bad verdict changes nothing.
         latest = {int(position): dump_verdict(verdict) for position, verdict in verdicts}
+        labels = {int(position): verdict_labels(verdict) for position, verdict in verdicts}
         with self._lock:
             batch = self._batches.get(batch_id)
             if batch is None:
@@ -188,11 +263,15 @@ class MemoryStore:
                 raise ValueError(f"positions out of range for a batch of {size}: {bad[:5]}")
             if not latest:
                 return
+            if batch.record.deleted_at is not None:
+                return  # its items are gone
             newly_done = 0
             for position, text in latest.items():
                 if batch.verdicts[position] is None:
                     newly_done += 1
                 batch.verdicts[position] = text
+                batch.labels[position] = labels[position]
+                batch.settle(batch.keys[position])
             batch.record = replace(
                 batch.record, done=batch.record.done + newly_done, updated_at=utcnow()
             )
@@ -216,3 +295,176 @@ class MemoryStore:
             ]
         records.sort(key=lambda r: r.created_at)
         return [r.id for r in records]
+
+    # --- the batch engine ---
+
+    async def next_work(self, batch_id: str, limit: int, now: datetime) -> list[WorkItem]:
+        check_when(now, "now")
+        if limit <= 0:
+            return []
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                return []
+            verdicts = batch.verdicts
+            position = min(batch.low, len(verdicts))
+            while position < len(verdicts) and verdicts[position] is not None:
+                position += 1
+            batch.low = position
+            work: list[WorkItem] = []
+            seen: set[str] = set()
+            while position < len(verdicts) and len(work) < limit:
+                key = batch.keys[position]
+                if verdicts[position] is None and key not in seen:
+                    seen.add(key)
+                    retry_at = batch.retry_at.get(key)
+                    if retry_at is None or retry_at <= now:
+                        work.append(
+                            WorkItem(
+                                key=key,
+                                email=batch.emails[position],
+                                positions=tuple(
+                                    p for p in batch.positions[key] if verdicts[p] is None
+                                ),
+                                attempts=batch.attempts.get(key, 0),
+                                first_try_at=batch.first_try_at.get(key),
+                            )
+                        )
+                position += 1
+            return work
+
+    async def save_results(self, batch_id: str, results: list[tuple[str, dict[str, Any]]]) -> None:
+        # Serialise before taking the lock: a bad verdict changes nothing.
+        latest = {key: (dump_verdict(verdict), verdict_labels(verdict)) for key, verdict in results}
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                raise NotFoundError(f"no batch with id {batch_id!r}")
+            if batch.record.deleted_at is not None or not latest:
+                return
+            newly_done = 0
+            for key, (text, labels) in latest.items():
+                for position in batch.positions.get(key, ()):
+                    if batch.verdicts[position] is None:
+                        newly_done += 1
+                    batch.verdicts[position] = text
+                    batch.labels[position] = labels
+                batch.retry_at.pop(key, None)
+            batch.record = replace(
+                batch.record, done=batch.record.done + newly_done, updated_at=utcnow()
+            )
+
+    async def schedule_retries(self, batch_id: str, retries: list[tuple[str, datetime]]) -> None:
+        latest = {key: check_when(when, "retry_at") for key, when in retries}
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                raise NotFoundError(f"no batch with id {batch_id!r}")
+            now = utcnow()
+            for key, when in latest.items():
+                positions = batch.positions.get(key, ())
+                if not any(batch.verdicts[p] is None for p in positions):
+                    continue  # unknown, or decided already
+                batch.retry_at[key] = when
+                batch.attempts[key] = batch.attempts.get(key, 0) + 1
+                batch.first_try_at.setdefault(key, now)
+
+    async def next_retry_at(self, batch_id: str) -> datetime | None:
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None or not batch.retry_at:
+                return None
+            return min(batch.retry_at.values())
+
+    async def iter_items(
+        self,
+        batch_id: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        result: str | None = None,
+    ) -> AsyncIterator[BatchItem]:
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValueError("offset and limit must not be negative")
+        remaining = limit
+        skip = offset if result is not None else 0
+        position = offset if result is None else 0
+        while remaining is None or remaining > 0:
+            size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
+            chunk: list[tuple[int, str, str | None]] = []
+            with self._lock:  # copy one chunk, then yield it without the lock
+                batch = self._batches.get(batch_id)
+                if batch is None:
+                    return
+                end = len(batch.verdicts)
+                while position < end and len(chunk) < size:
+                    labels = batch.labels[position]
+                    if result is None or (labels is not None and labels[0] == result):
+                        if skip:
+                            skip -= 1
+                        else:
+                            chunk.append(
+                                (position, batch.emails[position], batch.verdicts[position])
+                            )
+                    position += 1
+            for item_position, email, text in chunk:
+                yield BatchItem(item_position, email, load_verdict(text))
+            if position >= end:
+                return
+            if remaining is not None:
+                remaining -= len(chunk)
+
+    async def counts(self, batch_id: str) -> BatchCounts:
+        by_result: dict[str, int] = {}
+        by_reason: dict[str, int] = {}
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            labels = [] if batch is None else batch.labels
+            for position, label in enumerate(labels):
+                if label is None or batch is None or batch.verdicts[position] is None:
+                    continue
+                result, reason = label
+                if result is not None:
+                    by_result[result] = by_result.get(result, 0) + 1
+                if reason is not None:
+                    by_reason[reason] = by_reason.get(reason, 0) + 1
+        return BatchCounts(by_result, by_reason)
+
+    # --- webhooks ---
+
+    async def webhooks_due(self, now: datetime) -> list[BatchRecord]:
+        check_when(now, "now")
+        with self._lock:
+            due = [
+                b
+                for b in self._batches.values()
+                if b.record.callback_url is not None
+                and b.record.webhook_delivered_at is None
+                and b.record.finished_at is not None
+                and b.record.deleted_at is None
+                and (
+                    (b.webhook_next_at is None and b.record.webhook_attempts == 0)
+                    or (b.webhook_next_at is not None and b.webhook_next_at <= now)
+                )
+            ]
+            due.sort(key=lambda b: (b.record.finished_at or now, b.record.id))
+            return [b.current() for b in due]
+
+    async def webhook_result(
+        self, batch_id: str, *, delivered: bool, next_at: datetime | None
+    ) -> None:
+        if next_at is not None:
+            check_when(next_at, "next_at")
+        with self._lock:
+            batch = self._batches.get(batch_id)
+            if batch is None:
+                raise NotFoundError(f"no batch with id {batch_id!r}")
+            attempts = batch.record.webhook_attempts + 1
+            if delivered:
+                batch.record = replace(
+                    batch.record, webhook_attempts=attempts, webhook_delivered_at=utcnow()
+                )
+                batch.webhook_next_at = None
+            else:
+                batch.record = replace(batch.record, webhook_attempts=attempts)
+                batch.webhook_next_at = next_at

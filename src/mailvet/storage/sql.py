@@ -26,19 +26,21 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event, func, select, text, update
+from sqlalchemy import Connection, Select, bindparam, delete, event, func, or_, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
-from mailvet.storage.base import ApiKey, BatchItem, BatchRecord, Plan
+from mailvet.storage.base import ApiKey, BatchCounts, BatchItem, BatchRecord, Plan, WorkItem
 from mailvet.storage.common import (
     MIN_REVOKE_PREFIX,
     NotFoundError,
     StorageError,
     check_emails,
+    check_keys,
     check_text,
+    check_when,
     dump_verdict,
     hash_secret,
     load_verdict,
@@ -46,14 +48,22 @@ from mailvet.storage.common import (
     secret_matches,
     secret_prefix,
     utcnow,
+    verdict_labels,
 )
 from mailvet.storage.tables import api_keys, batch_items, batches
 
-__all__ = ["SqlStore"]
+__all__ = ["SqlStore", "due_query", "key_positions_query", "todo_query", "window_query"]
+
+_log = logging.getLogger(__name__)
 
 SQLITE_CHUNK = 5_000  # rows per executemany on SQLite
 PG_CHUNK = 10_000  # rows per array parameter on PostgreSQL
 IN_CHUNK = 500  # positions per IN (...) list, well under SQLite's parameter limit
+READ_CHUNK = 1_000  # rows per query when streaming a batch's items (iter_items)
+WORK_SCAN = 1_000  # rows per query when looking for the next distinct keys (next_work)
+# After inserting a batch at least this big, PostgreSQL's statistics are refreshed at once:
+# with stale ones the planner may walk the whole batch instead of the indexes.
+PG_ANALYZE_MIN = 10_000
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 _WRITE_OPTION = "mailvet_write"
 # pg_advisory_xact_lock key so two processes never migrate at the same time
@@ -87,7 +97,7 @@ def _key(row: Any) -> ApiKey:  # a Row of api_keys columns
     )
 
 
-def _batch(row: Any) -> BatchRecord:  # a Row of batches
+def _batch(row: Any) -> BatchRecord:  # a Row of _BATCH_COLUMNS
     return BatchRecord(
         id=row.id,
         user_id=row.user_id,
@@ -98,7 +108,33 @@ def _batch(row: Any) -> BatchRecord:  # a Row of batches
         finished_at=row.finished_at,
         deleted_at=row.deleted_at,
         done=row.done,
+        callback_url=row.callback_url,
+        retry_waiting=row.retry_waiting,
+        webhook_delivered_at=row.webhook_delivered_at,
+        webhook_attempts=row.webhook_attempts,
     )
+
+
+# Items waiting for a retry, counted through ix_batch_items_retry.
+_RETRY_WAITING = (
+    select(func.count())
+    .where(
+        batch_items.c.batch_id == batches.c.id,
+        batch_items.c.verdict.is_(None),
+        batch_items.c.retry_at.is_not(None),
+    )
+    .correlate(batches)
+    .scalar_subquery()
+    .label("retry_waiting")
+)
+_BATCH_COLUMNS = (*batches.c, _RETRY_WAITING)
+_WORK_COLUMNS = (
+    batch_items.c.position,
+    batch_items.c.key,
+    batch_items.c.email,
+    batch_items.c.attempts,
+    batch_items.c.first_try_at,
+)
 
 
 _KEY_COLUMNS = (
@@ -113,26 +149,107 @@ _KEY_COLUMNS = (
 # Bulk statements, written per dialect because they are the hot paths (a batch of
 # 50,000 items in well under a second on either database).
 _SQLITE_INSERT_ITEMS = (
-    "INSERT INTO batch_items (batch_id, position, email, updated_at) VALUES (?, ?, ?, ?)"
+    'INSERT INTO batch_items (batch_id, position, email, "key", updated_at) VALUES (?, ?, ?, ?, ?)'
 )
 _SQLITE_SAVE_VERDICT = (
-    "UPDATE batch_items SET verdict = ?, updated_at = ? WHERE batch_id = ? AND position = ?"
+    "UPDATE batch_items SET verdict = ?, result = ?, reason = ?, retry_at = NULL, "
+    "updated_at = ? WHERE batch_id = ? AND position = ?"
+)
+_SQLITE_SAVE_RESULT = (
+    "UPDATE batch_items SET verdict = ?, result = ?, reason = ?, retry_at = NULL, "
+    'updated_at = ? WHERE batch_id = ? AND "key" = ?'
 )
 _PG_INSERT_ITEMS = text(
-    "INSERT INTO batch_items (batch_id, position, email, updated_at) "
-    "SELECT :batch_id, t.position, t.email, :now "
-    "FROM unnest(CAST(:positions AS integer[]), CAST(:emails AS text[])) AS t(position, email)"
+    'INSERT INTO batch_items (batch_id, position, email, "key", updated_at) '
+    "SELECT :batch_id, t.position, t.email, t.key, :now "
+    "FROM unnest(CAST(:positions AS integer[]), CAST(:emails AS text[]), "
+    "CAST(:keys AS text[])) AS t(position, email, key)"
+)
+_PG_COUNT_KEYS_PENDING = text(
+    "SELECT count(*) FROM batch_items WHERE batch_id = :batch_id "
+    'AND "key" = ANY(CAST(:keys AS text[])) AND verdict IS NULL'
+)
+_PG_SAVE_RESULTS = text(
+    "UPDATE batch_items AS i SET verdict = t.verdict, result = t.result, reason = t.reason, "
+    "retry_at = NULL, updated_at = :now "
+    "FROM unnest(CAST(:keys AS text[]), CAST(:verdicts AS text[]), "
+    "CAST(:results AS text[]), CAST(:reasons AS text[])) AS t(key, verdict, result, reason) "
+    'WHERE i.batch_id = :batch_id AND i."key" = t.key'
 )
 _PG_COUNT_PENDING = text(
     "SELECT count(*) FROM batch_items WHERE batch_id = :batch_id "
     "AND position = ANY(CAST(:positions AS integer[])) AND verdict IS NULL"
 )
 _PG_SAVE_VERDICTS = text(
-    "UPDATE batch_items AS i SET verdict = t.verdict, updated_at = :now "
-    "FROM unnest(CAST(:positions AS integer[]), CAST(:verdicts AS text[])) "
-    "AS t(position, verdict) "
+    "UPDATE batch_items AS i SET verdict = t.verdict, result = t.result, reason = t.reason, "
+    "retry_at = NULL, updated_at = :now "
+    "FROM unnest(CAST(:positions AS integer[]), CAST(:verdicts AS text[]), "
+    "CAST(:results AS text[]), CAST(:reasons AS text[])) "
+    "AS t(position, verdict, result, reason) "
     "WHERE i.batch_id = :batch_id AND i.position = t.position"
 )
+
+
+def todo_query(batch_id: str, after: int, limit: int) -> Select[Any]:
+    """Items past position ``after`` neither done nor waiting for a retry, by position
+    (ix_batch_items_todo)."""
+    return (
+        select(*_WORK_COLUMNS)
+        .where(
+            batch_items.c.batch_id == batch_id,
+            batch_items.c.verdict.is_(None),
+            batch_items.c.retry_at.is_(None),
+            batch_items.c.position > after,
+        )
+        .order_by(batch_items.c.position)
+        .limit(limit)
+    )
+
+
+def due_query(batch_id: str, now: datetime, after: int, limit: int) -> Select[Any]:
+    """Items past position ``after`` whose retry is due, by position
+    (ix_batch_items_waiting: only the waiting items are walked)."""
+    return (
+        select(*_WORK_COLUMNS)
+        .where(
+            batch_items.c.batch_id == batch_id,
+            batch_items.c.verdict.is_(None),
+            batch_items.c.retry_at.is_not(None),
+            batch_items.c.retry_at <= now,
+            batch_items.c.position > after,
+        )
+        .order_by(batch_items.c.position)
+        .limit(limit)
+    )
+
+
+def key_positions_query(batch_id: str, keys: Sequence[str]) -> Select[Any]:
+    """(key, position) of the items of ``keys`` without a verdict (ix_batch_items_key).
+
+    Unordered: an ORDER BY position would tempt SQLite into walking the whole batch
+    by its primary key; the caller sorts."""
+    return select(batch_items.c.key, batch_items.c.position).where(
+        batch_items.c.batch_id == batch_id,
+        batch_items.c.verdict.is_(None),
+        batch_items.c.key.in_(keys),
+    )
+
+
+def window_query(batch_id: str, low: int, high: int, result: str | None) -> Select[Any]:
+    """Items at positions low..high-1 (with that result, if given), by position (primary
+    key range)."""
+    query = (
+        select(batch_items.c.position, batch_items.c.email, batch_items.c.verdict)
+        .where(
+            batch_items.c.batch_id == batch_id,
+            batch_items.c.position >= low,
+            batch_items.c.position < high,
+        )
+        .order_by(batch_items.c.position)
+    )
+    if result is not None:
+        query = query.where(batch_items.c.result == result)
+    return query
 
 
 class SqlStore:
@@ -299,10 +416,21 @@ class SqlStore:
 
     # --- batches ---
 
-    async def create_batch(self, user_id: str, name: str | None, emails: list[str]) -> BatchRecord:
+    async def create_batch(
+        self,
+        user_id: str,
+        name: str | None,
+        emails: list[str],
+        *,
+        keys: list[str] | None = None,
+        callback_url: str | None = None,
+    ) -> BatchRecord:
         if name is not None:
             check_text(name, "batch name")
+        if callback_url is not None:
+            check_text(callback_url, "callback_url")
         check_emails(emails)
+        item_keys = check_keys(emails, keys)
         if not _storable(user_id):
             raise NotFoundError(f"no API key with id {user_id!r}")
         now = utcnow()
@@ -313,6 +441,7 @@ class SqlStore:
             size=len(emails),
             created_at=now,
             updated_at=now,
+            callback_url=callback_url,
         )
         async with self._write() as conn:
             owner = (
@@ -329,13 +458,34 @@ class SqlStore:
                     done=0,
                     created_at=now,
                     updated_at=now,
+                    callback_url=callback_url,
                 )
             )
-            await self._insert_items(conn, record.id, emails, now)
+            await self._insert_items(conn, record.id, emails, item_keys, now)
+        if self.dialect == "postgresql" and len(emails) >= PG_ANALYZE_MIN:
+            await self._analyze_items()
         return record
 
+    async def _analyze_items(self) -> None:
+        """Refresh PostgreSQL's statistics of batch_items (a sample: well under a second).
+
+        Autovacuum would, within a minute or so; until then the planner takes a new
+        batch of a million rows for a few and may walk all of them for every page.
+        Best effort: the batch is stored whatever happens here."""
+        try:
+            async with self._engine.connect() as conn:
+                await conn.execute(text("ANALYZE batch_items"))
+                await conn.commit()
+        except _FAULTS as exc:
+            _log.warning("could not refresh the statistics of batch_items: %s", _storage_error(exc))
+
     async def _insert_items(
-        self, conn: AsyncConnection, batch_id: str, emails: list[str], now: datetime
+        self,
+        conn: AsyncConnection,
+        batch_id: str,
+        emails: list[str],
+        keys: list[str],
+        now: datetime,
     ) -> None:
         """Bulk insert: arrays through ``unnest`` on PostgreSQL, executemany on SQLite."""
         if self.dialect == "postgresql":
@@ -348,15 +498,20 @@ class SqlStore:
                         "now": now,
                         "positions": list(range(start, start + len(chunk))),
                         "emails": chunk,
+                        "keys": keys[start : start + PG_CHUNK],
                     },
                 )
             return
         stamp = self._sqlite_timestamp(now)
         for start in range(0, len(emails), SQLITE_CHUNK):
             chunk = emails[start : start + SQLITE_CHUNK]
+            chunk_keys = keys[start : start + SQLITE_CHUNK]
             await conn.exec_driver_sql(
                 _SQLITE_INSERT_ITEMS,
-                [(batch_id, start + offset, email, stamp) for offset, email in enumerate(chunk)],
+                [
+                    (batch_id, start + offset, email, chunk_keys[offset], stamp)
+                    for offset, email in enumerate(chunk)
+                ],
             )
 
     def _sqlite_timestamp(self, value: datetime) -> Any:
@@ -370,7 +525,9 @@ class SqlStore:
         async with self._read() as conn:
             row = (
                 await conn.execute(
-                    select(batches).where(batches.c.id == batch_id, batches.c.user_id == user_id)
+                    select(*_BATCH_COLUMNS).where(
+                        batches.c.id == batch_id, batches.c.user_id == user_id
+                    )
                 )
             ).first()
         return None if row is None else _batch(row)
@@ -389,14 +546,35 @@ class SqlStore:
     async def pending_items(self, batch_id: str, limit: int) -> list[BatchItem]:
         if limit <= 0 or not _storable(batch_id):
             return []
+        columns = (batch_items.c.position, batch_items.c.email)
+        # Items without a verdict are either to do or waiting for a retry: one index each.
         async with self._read() as conn:
-            rows = await conn.execute(
-                select(batch_items.c.position, batch_items.c.email)
-                .where(batch_items.c.batch_id == batch_id, batch_items.c.verdict.is_(None))
-                .order_by(batch_items.c.position)
-                .limit(limit)
-            )
-            return [BatchItem(p, email, None) for p, email in rows]
+            todo = (
+                await conn.execute(
+                    select(*columns)
+                    .where(
+                        batch_items.c.batch_id == batch_id,
+                        batch_items.c.verdict.is_(None),
+                        batch_items.c.retry_at.is_(None),
+                    )
+                    .order_by(batch_items.c.position)
+                    .limit(limit)
+                )
+            ).all()
+            waiting = (
+                await conn.execute(
+                    select(*columns)
+                    .where(
+                        batch_items.c.batch_id == batch_id,
+                        batch_items.c.verdict.is_(None),
+                        batch_items.c.retry_at.is_not(None),
+                    )
+                    .order_by(batch_items.c.position)
+                    .limit(limit)
+                )
+            ).all()
+        rows = sorted([*todo, *waiting], key=lambda row: row.position)[:limit]
+        return [BatchItem(p, email, None) for p, email in rows]
 
     async def save_verdicts(
         self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
@@ -404,6 +582,7 @@ class SqlStore:
         # Serialise first: a bad verdict changes nothing. A repeated position keeps
         # the last verdict given.
         latest = {int(position): dump_verdict(verdict) for position, verdict in verdicts}
+        labels = {int(position): verdict_labels(verdict) for position, verdict in verdicts}
         if not _storable(batch_id):
             raise NotFoundError(f"no batch with id {batch_id!r}")
         async with self._write() as conn:
@@ -424,9 +603,9 @@ class SqlStore:
             positions = sorted(latest)
             now = utcnow()
             if self.dialect == "postgresql":
-                newly_done = await self._pg_save(conn, batch_id, positions, latest, now)
+                newly_done = await self._pg_save(conn, batch_id, positions, latest, labels, now)
             else:
-                newly_done = await self._sqlite_save(conn, batch_id, positions, latest, now)
+                newly_done = await self._sqlite_save(conn, batch_id, positions, latest, labels, now)
             await conn.execute(
                 update(batches)
                 .where(batches.c.id == batch_id)
@@ -439,6 +618,7 @@ class SqlStore:
         batch_id: str,
         positions: list[int],
         latest: dict[int, str],
+        labels: dict[int, tuple[str | None, str | None]],
         now: datetime,
     ) -> int:
         newly_done = 0
@@ -447,7 +627,13 @@ class SqlStore:
             newly_done += (await conn.execute(_PG_COUNT_PENDING, params)).scalar_one()
             await conn.execute(
                 _PG_SAVE_VERDICTS,
-                {**params, "now": now, "verdicts": [latest[p] for p in chunk]},
+                {
+                    **params,
+                    "now": now,
+                    "verdicts": [latest[p] for p in chunk],
+                    "results": [labels[p][0] for p in chunk],
+                    "reasons": [labels[p][1] for p in chunk],
+                },
             )
         return newly_done
 
@@ -457,6 +643,7 @@ class SqlStore:
         batch_id: str,
         positions: list[int],
         latest: dict[int, str],
+        labels: dict[int, tuple[str | None, str | None]],
         now: datetime,
     ) -> int:
         newly_done = 0
@@ -475,7 +662,8 @@ class SqlStore:
         stamp = self._sqlite_timestamp(now)
         for chunk in _chunks(positions, SQLITE_CHUNK):
             await conn.exec_driver_sql(
-                _SQLITE_SAVE_VERDICT, [(latest[p], stamp, batch_id, p) for p in chunk]
+                _SQLITE_SAVE_VERDICT,
+                [(latest[p], *labels[p], stamp, batch_id, p) for p in chunk],
             )
         return newly_done
 
@@ -504,6 +692,316 @@ class SqlStore:
                 .order_by(batches.c.created_at, batches.c.id)
             )
             return list(rows.scalars())
+
+    # --- the batch engine ---
+
+    async def list_batches(
+        self, user_id: str, *, offset: int = 0, limit: int = 50
+    ) -> list[BatchRecord]:
+        if offset < 0 or limit < 0:
+            raise ValueError("offset and limit must not be negative")
+        if limit == 0 or not _storable(user_id):
+            return []
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(*_BATCH_COLUMNS)
+                .where(batches.c.user_id == user_id)
+                .order_by(batches.c.created_at.desc(), batches.c.id.desc())
+                .offset(offset)
+                .limit(limit)
+            )
+            return [_batch(row) for row in rows]
+
+    async def delete_batch(self, user_id: str, batch_id: str) -> bool:
+        if not (_storable(user_id) and _storable(batch_id)):
+            return False
+        async with self._write() as conn:
+            # The batch row's lock orders this after (or before) any save of its items.
+            row = (
+                await conn.execute(
+                    select(batches.c.user_id, batches.c.deleted_at)
+                    .where(batches.c.id == batch_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None or row.user_id != user_id:
+                return False
+            if row.deleted_at is not None:
+                return True
+            await conn.execute(delete(batch_items).where(batch_items.c.batch_id == batch_id))
+            now = utcnow()
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(deleted_at=now, updated_at=now)
+            )
+            return True
+
+    async def next_work(self, batch_id: str, limit: int, now: datetime) -> list[WorkItem]:
+        check_when(now, "now")
+        if limit <= 0 or not _storable(batch_id):
+            return []
+        # key -> (email, attempts, first_try_at), in the order of first position
+        chosen: dict[str, tuple[str, int, datetime | None]] = {}
+        after = -1
+        async with self._read() as conn:
+            # Walk the items to do (ix_batch_items_todo, in position order) and the due
+            # retries (ix_batch_items_retry) side by side, by position, until `limit`
+            # distinct keys are found: never more than WORK_SCAN rows of each at once.
+            while len(chosen) < limit:
+                todo = (await conn.execute(todo_query(batch_id, after, WORK_SCAN))).all()
+                due = (await conn.execute(due_query(batch_id, now, after, WORK_SCAN))).all()
+                rows = sorted([*todo, *due], key=lambda row: row.position)[:WORK_SCAN]
+                for row in rows:
+                    key = row.email if row.key is None else row.key
+                    if key not in chosen:
+                        chosen[key] = (row.email, row.attempts, row.first_try_at)
+                        if len(chosen) == limit:
+                            break
+                if len(todo) < WORK_SCAN and len(due) < WORK_SCAN:
+                    break  # both walks reached the end
+                after = rows[-1].position
+            positions: dict[str, list[int]] = {key: [] for key in chosen}
+            for chunk in _chunks(list(chosen), IN_CHUNK):
+                found = await conn.execute(key_positions_query(batch_id, chunk))
+                for key, position in found:
+                    positions[key].append(position)
+        return [
+            WorkItem(
+                key=key,
+                email=email,
+                positions=tuple(sorted(positions[key])),
+                attempts=attempts,
+                first_try_at=first_try_at,
+            )
+            for key, (email, attempts, first_try_at) in chosen.items()
+        ]
+
+    async def save_results(self, batch_id: str, results: list[tuple[str, dict[str, Any]]]) -> None:
+        # Serialise first: a bad verdict changes nothing. A repeated key keeps the last.
+        latest: dict[str, tuple[str, str | None, str | None]] = {}
+        for key, verdict in results:
+            latest[key] = (dump_verdict(verdict), *verdict_labels(verdict))
+        if not _storable(batch_id):
+            raise NotFoundError(f"no batch with id {batch_id!r}")
+        keys = [key for key in latest if _storable(key)]  # the others match nothing
+        async with self._write() as conn:
+            # Lock the batch row (as save_verdicts): the done counter stays exact.
+            row = (
+                await conn.execute(
+                    select(batches.c.deleted_at).where(batches.c.id == batch_id).with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise NotFoundError(f"no batch with id {batch_id!r}")
+            if row.deleted_at is not None or not keys:
+                return
+            now = utcnow()
+            newly_done = 0
+            if self.dialect == "postgresql":
+                for chunk in _chunks(keys, PG_CHUNK):
+                    params = {"batch_id": batch_id, "keys": list(chunk)}
+                    count = await conn.execute(_PG_COUNT_KEYS_PENDING, params)
+                    newly_done += count.scalar_one()
+                    await conn.execute(
+                        _PG_SAVE_RESULTS,
+                        {
+                            **params,
+                            "now": now,
+                            "verdicts": [latest[k][0] for k in chunk],
+                            "results": [latest[k][1] for k in chunk],
+                            "reasons": [latest[k][2] for k in chunk],
+                        },
+                    )
+            else:
+                for chunk in _chunks(keys, IN_CHUNK):
+                    count = await conn.execute(
+                        select(func.count())
+                        .select_from(batch_items)
+                        .where(
+                            batch_items.c.batch_id == batch_id,
+                            batch_items.c.key.in_(chunk),
+                            batch_items.c.verdict.is_(None),
+                        )
+                    )
+                    newly_done += count.scalar_one()
+                stamp = self._sqlite_timestamp(now)
+                for chunk in _chunks(keys, SQLITE_CHUNK):
+                    await conn.exec_driver_sql(
+                        _SQLITE_SAVE_RESULT,
+                        [(*latest[k], stamp, batch_id, k) for k in chunk],
+                    )
+            await conn.execute(
+                update(batches)
+                .where(batches.c.id == batch_id)
+                .values(done=batches.c.done + newly_done, updated_at=now)
+            )
+
+    async def schedule_retries(self, batch_id: str, retries: list[tuple[str, datetime]]) -> None:
+        latest = {key: check_when(when, "retry_at") for key, when in retries}
+        if not _storable(batch_id):
+            raise NotFoundError(f"no batch with id {batch_id!r}")
+        params = [
+            {"b_batch": batch_id, "b_key": key, "b_retry": when, "b_now": None}
+            for key, when in latest.items()
+            if _storable(key)
+        ]
+        async with self._write() as conn:
+            exists = (
+                await conn.execute(select(batches.c.id).where(batches.c.id == batch_id))
+            ).first()
+            if exists is None:
+                raise NotFoundError(f"no batch with id {batch_id!r}")
+            if not params:
+                return
+            now = utcnow()
+            for entry in params:
+                entry["b_now"] = now
+            statement = (
+                update(batch_items)
+                .where(
+                    batch_items.c.batch_id == bindparam("b_batch"),
+                    batch_items.c.key == bindparam("b_key"),
+                    batch_items.c.verdict.is_(None),
+                )
+                .values(
+                    retry_at=bindparam("b_retry", type_=batch_items.c.retry_at.type),
+                    attempts=batch_items.c.attempts + 1,
+                    first_try_at=func.coalesce(
+                        batch_items.c.first_try_at,
+                        bindparam("b_now", type_=batch_items.c.first_try_at.type),
+                    ),
+                    updated_at=bindparam("b_now", type_=batch_items.c.updated_at.type),
+                )
+            )
+            for chunk in _chunks(params, SQLITE_CHUNK):
+                await conn.execute(statement, list(chunk))
+
+    async def next_retry_at(self, batch_id: str) -> datetime | None:
+        if not _storable(batch_id):
+            return None
+        async with self._read() as conn:
+            value: datetime | None = (
+                await conn.execute(
+                    select(func.min(batch_items.c.retry_at)).where(
+                        batch_items.c.batch_id == batch_id,
+                        batch_items.c.verdict.is_(None),
+                        batch_items.c.retry_at.is_not(None),
+                    )
+                )
+            ).scalar()
+        return value
+
+    async def iter_items(
+        self,
+        batch_id: str,
+        *,
+        offset: int = 0,
+        limit: int | None = None,
+        result: str | None = None,
+    ) -> AsyncIterator[BatchItem]:
+        if offset < 0 or (limit is not None and limit < 0):
+            raise ValueError("offset and limit must not be negative")
+        if limit == 0 or not _storable(batch_id) or (result is not None and not _storable(result)):
+            return
+        async with self._read() as conn:
+            batch = (
+                await conn.execute(
+                    select(batches.c.size, batches.c.deleted_at).where(batches.c.id == batch_id)
+                )
+            ).first()
+        if batch is None or batch.deleted_at is not None:
+            return
+        # Positions are 0..size-1, so the batch is read in windows of READ_CHUNK
+        # positions: each query touches at most that many rows whatever plan the
+        # database picks (a LIMIT after "position > x" can turn into a sort of the whole
+        # batch on PostgreSQL with stale statistics). Without a filter the offset is a
+        # position; with one, the first `offset` matching items are counted off.
+        remaining = limit
+        skip = offset if result is not None else 0
+        low = offset if result is None else 0
+        while low < batch.size and (remaining is None or remaining > 0):
+            high = min(batch.size, low + READ_CHUNK)
+            if result is None and remaining is not None:
+                high = min(high, low + remaining)
+            query = window_query(batch_id, low, high, result)
+            # One short read per window: no transaction stays open while the caller works.
+            async with self._read() as conn:
+                if skip:
+                    count = select(func.count()).select_from(query.order_by(None).subquery())
+                    matching = (await conn.execute(count)).scalar_one()
+                    if matching <= skip:
+                        skip -= matching
+                        low = high
+                        continue
+                rows = (await conn.execute(query)).all()
+            if skip:
+                rows, skip = rows[skip:], 0
+            if remaining is not None:
+                rows = rows[:remaining]
+                remaining -= len(rows)
+            for position, email, verdict in rows:
+                yield BatchItem(position, email, load_verdict(verdict))
+            low = high
+
+    async def counts(self, batch_id: str) -> BatchCounts:
+        by_result: dict[str, int] = {}
+        by_reason: dict[str, int] = {}
+        if not _storable(batch_id):
+            return BatchCounts(by_result, by_reason)
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(batch_items.c.result, batch_items.c.reason, func.count())
+                .where(batch_items.c.batch_id == batch_id, batch_items.c.verdict.is_not(None))
+                .group_by(batch_items.c.result, batch_items.c.reason)
+            )
+            for result, reason, count in rows:
+                if result is not None:
+                    by_result[result] = by_result.get(result, 0) + count
+                if reason is not None:
+                    by_reason[reason] = by_reason.get(reason, 0) + count
+        return BatchCounts(by_result, by_reason)
+
+    # --- webhooks ---
+
+    async def webhooks_due(self, now: datetime) -> list[BatchRecord]:
+        check_when(now, "now")
+        async with self._read() as conn:
+            rows = await conn.execute(
+                select(*_BATCH_COLUMNS)
+                .where(
+                    batches.c.callback_url.is_not(None),
+                    batches.c.webhook_delivered_at.is_(None),
+                    batches.c.finished_at.is_not(None),
+                    batches.c.deleted_at.is_(None),
+                    or_(
+                        batches.c.webhook_next_at <= now,
+                        batches.c.webhook_next_at.is_(None) & (batches.c.webhook_attempts == 0),
+                    ),
+                )
+                .order_by(batches.c.finished_at, batches.c.id)
+            )
+            return [_batch(row) for row in rows]
+
+    async def webhook_result(
+        self, batch_id: str, *, delivered: bool, next_at: datetime | None
+    ) -> None:
+        if next_at is not None:
+            check_when(next_at, "next_at")
+        if not _storable(batch_id):
+            raise NotFoundError(f"no batch with id {batch_id!r}")
+        now = utcnow()
+        values: dict[str, Any] = {"webhook_attempts": batches.c.webhook_attempts + 1}
+        if delivered:
+            values.update(webhook_delivered_at=now, webhook_next_at=None)
+        else:
+            values.update(webhook_next_at=next_at)
+        async with self._write() as conn:
+            result = await conn.execute(
+                update(batches).where(batches.c.id == batch_id).values(**values)
+            )
+            if result.rowcount == 0:
+                raise NotFoundError(f"no batch with id {batch_id!r}")
 
 
 _FAULTS = (SQLAlchemyError, sqlite3.Error, OSError)

@@ -88,6 +88,11 @@ batches = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Column("finished_at", UTCDateTime, nullable=True),
     Column("deleted_at", UTCDateTime, nullable=True),
+    # the webhook called on completion (v0002)
+    Column("callback_url", Text, nullable=True),
+    Column("webhook_attempts", Integer, nullable=False, server_default=text("0")),
+    Column("webhook_next_at", UTCDateTime, nullable=True),
+    Column("webhook_delivered_at", UTCDateTime, nullable=True),
 )
 
 # Resuming after a restart: unfinished batches, oldest first.
@@ -96,6 +101,15 @@ Index(
     batches.c.created_at,
     postgresql_where=batches.c.finished_at.is_(None),
     sqlite_where=batches.c.finished_at.is_(None),
+)
+
+# The webhook sender's question: "finished batches whose callback is not delivered yet".
+_WEBHOOK_PENDING = batches.c.callback_url.is_not(None) & batches.c.webhook_delivered_at.is_(None)
+Index(
+    "ix_batches_webhooks",
+    batches.c.finished_at,
+    postgresql_where=_WEBHOOK_PENDING,
+    sqlite_where=_WEBHOOK_PENDING,
 )
 
 batch_items = Table(
@@ -111,13 +125,43 @@ batch_items = Table(
     Column("email", Text, nullable=False),
     Column("verdict", Text, nullable=True),  # the single-validate data object, JSON
     Column("updated_at", UTCDateTime, nullable=False),
+    # v0002: the batch engine's columns.
+    # The de-duplication key (the normalised address); the store always sets it.
+    Column("key", Text, nullable=True),
+    Column("result", String(16), nullable=True),  # the verdict's result, for counts/filters
+    Column("reason", String(32), nullable=True),  # the verdict's reason, for counts
+    Column("retry_at", UTCDateTime, nullable=True),  # waiting for a retry until then
+    Column("attempts", Integer, nullable=False, server_default=text("0")),  # retries done
+    Column("first_try_at", UTCDateTime, nullable=True),
 )
 
-# The runners' question: "the next N items of this batch without a verdict".
+# "The next N items of this batch to verify": no verdict, no retry pending, by position.
+_TODO = batch_items.c.verdict.is_(None) & batch_items.c.retry_at.is_(None)
 Index(
-    "ix_batch_items_pending",
+    "ix_batch_items_todo",
     batch_items.c.batch_id,
     batch_items.c.position,
-    postgresql_where=batch_items.c.verdict.is_(None),
-    sqlite_where=batch_items.c.verdict.is_(None),
+    postgresql_where=_TODO,
+    sqlite_where=_TODO,
 )
+
+# Items waiting for a retry (only those rows): the due ones by position, the earliest
+# retry and how many wait.
+_WAITING = batch_items.c.verdict.is_(None) & batch_items.c.retry_at.is_not(None)
+Index(
+    "ix_batch_items_waiting",
+    batch_items.c.batch_id,
+    batch_items.c.position,
+    postgresql_where=_WAITING,
+    sqlite_where=_WAITING,
+)
+Index(
+    "ix_batch_items_retry",
+    batch_items.c.batch_id,
+    batch_items.c.retry_at,
+    postgresql_where=_WAITING,
+    sqlite_where=_WAITING,
+)
+
+# Every position of a key (results and retries are saved by key).
+Index("ix_batch_items_key", batch_items.c.batch_id, batch_items.c.key)
