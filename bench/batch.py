@@ -258,7 +258,7 @@ async def read_results(
     missing = 0
     store = open_store(db_url)
     try:
-        for item in await store.batch_items(batch_id):
+        async for item in store.iter_items(batch_id):  # streamed: a million items fit
             if item.verdict is None:
                 missing += 1
                 continue
