@@ -150,12 +150,61 @@ class Settings(BaseSettings):
     batch_concurrency: int = 20
     log_level: str = "INFO"
 
+    # --- batch: per-MX lanes and greylisting (jobs/limits.py, jobs/scheduler.py) ---
+    mx_max_sessions: int = 2  # SMTP sessions open to one MX host at once
+    mx_rcpt_per_session: int = 50  # recipients asked in one session
+    mx_rcpt_per_second: float = 10.0  # RCPT commands a second to one MX host
+    mx_connects_per_minute: int = 30  # new connections to one MX host a minute
+    greylist_max_wait: float = 1800.0  # seconds from an address's first try
+    greylist_schedule: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [60.0, 300.0, 900.0]
+    )
+
+    @field_validator("mx_max_sessions", "mx_rcpt_per_session", "mx_connects_per_minute")
+    @classmethod
+    def _at_least_one(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("mx_rcpt_per_second")
+    @classmethod
+    def _rate(cls, value: float) -> float:
+        if not value > 0 or value == float("inf"):  # NaN too
+            raise ValueError("must be a positive number")
+        return value
+
+    @field_validator("greylist_max_wait")
+    @classmethod
+    def _wait(cls, value: float) -> float:
+        if not value >= 0 or value == float("inf"):
+            raise ValueError("must be 0 or more seconds")
+        return value
+
+    @field_validator("greylist_schedule", mode="before")
+    @classmethod
+    def _schedule_csv(cls, value: object) -> object:
+        return _split_csv(value)
+
+    @field_validator("greylist_schedule")
+    @classmethod
+    def _schedule(cls, value: list[float]) -> list[float]:
+        if not value or not all(0 < step < float("inf") for step in value):
+            raise ValueError("must be one or more positive delays in seconds")
+        return value
+
     # --- service: server limits / logs ---
     max_connections: int = 1000
     header_timeout: float = 5.0
     body_timeout: float = 15.0
     keepalive_timeout: int = 5
     log_format: Literal["text", "json"] = "text"
+
+    # --- batch: reads and webhooks (the batch API) ---
+    batch_page_size: int = 1000  # GET /v1/batch/{id} pages past this many addresses
+    webhook_timeout: float = 10.0  # seconds for one callback_url delivery
+    webhook_max_attempts: int = 8  # deliveries tried, with exponential back-off
+    allow_private_webhooks: bool = False  # callback_url may name loopback/private hosts
 
     @field_validator("log_level")
     @classmethod
@@ -165,14 +214,16 @@ class Settings(BaseSettings):
             raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
         return level
 
-    @field_validator("max_connections", "keepalive_timeout")
+    @field_validator(
+        "max_connections", "keepalive_timeout", "batch_page_size", "webhook_max_attempts"
+    )
     @classmethod
     def _positive_int(cls, value: int) -> int:
         if value < 1:
             raise ValueError("must be at least 1")
         return value
 
-    @field_validator("header_timeout", "body_timeout")
+    @field_validator("header_timeout", "body_timeout", "webhook_timeout")
     @classmethod
     def _positive_float(cls, value: float) -> float:
         if not value > 0:  # NaN too

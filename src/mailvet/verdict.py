@@ -47,6 +47,7 @@ class Reason(StrEnum):
     PRIVATE_MX = "private_mx"  # MX resolves to a private/loopback address; refused
     UNVERIFIABLE = "unverifiable"  # provider accepts any RCPT: acceptance proves little
     NOT_CHECKED = "not_checked"  # the network stages did not run (offline, or a crash)
+    GREYLISTED = "greylisted"  # a batch retried a greylisted address until its max wait
 
 
 # --- ids ---

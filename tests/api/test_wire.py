@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import io
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from typing import NamedTuple, get_type_hints
 
@@ -12,7 +15,7 @@ import pytest
 from pydantic import Field, ValidationError
 
 from mailvet.api import wire
-from mailvet.storage.base import ApiKey, BatchItem, BatchRecord, Plan
+from mailvet.storage.base import ApiKey, BatchCounts, BatchItem, BatchRecord, Plan
 from mailvet.verdict import Reason, Result, Verdict
 
 
@@ -179,3 +182,90 @@ def test_metrics_and_details_share_one_smtp_timing(monkeypatch: pytest.MonkeyPat
     metrics = metrics_module.Metrics()
     metrics.observe_facts(facts)
     assert metrics.registry.get_sample_value("mailvet_smtp_duration_seconds_sum") == 7.0
+
+
+async def _items(items: list[BatchItem]) -> AsyncIterator[BatchItem]:
+    for item in items:
+        yield item
+
+
+async def _collect(chunks: AsyncIterator[bytes]) -> list[bytes]:
+    return [chunk async for chunk in chunks]
+
+
+async def test_batch_stream_writes_the_object_with_emails_last_in_bounded_pieces() -> None:
+    record, key = _record(done=1)
+    head = wire.batch_object(record, key)
+    assert await _collect(wire.batch_stream(head, _items([]))) == [
+        orjson.dumps({**head, "emails": []})
+    ]
+    verdict = Verdict.make(
+        email="a@b.test", score=100, result=Result.DELIVERABLE, reason=Reason.ACCEPTED_EMAIL
+    )
+    shuffled = dict(reversed(list(verdict.as_dict().items())))
+    many = [BatchItem(i, "a@b.test", shuffled if i % 3 else None) for i in range(3000)]
+    chunks = await _collect(wire.batch_stream(head, _items(many)))
+    assert len(chunks) > 3
+    assert max(len(c) for c in chunks) < wire.STREAM_CHUNK + 1000
+    out = orjson.loads(b"".join(chunks))
+    assert list(out) == [*head, "emails"]
+    assert len(out["emails"]) == 2000
+    assert all(list(e) == list(Verdict._fields) for e in out["emails"])
+    assert orjson.loads(b"".join(await _collect(wire.batch_stream({}, _items(many[:2]))))) == {
+        "emails": [wire.order_verdict(shuffled)]
+    }
+
+
+async def test_streamed_downloads_match_the_plain_ones_and_gzip_round_trips() -> None:
+    verdict = Verdict.make(
+        email="a@b.test", score=100, result=Result.DELIVERABLE, reason=Reason.ACCEPTED_EMAIL
+    )
+    items = [
+        BatchItem(i, f"=x{i}@b.test", verdict.as_dict() if i % 2 else None) for i in range(900)
+    ]
+    csv_bytes = b"".join(await _collect(wire.csv_stream(_items(items))))
+    assert csv_bytes == "".join(wire.csv_rows(items)).encode()
+    jsonl = b"".join(await _collect(wire.jsonl_stream(_items(items))))
+    assert jsonl == b"".join(wire.jsonl_lines(items))
+    packed = await _collect(wire.gzip_stream(wire.jsonl_stream(_items(items))))
+    assert gzip.decompress(b"".join(packed)) == jsonl
+    assert len(packed) > 1  # compressed as it comes, not in one piece at the end
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("GZIP", True),
+        ("deflate, gzip;q=0.5", True),
+        ("gzip;q=0", False),
+        ("gzip;q=0.0, br", False),
+        ("*", True),
+        ("br, identity", False),
+        ("gzip;q=abc", False),
+        ("x-gzip", True),
+    ],
+)
+def test_accepts_gzip(header: str | None, expected: bool) -> None:
+    assert wire.accepts_gzip(header) is expected
+
+
+def test_batch_status_and_progress() -> None:
+    record, key = _record()
+    assert wire.batch_status(record) == "queued"
+    assert wire.batch_status(replace(record, retry_waiting=2)) == "running"
+    assert wire.batch_status(replace(record, done=1)) == "running"
+    now = record.created_at
+    assert wire.batch_status(replace(record, done=2, finished_at=now)) == "finished"
+    assert wire.batch_status(replace(record, finished_at=now, deleted_at=now)) == "deleted"
+    out = wire.batch_object(
+        replace(record, done=1, retry_waiting=1),
+        key,
+        counts=BatchCounts({"risky": 1}, {"catch_all": 1}),
+    )
+    assert out["progress"] == {"done": 1, "total": 2}
+    assert out["retry_waiting"] == 1
+    assert out["counts"] == {"deliverable": 0, "undeliverable": 0, "risky": 1, "unknown": 0}
+    assert out["counts_by_reason"] == {"catch_all": 1}

@@ -7,6 +7,7 @@ the API tests use behaves exactly like the durable ones.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import random
 import sys
@@ -1234,3 +1235,17 @@ async def test_a_million_item_batch_is_worked_through_indexes(store: Store) -> N
     assert streamed == list(range(999_000, size))
     assert await store.delete_batch(key.id, batch.id) is True
     assert await store.next_work(batch.id, 10, now) == []
+
+
+# --- key_hash (the HMAC key of batch webhooks) ---
+
+
+@parametrize_backends()
+async def test_key_hash_is_the_hex_sha256_of_the_secret(store: Store) -> None:
+    key, secret = await store.create_key("hooks", Plan.PAID)
+    expected = hashlib.sha256(secret.encode()).hexdigest()
+    assert await store.key_hash(key.id) == expected
+    assert await store.revoke_key(key.id)
+    assert await store.key_hash(key.id) == expected  # a revoked key's batches still sign
+    assert await store.key_hash(str(uuid.uuid4())) is None
+    assert await store.key_hash("bad\x00id") is None

@@ -32,9 +32,15 @@ def facts(
     dns: DnsFacts | None = DNS_OK,
     smtp: SmtpFacts | None = None,
     deadline_hit: bool = False,
+    greylisted: bool = False,
 ) -> Facts:
     return Facts(
-        syntax=syntax, lists=lists or ListFacts(), dns=dns, smtp=smtp, deadline_hit=deadline_hit
+        syntax=syntax,
+        lists=lists or ListFacts(),
+        dns=dns,
+        smtp=smtp,
+        deadline_hit=deadline_hit,
+        greylisted=greylisted,
     )
 
 
@@ -72,6 +78,12 @@ ROWS = [
     ("deadline before smtp", facts(deadline_hit=True), Result.UNKNOWN, Reason.TIMEOUT),
     ("greylisted", facts(smtp=smtp(SmtpOutcome.TEMPORARY, code=450)),
      Result.UNKNOWN, Reason.UNAVAILABLE_SMTP),
+    ("greylisted past its retries",
+     facts(smtp=smtp(SmtpOutcome.TEMPORARY, code=450, enhanced="4.2.0"), greylisted=True),
+     Result.UNKNOWN, Reason.GREYLISTED),
+    ("greylisted flag needs a temporary reply",
+     facts(smtp=smtp(SmtpOutcome.ACCEPTED, catch_all=False), greylisted=True),
+     Result.DELIVERABLE, Reason.ACCEPTED_EMAIL),
     ("our ip blocked", facts(smtp=smtp(SmtpOutcome.BLOCKED, code=554, enhanced="5.7.1")),
      Result.UNKNOWN, Reason.UNAVAILABLE_SMTP),
     ("nonsense", facts(smtp=smtp(SmtpOutcome.INVALID_SMTP)), Result.UNKNOWN, Reason.INVALID_SMTP),

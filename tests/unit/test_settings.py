@@ -124,3 +124,18 @@ def test_batch_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_batch_timeouts_are_refused(field: str, bad: Any) -> None:
     with pytest.raises(ValidationError):
         Settings(**{field: bad})
+
+
+def test_batch_api_settings() -> None:
+    s = Settings()
+    assert s.allow_private_webhooks is False  # a callback_url may not reach the local network
+    assert (s.batch_page_size, s.webhook_timeout, s.webhook_max_attempts) == (1000, 10.0, 8)
+    cases: list[tuple[str, Any]] = [
+        ("batch_page_size", 0),
+        ("webhook_max_attempts", 0),
+        ("webhook_timeout", 0),
+        ("webhook_timeout", float("nan")),
+    ]
+    for field, bad in cases:
+        with pytest.raises(ValidationError):
+            Settings(**{field: bad})

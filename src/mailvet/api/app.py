@@ -2,7 +2,8 @@
 
 The lifespan opens the store (``open_store(settings.database_url)`` unless one is
 given) and migrates it, builds the engine, and starts the in-process batch runner,
-which first resumes every unfinished batch: batches survive a restart. On shutdown
+which first resumes every unfinished batch: batches survive a restart, and the
+webhook sender (``jobs.webhook``), which calls finished batches' ``callback_url``. On shutdown
 it stops the runner and closes what it opened (a store or engine passed in belongs
 to the caller and is left open).
 
@@ -40,7 +41,10 @@ from mailvet.storage.base import Store
 from mailvet.storage.common import StorageError
 
 if TYPE_CHECKING:
+    import httpx
+
     from mailvet.engine import Checked, Engine
+    from mailvet.jobs.webhook import Resolver
 
 __all__ = ["STATIC_URL", "create_app"]
 
@@ -69,17 +73,23 @@ def create_app(
     *,
     store: Store | None = None,
     engine: Engine | None = None,
+    resolver: Resolver | None = None,
+    webhook_transport: httpx.AsyncBaseTransport | None = None,
 ) -> FastAPI:
+    """The app. ``resolver`` resolves callback URLs' host names (default: the system's),
+    ``webhook_transport`` carries the webhooks (default: the network); tests pass both."""
     metrics = Metrics()
     svc = Service(
         settings=settings,
         metrics=metrics,
         limiter=RateLimiter(settings.rate_limit_per_minute),
+        resolver=resolver,
     )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         from mailvet.jobs.inprocess import BatchRunner
+        from mailvet.jobs.webhook import WebhookSender, system_resolver
 
         own_store = store is None
         own_engine = engine is None
@@ -105,10 +115,20 @@ def create_app(
             )
             svc.runner = runner
             runner.start()
+            webhooks = WebhookSender(
+                svc.store,
+                settings,
+                transport=webhook_transport,
+                resolver=system_resolver if resolver is None else resolver,
+            )
+            svc.webhooks = webhooks
+            webhooks.start()
             try:
                 yield
             finally:
                 await svc.probes.close()
+                await webhooks.stop()
+                svc.webhooks = None
                 await runner.stop()
                 svc.runner = None
                 if own_engine and svc.engine is not None:

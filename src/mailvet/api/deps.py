@@ -23,6 +23,7 @@ from mailvet.storage.base import ApiKey, Store
 if TYPE_CHECKING:
     from mailvet.engine import Engine
     from mailvet.jobs.inprocess import BatchRunner
+    from mailvet.jobs.webhook import Resolver, WebhookSender
 
 __all__ = ["AUTH_CACHE_TTL", "Service", "api_key_from", "authenticate", "service"]
 
@@ -44,6 +45,8 @@ class Service:
     store: Store | None = None
     engine: Engine | None = None
     runner: BatchRunner | None = None
+    webhooks: WebhookSender | None = None
+    resolver: Resolver | None = None  # host names of callback URLs (None: the system's)
     results: TTLCache[CachedResult] = field(
         default_factory=lambda: TTLCache(
             RESULT_CACHE_SIZE, cost=result_cost, max_cost=RESULT_CACHE_BYTES

@@ -25,7 +25,8 @@ from mailvet.api.cache import CachedResult, cache_key
 from mailvet.api.deps import Service, authenticate, service
 from mailvet.engine.facts import Facts
 from mailvet.engine.scoring import decide
-from mailvet.storage.base import ApiKey, Plan
+from mailvet.jobs.webhook import callback_allowed, system_resolver
+from mailvet.storage.base import ApiKey, BatchRecord, Plan
 from mailvet.storage.common import check_text
 from mailvet.verdict import Result, new_id
 
@@ -47,6 +48,9 @@ ENGINE_MARGIN = 0.15  # seconds between the engine's deadline and the safety net
 PROBE_LEAD = 0.05
 UNKNOWN_TTL = 60.0  # an unknown verdict is cached briefly: the next try may conclude
 _TRUE = frozenset({"1", "true", "yes", "on"})
+MAX_OFFSET = 10**9  # beyond any batch (max_batch_size is bounded well below)
+LIST_LIMIT = 50  # GET /v1/batches page, by default
+MAX_LIST_LIMIT = 200
 
 router = APIRouter()
 
@@ -369,7 +373,14 @@ async def _batch_key(request: Request, svc: Service) -> ApiKey | Response:
     return key
 
 
-def _batch_request(body: bytes, max_size: int) -> tuple[list[str], str | None]:
+@dataclasses.dataclass(frozen=True, slots=True)
+class _BatchBody:
+    emails: list[str]
+    name: str | None
+    callback_url: str | None
+
+
+def _batch_request(body: bytes, max_size: int) -> _BatchBody:
     parsed = _parse_json(body)
     if not isinstance(parsed, dict):
         raise BadRequest
@@ -382,7 +393,10 @@ def _batch_request(body: bytes, max_size: int) -> tuple[list[str], str | None]:
     name = parsed.get("name")
     if name is not None:
         name = _check_text(name, MAX_NAME_CHARS)
-    return checked, name
+    callback = parsed.get("callback_url")
+    if callback is not None:
+        callback = _check_text(callback, wire.MAX_URL_CHARS)
+    return _BatchBody(checked, name, callback)
 
 
 def _valid_id(batch_id: str) -> bool:
@@ -392,12 +406,53 @@ def _valid_id(batch_id: str) -> bool:
         return False
 
 
+def _int_param(
+    request: Request, name: str, default: int, low: int, high: int, *, clamp: bool = False
+) -> int:
+    """A whole-number query parameter within [low, high] (with ``clamp``, one above
+    ``high`` counts as ``high``); anything else is a 400."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    text = raw.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 64:
+        raise BadRequest
+    value = int(text)
+    if clamp:
+        value = min(value, high)
+    if not low <= value <= high:
+        raise BadRequest
+    return value
+
+
+def _page_url(request: Request, **params: int) -> str:
+    return str(request.url.include_query_params(**params))
+
+
+_PAGE_PARAMS = [
+    _query_param(
+        "offset",
+        "mailvet extension: the first position of the page (0-based); asking for offset or "
+        "limit always answers a page",
+        {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+    ),
+    _query_param(
+        "limit",
+        "mailvet extension: positions on the page, at most MAILVET_BATCH_PAGE_SIZE (its default)",
+        {"type": "integer", "minimum": 1},
+    ),
+]
+
+
 @router.post(
     "/v1/batch",
     response_model=None,
     responses={
         200: {"model": wire.BatchOut, "description": "the batch, queued"},
-        400: _err(400, "malformed body, empty list or over the batch size limit"),
+        400: _err(
+            400,
+            "malformed body, empty list, over the batch size limit, or a refused callback_url",
+        ),
         **_BATCH_ERRORS,
     },
     openapi_extra={
@@ -413,13 +468,30 @@ async def batch_create(request: Request) -> Response:
     if isinstance(key, Response):
         return key
     try:
-        emails, name = _batch_request(await request.body(), max(1, svc.settings.max_batch_size))
+        body = _batch_request(await request.body(), max(1, svc.settings.max_batch_size))
     except BadRequest as exc:
         return wire.error_response(exc.message, 400)
-    record = await svc.require_store().create_batch(key.id, name, emails)
+    if body.callback_url is not None:
+        allowed = await callback_allowed(
+            body.callback_url,
+            allow_private=svc.settings.allow_private_webhooks,
+            timeout=svc.settings.webhook_timeout,
+            resolver=svc.resolver or system_resolver,
+        )
+        if not allowed:
+            return wire.error_response(wire.CALLBACK_REFUSED, 400)
+    record = await svc.require_store().create_batch(
+        key.id, body.name, body.emails, callback_url=body.callback_url
+    )
     if svc.runner is not None:
         svc.runner.wake()
     return wire.json_response(wire.batch_object(record, key))
+
+
+async def _owned(svc: Service, key: ApiKey, batch_id: str) -> BatchRecord | None:
+    if not _valid_id(batch_id):
+        return None
+    return await svc.require_store().get_batch(key.id, batch_id)
 
 
 @router.get(
@@ -427,10 +499,11 @@ async def batch_create(request: Request) -> Response:
     response_model=None,
     responses={
         200: {"model": wire.BatchWithEmailsOut, "description": "the batch and its verdicts"},
+        400: _err(400, "offset or limit not a whole number in range"),
         **_BATCH_ERRORS,
     },
-    openapi_extra={"security": _SECURITY},
-    summary="A batch, its progress and the verdicts known so far",
+    openapi_extra={"security": _SECURITY, "parameters": _PAGE_PARAMS},
+    summary="A batch, its progress and the verdicts known so far (paged past a size)",
     tags=["batch"],
 )
 async def batch_get(request: Request, batch_id: str) -> Response:
@@ -438,12 +511,31 @@ async def batch_get(request: Request, batch_id: str) -> Response:
     key = await _batch_key(request, svc)
     if isinstance(key, Response):
         return key
-    store = svc.require_store()
-    record = await store.get_batch(key.id, batch_id) if _valid_id(batch_id) else None
+    page_size = svc.settings.batch_page_size
+    try:
+        offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+        limit = _int_param(request, "limit", page_size, 1, page_size, clamp=True)
+    except BadRequest as exc:
+        return wire.error_response(exc.message, 400)
+    record = await _owned(svc, key, batch_id)
     if record is None:
         return wire.error_response(wire.NOT_FOUND, 404)
-    items = await store.batch_items(record.id)
-    return wire.json_response(wire.batch_object(record, key, items))
+    store = svc.require_store()
+    head = wire.batch_object(record, key, counts=await store.counts(record.id))
+    query = request.query_params
+    paged = "offset" in query or "limit" in query or record.size > page_size
+    if paged:
+        head["offset"] = offset
+        head["limit"] = limit
+        end = offset + limit
+        head["next"] = _page_url(request, offset=end, limit=limit) if end < record.size else None
+        items = store.iter_items(record.id, offset=offset, limit=limit)
+    else:
+        items = store.iter_items(record.id)
+    return StreamingResponse(wire.batch_stream(head, items), media_type="application/json")
+
+
+_RESULTS = tuple(result.value for result in Result)
 
 
 @router.get(
@@ -451,13 +543,14 @@ async def batch_get(request: Request, batch_id: str) -> Response:
     response_model=None,
     responses={
         200: {
-            "description": "every submitted address with its verdict (empty until done)",
+            "description": "every submitted address with its verdict (empty until done); "
+            "gzip-compressed when the request's Accept-Encoding allows it",
             "content": {
                 "text/csv": {"schema": {"type": "string"}},
                 "application/x-ndjson": {"schema": {"type": "string"}},
             },
         },
-        400: _err(400, "unknown format"),
+        400: _err(400, "unknown format or result"),
         **_BATCH_ERRORS,
     },
     openapi_extra={
@@ -465,6 +558,11 @@ async def batch_get(request: Request, batch_id: str) -> Response:
         "parameters": [
             _query_param(
                 "format", "csv (default) or jsonl", {"type": "string", "enum": ["csv", "jsonl"]}
+            ),
+            _query_param(
+                "result",
+                "only the entries with this result (so only done ones)",
+                {"type": "string", "enum": list(_RESULTS)},
             ),
         ],
     },
@@ -479,17 +577,101 @@ async def batch_download(request: Request, batch_id: str) -> Response:
     fmt = (request.query_params.get("format") or "csv").strip().lower()
     if fmt not in ("csv", "jsonl"):
         return wire.error_response(wire.BAD_FORMAT, 400)
-    store = svc.require_store()
-    record = await store.get_batch(key.id, batch_id) if _valid_id(batch_id) else None
+    result = request.query_params.get("result")
+    if result is not None:
+        result = result.strip().lower()
+        if result not in _RESULTS:
+            return wire.error_response(wire.BAD_FORMAT, 400)
+    record = await _owned(svc, key, batch_id)
     if record is None:
         return wire.error_response(wire.NOT_FOUND, 404)
-    items = await store.batch_items(record.id)
+    items = svc.require_store().iter_items(record.id, result=result)
     filename = f"mailvet-{record.id}.{fmt}"
-    headers = {"content-disposition": f'attachment; filename="{filename}"'}
-    if fmt == "csv":
-        return StreamingResponse(
-            wire.csv_rows(items), media_type="text/csv; charset=utf-8", headers=headers
-        )
-    return StreamingResponse(
-        wire.jsonl_lines(items), media_type="application/x-ndjson", headers=headers
-    )
+    headers = {
+        "content-disposition": f'attachment; filename="{filename}"',
+        "vary": "accept-encoding",
+    }
+    body = wire.csv_stream(items) if fmt == "csv" else wire.jsonl_stream(items)
+    if wire.accepts_gzip(request.headers.get("accept-encoding")):
+        body = wire.gzip_stream(body)
+        headers["content-encoding"] = "gzip"
+    media_type = "text/csv; charset=utf-8" if fmt == "csv" else "application/x-ndjson"
+    return StreamingResponse(body, media_type=media_type, headers=headers)
+
+
+@router.get(
+    "/v1/batches",
+    response_model=None,
+    responses={
+        200: {"model": wire.BatchListOut, "description": "the key's batches, newest first"},
+        400: _err(400, "offset or limit not a whole number in range"),
+        **_BATCH_ERRORS,
+    },
+    openapi_extra={
+        "security": _SECURITY,
+        "parameters": [
+            _query_param(
+                "offset",
+                "batches to skip",
+                {"type": "integer", "minimum": 0, "maximum": MAX_OFFSET},
+            ),
+            _query_param(
+                "limit",
+                f"batches on the page (default {LIST_LIMIT}, at most {MAX_LIST_LIMIT}: a "
+                "larger limit gives that many)",
+                {"type": "integer", "minimum": 1},
+            ),
+        ],
+    },
+    summary="The key's batches, newest first (mailvet extension)",
+    tags=["batch"],
+)
+async def batch_list(request: Request) -> Response:
+    svc = service(request)
+    key = await _batch_key(request, svc)
+    if isinstance(key, Response):
+        return key
+    try:
+        offset = _int_param(request, "offset", 0, 0, MAX_OFFSET)
+        limit = _int_param(request, "limit", LIST_LIMIT, 1, MAX_LIST_LIMIT, clamp=True)
+    except BadRequest as exc:
+        return wire.error_response(exc.message, 400)
+    # one more than asked: whether a next page exists without counting them all
+    records = await svc.require_store().list_batches(key.id, offset=offset, limit=limit + 1)
+    more = len(records) > limit
+    out = {
+        "data": [wire.batch_summary(record, key) for record in records[:limit]],
+        "error": None,
+        "offset": offset,
+        "limit": limit,
+        "next": _page_url(request, offset=offset + limit, limit=limit) if more else None,
+    }
+    return wire.json_response(out)
+
+
+@router.delete(
+    "/v1/batch/{batch_id}",
+    response_model=None,
+    responses={
+        200: {"model": wire.BatchOut, "description": "the batch, deleted"},
+        **_BATCH_ERRORS,
+    },
+    openapi_extra={"security": _SECURITY},
+    summary="Delete a batch's addresses and verdicts (mailvet extension)",
+    tags=["batch"],
+)
+async def batch_delete(request: Request, batch_id: str) -> Response:
+    svc = service(request)
+    key = await _batch_key(request, svc)
+    if isinstance(key, Response):
+        return key
+    store = svc.require_store()
+    record = await _owned(svc, key, batch_id)
+    if record is None:
+        return wire.error_response(wire.NOT_FOUND, 404)
+    if record.deleted_at is None:  # deleting again answers the same object
+        await store.delete_batch(key.id, batch_id)
+        record = await store.get_batch(key.id, batch_id)
+        if record is None:  # pragma: no cover - a deleted batch is still found
+            return wire.error_response(wire.NOT_FOUND, 404)
+    return wire.json_response(wire.batch_object(record, key, counts=await store.counts(record.id)))

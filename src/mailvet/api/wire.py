@@ -10,7 +10,10 @@ Shapes:
   ``result``, ``reason`` and ``score`` at the top level; with ``details=1`` also
   ``details`` (transcript and timings). Additive only.
 - batch: the batch object at the top level (not enveloped), plus the additive
-  progress fields ``done`` and ``counts``; ``GET`` adds ``emails``.
+  progress fields ``done``, ``counts``, ``counts_by_reason``, ``status``, ``progress``
+  and ``retry_waiting``; ``GET`` adds ``emails``, and past the page size (or when asked)
+  ``offset``, ``limit`` and ``next``. Streamed: ``batch_stream`` writes the object
+  piece by piece from the store's item iterator.
 - errors: ``{"data": null, "error": "<exact string>"}`` everywhere.
 """
 
@@ -18,7 +21,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterable, Mapping
+import zlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, get_type_hints
 
@@ -28,16 +32,19 @@ from pydantic.fields import FieldInfo
 from starlette.responses import Response
 
 from mailvet.engine.facts import Facts
-from mailvet.storage.base import ApiKey, BatchItem, BatchRecord
+from mailvet.storage.base import ApiKey, BatchCounts, BatchItem, BatchRecord
 from mailvet.verdict import Result, Verdict
 
 __all__ = [
     "BAD_FORMAT",
+    "BATCH_STATUSES",
     "BATCH_TOO_LARGE",
     "BODY_TOO_LARGE",
+    "CALLBACK_REFUSED",
     "EMAIL_SCHEMA",
     "MAX_EMAIL_CHARS",
     "MAX_NAME_CHARS",
+    "MAX_URL_CHARS",
     "NOT_FOUND",
     "PAID_ONLY",
     "RATE_LIMITED",
@@ -47,19 +54,28 @@ __all__ = [
     "UNAUTHORIZED_BATCH",
     "VERDICT_FIELDS",
     "VERDICT_FIELD_INFO",
+    "BatchListOut",
     "BatchOut",
+    "BatchSummaryOut",
     "BatchWithEmailsOut",
     "ErrorOut",
     "ValidateOut",
     "VerdictOut",
+    "accepts_gzip",
     "batch_body",
     "batch_object",
+    "batch_status",
+    "batch_stream",
+    "batch_summary",
     "csv_cell",
     "csv_rows",
+    "csv_stream",
     "details_object",
     "error_response",
+    "gzip_stream",
     "json_response",
     "jsonl_lines",
+    "jsonl_stream",
     "order_verdict",
     "rfc3339",
     "smtp_seconds",
@@ -79,10 +95,16 @@ RATE_LIMITED = "Too many requests."
 BODY_TOO_LARGE = "The body provided is too large."
 BATCH_TOO_LARGE = "Too many emails: a batch holds at most {limit}."
 TOO_SLOW = "The request could not be answered in time."
+CALLBACK_REFUSED = (
+    "The callback_url is refused: it must be an http or https URL of a host on a public address."
+)
+BATCH_STATUSES: tuple[str, ...] = ("queued", "running", "finished", "deleted")
+STREAM_CHUNK = 64 * 1024  # bytes gathered before a streamed body is handed to the server
 
 VERDICT_FIELDS: tuple[str, ...] = Verdict._fields
 MAX_EMAIL_CHARS = 1024  # an address is at most 254; longer input is not an address at all
 MAX_NAME_CHARS = 200
+MAX_URL_CHARS = 2048
 _NO_NUL = "^[^\\u0000]*$"
 EMAIL_SCHEMA: dict[str, Any] = {
     "type": "string",
@@ -167,7 +189,12 @@ class ValidateOut(BaseModel):
     details: DetailsOut | None = Field(default=None, description="only with details=1")
 
 
-class BatchOut(BaseModel):
+class ProgressOut(BaseModel):
+    done: int = Field(ge=0, description="submitted entries with a verdict")
+    total: int = Field(ge=0, description="submitted entries (the batch's size)")
+
+
+class BatchSummaryOut(BaseModel):
     """The Mails.so batch object (top level), plus mailvet's progress fields."""
 
     id: str
@@ -180,14 +207,49 @@ class BatchOut(BaseModel):
     user_id: str
     size: int
     done: int = Field(description="mailvet extension: items with a verdict")
+    status: str = Field(
+        description="mailvet extension: queued, running, finished or deleted",
+        json_schema_extra={"enum": list(BATCH_STATUSES)},
+    )
+    progress: ProgressOut = Field(description="mailvet extension: done out of total")
+    retry_waiting: int = Field(
+        ge=0, description="mailvet extension: addresses waiting for a retry (greylisting)"
+    )
+
+
+class BatchOut(BatchSummaryOut):
     counts: dict[str, int] = Field(description="mailvet extension: done items by result")
+    counts_by_reason: dict[str, int] = Field(description="mailvet extension: done items by reason")
 
 
 class BatchWithEmailsOut(BatchOut):
+    offset: int | None = Field(
+        default=None, ge=0, description="only on a page: the first position it covers"
+    )
+    limit: int | None = Field(
+        default=None, ge=1, description="only on a page: how many positions it covers"
+    )
+    next: str | None = Field(
+        default=None,
+        description="only on a page: the URL of the next page, null on the last one",
+    )
     emails: list[VerdictOut] = Field(
         description="the verdicts known so far, in submitted order; an address appears "
-        "once its verification is done (all of them once finished_at is set)"
+        "once its verification is done (all of them once finished_at is set). On a page, "
+        "the verdicts of the positions offset to offset + limit - 1"
     )
+
+
+class BatchListOut(BaseModel):
+    """``GET /v1/batches``: the key's batches, newest first."""
+
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
+
+    data: list[BatchSummaryOut]
+    error: None = None
+    offset: int = Field(ge=0)
+    limit: int = Field(ge=1)
+    next: str | None = Field(description="the URL of the next page, null on the last one")
 
 
 def validate_body() -> dict[str, Any]:
@@ -217,6 +279,20 @@ def batch_body(max_batch_size: int | None = None) -> dict[str, Any]:
                     {"type": "string", "maxLength": MAX_NAME_CHARS, "pattern": _NO_NUL},
                     {"type": "null"},
                 ]
+            },
+            "callback_url": {
+                "anyOf": [
+                    {
+                        "type": "string",
+                        "maxLength": MAX_URL_CHARS,
+                        "pattern": "^https?://",
+                        "format": "uri",
+                    },
+                    {"type": "null"},
+                ],
+                "description": "mailvet extension: called with the batch object (POST, "
+                "signed in X-Mailvet-Signature) once the batch is finished; http or https, "
+                "on a public address",
             },
         },
     }
@@ -255,13 +331,20 @@ def order_verdict(verdict: Mapping[str, Any]) -> dict[str, Any]:
     return {name: verdict.get(name) for name in VERDICT_FIELDS}
 
 
-def batch_object(
-    record: BatchRecord,
-    key: ApiKey,
-    items: Iterable[BatchItem] | None = None,
-) -> dict[str, Any]:
-    """The batch object; with ``items`` also ``counts`` and ``emails``."""
-    out: dict[str, Any] = {
+def batch_status(record: BatchRecord) -> str:
+    """``deleted``, ``finished``, ``running`` (some verdicts, or retries, known) or ``queued``."""
+    if record.deleted_at is not None:
+        return "deleted"
+    if record.finished_at is not None:
+        return "finished"
+    if record.done > 0 or record.retry_waiting > 0:
+        return "running"
+    return "queued"
+
+
+def batch_summary(record: BatchRecord, key: ApiKey) -> dict[str, Any]:
+    """The batch object without counts (``GET /v1/batches`` lists these)."""
+    return {
         "id": record.id,
         "name": record.name,
         "created_at": rfc3339(record.created_at),
@@ -272,24 +355,75 @@ def batch_object(
         "user_id": record.user_id,
         "size": record.size,
         "done": record.done,
+        "status": batch_status(record),
+        "progress": {"done": record.done, "total": record.size},
+        "retry_waiting": record.retry_waiting,
     }
+
+
+def _result_counts(by_result: Mapping[str, int] | None = None) -> dict[str, int]:
     counts = {result.value: 0 for result in Result}
+    if by_result:
+        counts.update(by_result)
+    return counts
+
+
+def batch_object(
+    record: BatchRecord,
+    key: ApiKey,
+    items: Iterable[BatchItem] | None = None,
+    *,
+    counts: BatchCounts | None = None,
+) -> dict[str, Any]:
+    """The batch object: with ``counts`` (the store's) its counts; with ``items`` also
+    ``emails`` (the done ones) and counts computed from them (``done`` too)."""
+    out = batch_summary(record, key)
     if items is None:
-        out["counts"] = counts
+        out["counts"] = _result_counts(None if counts is None else counts.by_result)
+        out["counts_by_reason"] = {} if counts is None else dict(counts.by_reason)
         return out
+    by_result = _result_counts()
+    by_reason: dict[str, int] = {}
     emails: list[dict[str, Any]] = []
     for item in items:
         if item.verdict is None:
             continue
         verdict = order_verdict(item.verdict)
         emails.append(verdict)
-        result = verdict.get("result")
+        result, reason = verdict.get("result"), verdict.get("reason")
         if isinstance(result, str):
-            counts[result] = counts.get(result, 0) + 1
+            by_result[result] = by_result.get(result, 0) + 1
+        if isinstance(reason, str):
+            by_reason[reason] = by_reason.get(reason, 0) + 1
     out["done"] = len(emails)
-    out["counts"] = counts
+    out["progress"] = {"done": len(emails), "total": record.size}
+    out["counts"] = by_result
+    out["counts_by_reason"] = by_reason
     out["emails"] = emails
     return out
+
+
+async def batch_stream(
+    head: Mapping[str, Any], items: AsyncIterable[BatchItem]
+) -> AsyncIterator[bytes]:
+    """The JSON object ``head`` with ``"emails"`` appended last: the verdicts of ``items``
+    (those done), written as they come, in pieces of about ``STREAM_CHUNK`` bytes."""
+    opening = orjson.dumps(head)
+    buffer = bytearray(opening[:-1])
+    buffer += b',"emails":[' if len(opening) > 2 else b'"emails":['
+    first = True
+    async for item in items:
+        if item.verdict is None:
+            continue
+        if not first:
+            buffer += b","
+        first = False
+        buffer += orjson.dumps(order_verdict(item.verdict))
+        if len(buffer) >= STREAM_CHUNK:
+            yield bytes(buffer)
+            buffer.clear()
+    buffer += b"]}"
+    yield bytes(buffer)
 
 
 def details_object(facts: Facts, *, cached: bool, total_ms: float) -> dict[str, Any]:
@@ -367,6 +501,13 @@ def csv_cell(value: Any) -> Any:
     return value
 
 
+def _csv_row(item: BatchItem) -> list[Any]:
+    verdict = item.verdict or {}
+    row: list[Any] = [item.position, csv_cell(item.email)]
+    row.extend(csv_cell(verdict.get(name)) for name in VERDICT_FIELDS)
+    return row
+
+
 def csv_rows(items: Iterable[BatchItem]) -> Iterable[str]:
     """CSV download, one row per submitted address (verdict columns empty until done)."""
     buffer = io.StringIO()
@@ -376,15 +517,73 @@ def csv_rows(items: Iterable[BatchItem]) -> Iterable[str]:
     for item in items:
         buffer.seek(0)
         buffer.truncate()
-        verdict = item.verdict or {}
-        row: list[Any] = [item.position, csv_cell(item.email)]
-        row.extend(csv_cell(verdict.get(name)) for name in VERDICT_FIELDS)
-        writer.writerow(row)
+        writer.writerow(_csv_row(item))
         yield buffer.getvalue()
+
+
+def _jsonl_line(item: BatchItem) -> bytes:
+    data = None if item.verdict is None else order_verdict(item.verdict)
+    return orjson.dumps({"position": item.position, "input": item.email, "data": data}) + b"\n"
 
 
 def jsonl_lines(items: Iterable[BatchItem]) -> Iterable[bytes]:
     """JSONL download: ``{"position", "input", "data"}`` per line (data null until done)."""
     for item in items:
-        data = None if item.verdict is None else order_verdict(item.verdict)
-        yield orjson.dumps({"position": item.position, "input": item.email, "data": data}) + b"\n"
+        yield _jsonl_line(item)
+
+
+async def csv_stream(items: AsyncIterable[BatchItem]) -> AsyncIterator[bytes]:
+    """``csv_rows`` over the store's item iterator, UTF-8, in pieces of ~``STREAM_CHUNK``."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    async for item in items:
+        writer.writerow(_csv_row(item))
+        if buffer.tell() >= STREAM_CHUNK:
+            yield buffer.getvalue().encode("utf-8")
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue().encode("utf-8")
+
+
+async def jsonl_stream(items: AsyncIterable[BatchItem]) -> AsyncIterator[bytes]:
+    """``jsonl_lines`` over the store's item iterator, in pieces of ~``STREAM_CHUNK``."""
+    buffer = bytearray()
+    async for item in items:
+        buffer += _jsonl_line(item)
+        if len(buffer) >= STREAM_CHUNK:
+            yield bytes(buffer)
+            buffer.clear()
+    if buffer:
+        yield bytes(buffer)
+
+
+def accepts_gzip(accept_encoding: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header allows gzip (``gzip;q=0`` refuses it)."""
+    if not accept_encoding:
+        return False
+    for part in accept_encoding.lower().split(","):
+        coding, _, params = part.strip().partition(";")
+        if coding.strip() not in ("gzip", "x-gzip", "*"):
+            continue
+        quality = 1.0
+        for param in params.split(";"):
+            name, _, value = param.strip().partition("=")
+            if name.strip() == "q":
+                try:
+                    quality = float(value)
+                except ValueError:
+                    quality = 0.0
+        if quality > 0.0:
+            return True
+    return False
+
+
+async def gzip_stream(chunks: AsyncIterable[bytes], level: int = 6) -> AsyncIterator[bytes]:
+    """``chunks`` gzip-compressed as they come (one stream, never buffered whole)."""
+    compressor = zlib.compressobj(level, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    async for chunk in chunks:
+        out = compressor.compress(chunk)
+        if out:
+            yield out
+    yield compressor.flush()

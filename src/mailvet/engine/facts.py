@@ -128,3 +128,6 @@ class Facts:
     deadline_hit: bool = False
     offline: bool = False
     transcript: list[TranscriptEntry] = field(default_factory=list)
+    # a batch retried this address while the server greylisted it, until
+    # greylist_max_wait (or the schedule) ran out; ``smtp`` is the last reply
+    greylisted: bool = False

@@ -26,6 +26,7 @@ SCORES: dict[str, int] = {
     "unavailable_smtp": 50,
     "invalid_smtp": 50,
     "not_checked": 50,
+    "greylisted": 50,
     "dns_error": 40,
     "no_connect": 40,
     "private_mx": 30,
@@ -167,5 +168,7 @@ def decide(facts: Facts) -> Verdict:
         return _verdict(
             facts, Result.UNKNOWN, Reason.TIMEOUT, "timeout_sound" if sound else "timeout_unsound"
         )
+    if facts.greylisted and smtp.outcome is SmtpOutcome.TEMPORARY:
+        return _verdict(facts, Result.UNKNOWN, Reason.GREYLISTED, "greylisted")
     reason, score = _SMTP_UNKNOWN[smtp.outcome]
     return _verdict(facts, Result.UNKNOWN, reason, score)

@@ -90,6 +90,10 @@ class Store(Protocol):
 
     async def list_keys(self) -> list[ApiKey]: ...
 
+    async def key_hash(self, key_id: str) -> str | None:
+        """The stored hash of a key's secret (hex SHA-256), revoked keys included; None
+        for an unknown id. The HMAC key of the key's batch webhooks (jobs/webhook.py)."""
+
     async def revoke_key(self, key_id_or_prefix: str) -> bool: ...
 
     # --- batches: durable, owned by one key ---

@@ -122,6 +122,10 @@ class MemoryStore:
             return None
         return key
 
+    async def key_hash(self, key_id: str) -> str | None:
+        with self._lock:
+            return self._key_hash.get(key_id)
+
     async def list_keys(self) -> list[ApiKey]:
         with self._lock:
             return list(self._keys.values())

@@ -368,6 +368,14 @@ class SqlStore:
             return None
         return _key(row)
 
+    async def key_hash(self, key_id: str) -> str | None:
+        if not _storable(key_id):
+            return None
+        async with self._read() as conn:
+            row = await conn.execute(select(api_keys.c.secret_hash).where(api_keys.c.id == key_id))
+            value = row.scalar_one_or_none()
+        return None if value is None else str(value)
+
     async def list_keys(self) -> list[ApiKey]:
         async with self._read() as conn:
             rows = await conn.execute(
