@@ -19,7 +19,7 @@ from mailvet.api import wire
 from mailvet.storage.base import BatchItem
 from mailvet.verdict import Verdict
 
-from .kit import PUBLIC_HOOK_HOST, Api, api_on, make_settings
+from .kit import PUBLIC_HOOK_HOST, PUBLIC_HOOK_IP, Api, api_on, make_settings
 
 STORES = ["memory", "sqlite"]
 
@@ -113,7 +113,6 @@ async def test_spellings_of_one_address_are_asked_once_and_each_entry_gets_its_r
     assert len(asked) == 2, asked  # "Ann@" once for three entries, "ann@" once
 
 
-
 @pytest.mark.parametrize("kind", STORES)
 async def test_a_batch_past_the_page_size_is_read_page_by_page(kind: str, tmp_path: Path) -> None:
     emails = [f"u{i}@deliverable.test" for i in range(25)]
@@ -145,6 +144,25 @@ async def test_a_batch_past_the_page_size_is_read_page_by_page(kind: str, tmp_pa
         r = await api.client.get(f"/v1/batch/{batch_id}", params={"offset": 3}, headers=api.h())
         page = r.json()
         assert page["next"] == f"http://mailvet.test/v1/batch/{batch_id}?offset=13&limit=10"
+
+
+async def test_deleting_a_running_batch_stops_its_work_at_once(api: Api) -> None:
+    api.engine.gate = asyncio.Event()  # the first addresses hang in verify()
+    emails = [f"u{i}@example.com" for i in range(60)]
+    batch_id = (await create(api, emails))["id"]
+    runner = api.app.state.service.runner
+    async with asyncio.timeout(10):
+        while api.engine.in_flight == 0:
+            await asyncio.sleep(0.01)
+    r = await api.client.delete(f"/v1/batch/{batch_id}", headers=api.h())
+    assert r.status_code == 200
+    # the runner hears of it now, not when a result of the batch next comes in
+    await asyncio.wait_for(runner.wait_idle(), 10)
+    assert runner.in_flight(batch_id) == 0
+    asked = len(api.engine.calls)
+    api.engine.gate.set()
+    await asyncio.sleep(0.1)
+    assert len(api.engine.calls) == asked < len(emails)  # nothing more of it was asked
 
 
 @pytest.mark.parametrize(
@@ -315,7 +333,9 @@ async def test_the_callback_is_called_signed_once_the_batch_is_finished(api: Api
         sender.wake()
         await asyncio.sleep(0.02)
     [request] = api.hooks.requests
-    assert str(request.url) == url
+    # sent to the address the host was checked at, under its name
+    assert str(request.url) == url.replace(PUBLIC_HOOK_HOST, PUBLIC_HOOK_IP)
+    assert request.headers["host"] == PUBLIC_HOOK_HOST
     body = request.content
     key = hashlib.sha256(api.paid.encode()).hexdigest().encode()
     expected = "sha256=" + hmac.new(key, body, hashlib.sha256).hexdigest()

@@ -25,7 +25,7 @@ from mailvet.storage import open_store
 from mailvet.storage.base import Plan, Store
 from mailvet.storage.common import utcnow
 
-from .kit import fake_resolver, make_settings, serve
+from .kit import PUBLIC_HOOK_HOST, PUBLIC_HOOK_IP, HookRecorder, fake_resolver, make_settings, serve
 
 
 @pytest.fixture(params=["memory", "sqlite"])
@@ -210,3 +210,25 @@ async def test_the_count_of_tries_survives_a_restart(store: Store) -> None:
                 await sender.stop()
     assert len(rec.received) == 2
     assert await store.webhooks_due(utcnow() + timedelta(days=1)) == []  # given up
+
+
+async def test_the_delivery_goes_to_the_address_that_was_checked(store: Store) -> None:
+    # a name that answers public to the check, then private (DNS rebinding): the request
+    # must go to the address checked, not to a second look-up's
+    answers = iter([[PUBLIC_HOOK_IP]])
+
+    async def rebinding(host: str, port: int) -> list[str]:
+        return next(answers, ["10.0.0.7"])
+
+    hooks = HookRecorder()
+    await finished_batch(store, f"https://{PUBLIC_HOOK_HOST.upper()}:8443/hook?t=1")
+    sender = WebhookSender(store, make_settings(), resolver=rebinding, transport=hooks.transport)
+    try:
+        assert await sender.run_once() == 1
+    finally:
+        await sender.stop()
+    [request] = hooks.requests
+    assert request.url.host == PUBLIC_HOOK_IP
+    assert request.url.path == "/hook" and request.url.query == b"t=1"
+    assert request.headers["host"] == f"{PUBLIC_HOOK_HOST}:8443"
+    assert request.extensions["sni_hostname"] == PUBLIC_HOOK_HOST

@@ -273,3 +273,23 @@ async def test_a_tarpit_holds_up_only_its_own_lane() -> None:
     items = await store.batch_items(record.id)
     tarpit = items[0].verdict
     assert tarpit is not None and tarpit["result"] == "unknown"
+
+
+async def test_catch_all_checks_count_against_the_recipients_per_session_cap() -> None:
+    # ten domains hosted on one MX, which ends a session after 10 RCPTs: the catch-all
+    # checks are RCPTs too, so a session of 10 addresses plus their checks would be cut
+    # short and leave the catch-all domains "deliverable"
+    zone: dict[str, dict[str, list[Any]]] = {"mx.hosting.test": {"A": ["127.0.0.60"]}}
+    domains = [f"d{i}.test" for i in range(10)]
+    for domain in domains:
+        zone[domain] = {"MX": [(10, "mx.hosting.test")]}
+    by_ip = {"127.0.0.60": sim.catch_all(max_rcpts_per_session=10)}
+    emails = [f"{name}@{domain}" for domain in domains for name in ("alice", "bob")]
+    async with SimInternet({}, zone, by_ip=by_ip) as net:
+        verdicts = await run_batch(net, emails, mx_rcpt_per_session=10, mx_rcpt_per_second=100.0)
+        per_session = [s.count("RCPT") for s in net.smtp.sessions]
+    for email in emails:
+        assert (verdicts[email]["result"], verdicts[email]["reason"]) == ("risky", "catch_all"), (
+            per_session
+        )
+    assert max(per_session) <= 10, per_session

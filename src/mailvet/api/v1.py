@@ -676,6 +676,8 @@ async def batch_delete(request: Request, batch_id: str) -> Response:
         return wire.error_response(wire.NOT_FOUND, 404)
     if record.deleted_at is None:  # deleting again answers the same object
         await store.delete_batch(key.id, batch_id)
+        if svc.runner is not None:  # drop its queued work now, not at the next result
+            svc.runner.wake()
         record = await store.get_batch(key.id, batch_id)
         if record is None:  # pragma: no cover - a deleted batch is still found
             return wire.error_response(wire.NOT_FOUND, 404)

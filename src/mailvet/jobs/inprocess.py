@@ -489,6 +489,8 @@ class BatchRunner:
 
     async def _verify(self, batch: _Batch, item: Work) -> None:
         async with self._semaphore:
+            if self._batches.get(batch.id) is not batch:
+                return  # deleted (or stopped) while this waited for its turn
             try:
                 checked = await self.engine.verify(item.email)
             except Exception:  # the engine never raises; if it does, one item must not

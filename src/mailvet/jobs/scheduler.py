@@ -5,7 +5,8 @@ two batches on one MX share its caps. Each lane runs up to ``max_sessions`` sess
 tasks; a task takes a session slot and a connect token from the ``Limiter``, opens a
 session (``SmtpStage.open_session`` with the batch timeouts), and asks up to the lane's
 current session size of queued addresses, a RCPT token (or a group's worth) before each
-RCPT group, the catch-all check once per domain (the SMTP stage caches it). Lanes run
+RCPT group, the catch-all check once per domain (the SMTP stage caches it). The session
+size counts RCPT commands: a domain's catch-all check takes the room of one address. Lanes run
 side by side: a big provider's caps never hold the small domains up.
 
 What each answer becomes:
@@ -321,6 +322,7 @@ class Scheduler:
         asked = 0
         temporary_run = 0  # temporary refusals in a row (not greylisting)
         known: dict[str, bool | None] = {}  # catch-all findings of this session
+        reserved: set[str] = set()  # domains whose catch-all check is counted in ``asked``
 
         async def pace(count: int) -> None:  # before each write of ``count`` RCPTs
             await self.limiter.rcpt(lane.key, limits, count)
@@ -328,8 +330,11 @@ class Scheduler:
         while lane.queue and asked < size:
             if self.limiter.paused_until(lane.key) > self.clock():
                 return  # another session of the lane is backing off: give the slot back
-            count = min(rcpt_burst(limits), size - asked, len(lane.queue))
-            group = [lane.queue.popleft() for _ in range(count)]
+            room = min(rcpt_burst(limits), size - asked)
+            group, probes = self._take(lane, room, reserved, first=asked == 0)
+            if not group:
+                break  # the next address and its catch-all check would pass the cap
+            asked += probes  # catch-all checks are RCPTs too: the session cap counts them
             try:
                 answers = await session.rcpt_many([w.rcpt for w in group], pace=pace)
             except SessionEnded as ended:
@@ -338,14 +343,15 @@ class Scheduler:
                     await self._answers(
                         lane, session, group[: len(answered)], answered, None, known
                     )
-                self._ended(lane, group[len(answered) :], ended.facts, asked + len(answered))
+                sent = asked - probes + len(answered)  # this group's checks never went
+                self._ended(lane, group[len(answered) :], ended.facts, sent)
                 return
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # a bug: only the end of this session
                 log.exception("batch session failed")
                 facts = SmtpFacts(SmtpOutcome.INVALID_SMTP, message=f"internal error: {exc}")
-                self._ended(lane, group, facts, asked)
+                self._ended(lane, group, facts, asked - probes)
                 return
             asked += len(group)
             try:
@@ -359,6 +365,31 @@ class Scheduler:
         if asked >= size and lane.size == size:
             lane.size = min(limits.rcpt_per_session, size + max(1, size // 2))
         lane.failures = 0
+
+    def _take(
+        self, lane: _Lane, room: int, reserved: set[str], *, first: bool
+    ) -> tuple[list[LaneWork], int]:
+        """Up to ``room`` RCPTs' worth of queued work: each address, plus one catch-all
+        check for a domain this session has not counted yet (none when cached). The
+        session's ``first`` address is always taken. Returns the group and the checks
+        counted."""
+        group: list[LaneWork] = []
+        domains: set[str] = set()
+        while lane.queue and len(group) + len(domains) < room:
+            work = lane.queue.popleft()
+            new = (
+                work.domain not in reserved
+                and work.domain not in domains
+                and self.catch_all_cached(work.domain) is None
+            )
+            if (group or not first) and len(group) + len(domains) + 1 + new > room:
+                lane.queue.appendleft(work)
+                break
+            group.append(work)
+            if new:
+                domains.add(work.domain)
+        reserved |= domains
+        return group, len(domains)
 
     async def _answers(
         self,

@@ -32,6 +32,7 @@ import random
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -252,21 +253,32 @@ class WebhookSender:
 
     async def _post(self, url: str, body: bytes, secret_hash: str, batch_id: str) -> int | None:
         """The answer's status, or None when there was none (refused, timeout, private)."""
-        if not await callback_allowed(
-            url,
-            allow_private=self.settings.allow_private_webhooks,
-            timeout=self.settings.webhook_timeout,
-            resolver=self.resolver,
-        ):
+        target = _split(url)
+        if target is None:
+            return None
+        addresses = await _addresses(*target, self.resolver, self.settings.webhook_timeout)
+        allow_private = self.settings.allow_private_webhooks
+        if not addresses or not (allow_private or all(is_public_address(ip) for ip in addresses)):
             return None  # resolves elsewhere since it was accepted: not called
         headers = {
             "content-type": "application/json",
             SIGNATURE_HEADER: sign(secret_hash, body),
             "X-Mailvet-Batch": batch_id,
         }
+        request_url = httpx.URL(url)
+        extensions: dict[str, Any] = {}
+        if not allow_private:
+            # connect to the address just checked, not to what a second look-up says
+            # (a name that answers public, then private, would reach the inside)
+            headers["host"] = request_url.netloc.decode("ascii")
+            if request_url.scheme == "https":
+                extensions["sni_hostname"] = request_url.raw_host.decode("ascii")
+            request_url = request_url.copy_with(host=addresses[0])
         try:
             async with asyncio.timeout(self.settings.webhook_timeout):
-                response = await self._client.post(url, content=body, headers=headers)
+                response = await self._client.post(
+                    request_url, content=body, headers=headers, extensions=extensions
+                )
         except (httpx.HTTPError, TimeoutError, OSError):
             return None
         return response.status_code
