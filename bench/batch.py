@@ -36,7 +36,6 @@ import multiprocessing as mp
 import os
 import platform
 import pstats
-import socket
 import sys
 import tempfile
 import time
@@ -53,6 +52,7 @@ os.environ.setdefault("PY3VE_IGNORE_UPDATER", "1")  # it would fetch a list from
 from mailvet.settings import Settings
 from mailvet.testing import smtp as sim
 from mailvet.testing.bulk import BulkSpec, BulkWorld, Caps, LaneLoad, lower_bound
+from mailvet.testing.internet import simulated_getaddrinfo
 
 QUICK_SIZE = 5_000
 DEFAULT = BulkSpec()
@@ -271,26 +271,6 @@ async def read_results(
 
 
 # --- py3-validate-email on a sample ---------------------------------------------------------
-
-
-@contextmanager
-def simulated_getaddrinfo(hosts: dict[str, str]) -> Iterator[None]:
-    """Resolve the simulated host names in-process; refuse every other name."""
-    real = socket.getaddrinfo
-
-    def fake(host: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else host
-        if name in hosts:
-            return real(hosts[name], *args, **kwargs)
-        if name and name.startswith("127."):
-            return real(name, *args, **kwargs)
-        raise socket.gaierror(f"bench: {name!r} is not in the simulated internet")
-
-    socket.getaddrinfo = fake
-    try:
-        yield
-    finally:
-        socket.getaddrinfo = real
 
 
 def py3ve_sample(spec: BulkSpec, n: int, net: dict[str, Any], conn: Connection) -> None:

@@ -25,12 +25,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 os.environ.setdefault("PY3VE_IGNORE_UPDATER", "1")  # it would fetch a list from GitHub
@@ -40,6 +37,7 @@ import dns.resolver
 from mailvet.engine.pipeline import Engine
 from mailvet.settings import Settings, parse_nameserver
 from mailvet.testing.dns import run_dns_server_in_thread
+from mailvet.testing.internet import simulated_getaddrinfo
 from mailvet.testing.smtp import SmtpSim, SmtpSimThread, mailboxes
 
 FAST_IP, SIM_SLOW_IP, PROXY_IP = "127.0.0.10", "127.0.1.10", "127.0.2.10"
@@ -130,26 +128,6 @@ class DelayProxy:
         asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(5)
-
-
-@contextmanager
-def simulated_getaddrinfo(hosts: dict[str, str]) -> Iterator[None]:
-    """Resolve the simulated host names in-process; refuse every other name."""
-    real = socket.getaddrinfo
-
-    def fake(host: Any, *args: Any, **kwargs: Any) -> Any:
-        name = host.decode() if isinstance(host, bytes) else host
-        if name in hosts:
-            return real(hosts[name], *args, **kwargs)
-        if name and name.startswith("127."):
-            return real(name, *args, **kwargs)
-        raise socket.gaierror(f"bench: {name!r} is not in the simulated internet")
-
-    socket.getaddrinfo = fake
-    try:
-        yield
-    finally:
-        socket.getaddrinfo = real
 
 
 def pct(values: list[float], q: float) -> float:

@@ -19,7 +19,9 @@ whose MX hosts share a few "hosting" addresses given in ``by_ip``.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, Self
 
 from mailvet.settings import Settings
@@ -27,7 +29,14 @@ from mailvet.testing import smtp as sim
 from mailvet.testing.dns import Behaviour as DnsBehaviour
 from mailvet.testing.dns import DnsServer, Zone, run_dns_server_in_thread
 
-__all__ = ["STANDARD_SITES", "STANDARD_ZONE", "SimInternet", "build_zone", "sim_internet_thread"]
+__all__ = [
+    "STANDARD_SITES",
+    "STANDARD_ZONE",
+    "SimInternet",
+    "build_zone",
+    "sim_internet_thread",
+    "simulated_getaddrinfo",
+]
 
 _FIRST_HOST = 10  # 127.0.0.10 upwards; 127.0.0.1 stays the DNS server's
 
@@ -189,3 +198,25 @@ def sim_internet_thread(
         sim.SmtpSim(sim.accept(), by_ip=by_ip)
     ) as smtp_thread:
         yield dns_server, smtp_thread
+
+
+@contextmanager
+def simulated_getaddrinfo(hosts: dict[str, str]) -> Iterator[None]:
+    """Resolve the simulated host names in-process (``socket.getaddrinfo``); refuse every
+    other name. For peers that resolve through the system (py3-validate-email in
+    bench/single.py and bench/batch.py): nothing they look up can leave loopback."""
+    real = socket.getaddrinfo
+
+    def fake(host: Any, *args: Any, **kwargs: Any) -> Any:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name in hosts:
+            return real(hosts[name], *args, **kwargs)
+        if name and name.startswith("127."):
+            return real(name, *args, **kwargs)
+        raise socket.gaierror(f"bench: {name!r} is not in the simulated internet")
+
+    socket.getaddrinfo = fake
+    try:
+        yield
+    finally:
+        socket.getaddrinfo = real
