@@ -12,9 +12,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -23,27 +21,12 @@ import httpx
 from mailvet.testing import smtp as sim
 from mailvet.testing.internet import sim_internet_thread
 
+from .kit import wait_for
 from .test_serve import free_port
 
 N = 300
 RATE = 40  # RCPT a second the MX accepts from us (MAILVET_MX_RCPT_PER_SECOND)
 KNOWN = {f"user{i}" for i in range(N) if i % 7}
-
-
-def rcpts(smtp: sim.SmtpSim) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for session in list(smtp.sessions):
-        for command in list(session.commands):
-            if command.upper().startswith("RCPT TO:<"):
-                counts[command[9:].split(">", 1)[0].lower()] += 1
-    return counts
-
-
-def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 @contextmanager
@@ -113,13 +96,15 @@ def test_kill_9_mid_batch_then_restart_every_address_exactly_once(tmp_path: Path
             r = httpx.post(f"{base}/v1/batch", json={"emails": emails}, headers=headers)
             assert r.status_code == 200, r.text
             batch_id = r.json()["id"]
-            wait_for(lambda: sum(rcpts(smtp).values()) >= N // 3, 60, "a third of the RCPTs")
+            wait_for(
+                lambda: sum(smtp.rcpts_by_address().values()) >= N // 3, 60, "a third of the RCPTs"
+            )
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(10)
         # the simulator may still be answering RCPTs the killed server had pipelined: count
         # once every session it had is closed
         wait_for(lambda: all(s.closed for s in list(smtp.sessions)), 30, "the sessions to end")
-        before = rcpts(smtp)
+        before = smtp.rcpts_by_address()
         assert sum(before[e] for e in emails) < N  # the kill came mid-batch
 
         with serve(env, tmp_path, port) as (_proc, key2):
@@ -132,7 +117,7 @@ def test_kill_9_mid_batch_then_restart_every_address_exactly_once(tmp_path: Path
 
             wait_for(finished, 120, "the batch to finish after the restart")
             body = httpx.get(f"{base}/v1/batch/{batch_id}", headers=headers).json()
-        after = rcpts(smtp)
+        after = smtp.rcpts_by_address()
 
     results = body["emails"]
     assert [row["email"] for row in results] == emails  # every address, once, in order

@@ -16,15 +16,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
-from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 
 from mailvet.testing import smtp as sim
 from mailvet.testing.internet import sim_internet_thread
+
+from .kit import wait_for
 
 _TIMEOUT = 120
 
@@ -160,22 +159,6 @@ N = 240
 KNOWN = {f"user{i}" for i in range(N) if i % 5}
 
 
-def rcpts(smtp: sim.SmtpSim) -> Counter[str]:
-    counts: Counter[str] = Counter()
-    for session in list(smtp.sessions):
-        for command in list(session.commands):
-            if command.upper().startswith("RCPT TO:<"):
-                counts[command[9:].split(">", 1)[0].lower()] += 1
-    return counts
-
-
-def wait_for(predicate: Callable[[], bool], seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
 def _net_env(dns: str, port: int, state: Path, rate: int) -> dict[str, str]:
     return _env(
         {
@@ -237,7 +220,7 @@ def test_network_batch_keeps_columns_and_reruns_from_the_store(tmp_path: Path) -
         bar = done.stderr.decode()
         assert f"{len(emails)}/{len(emails)}" in bar and "/s" in bar
         assert " deliverable 34" in bar and "undeliverable 10" in bar
-        asked = rcpts(smtp_thread.sim)
+        asked = smtp_thread.sim.rcpts_by_address()
         rows = read_csv(out)
         assert [r["email"] for r in rows] == emails
         assert [r["note"] for r in rows] == [f"row {i}, kept" for i in range(len(emails))]
@@ -249,7 +232,7 @@ def test_network_batch_keeps_columns_and_reruns_from_the_store(tmp_path: Path) -
         again = mailvet("batch", str(src), "-o", str(out), env=env)
         assert again.returncode == 0, again.stderr.decode()
         assert b"resuming" in again.stderr
-        assert rcpts(smtp_thread.sim) == asked
+        assert smtp_thread.sim.rcpts_by_address() == asked
         assert read_csv(out) == rows
 
 
@@ -279,12 +262,12 @@ def test_killed_mid_run_then_run_again_every_row_once(tmp_path: Path) -> None:
         saved = _saved(state)
         # the simulator still answers RCPTs the killed process had pipelined: count them
         wait_for(lambda: all(x.closed for x in list(smtp.sessions)), 30, "the sessions to end")
-        before = rcpts(smtp)
+        before = smtp.rcpts_by_address()
         assert 0 < len(saved) < N and not out.exists()
 
         done = mailvet("batch", str(src), "-o", str(out), env=env)
         assert done.returncode == 0, done.stderr.decode()
-        after = rcpts(smtp)
+        after = smtp.rcpts_by_address()
 
     rows = read_csv(out)
     assert [r["email"] for r in rows] == emails  # every row, once, in order
@@ -323,9 +306,9 @@ def test_ctrl_c_saves_what_was_reached_and_a_second_run_waits_its_turn(tmp_path:
         assert b"Traceback" not in err and not out.exists()
         saved = _saved(state)
         assert 10 <= len(saved) < len(emails)
-        before = rcpts(smtp_thread.sim)
+        before = smtp_thread.sim.rcpts_by_address()
         done = mailvet("batch", str(src), "-o", str(out), env=env)
         assert done.returncode == 0, done.stderr.decode()
-        after = rcpts(smtp_thread.sim)
+        after = smtp_thread.sim.rcpts_by_address()
     assert [r["email"] for r in read_csv(out)] == emails
     assert all(after[e] == before[e] for e in saved)

@@ -38,7 +38,7 @@ import ssl
 import threading
 import time
 from array import array
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from types import TracebackType
@@ -489,6 +489,16 @@ class SmtpSim:
 
     def received(self, verb: str) -> bool:
         return any(s.count(verb) for s in self.sessions)
+
+    def rcpts_by_address(self) -> Counter[str]:
+        """How many times each recipient (lower-case) was asked, over every session
+        (needs ``record_commands``). Safe to call from another thread while it runs."""
+        counts: Counter[str] = Counter()
+        for session in list(self.sessions):
+            for command in list(session.commands):
+                if command.upper().startswith("RCPT TO:<"):
+                    counts[command[9:].split(">", 1)[0].lower()] += 1
+        return counts
 
     def max_concurrent(self, ip: str = "127.0.0.1") -> int:
         """The most sessions open at once on listening address ``ip``."""
