@@ -346,9 +346,7 @@ class BatchRunner:
         except BaseException:
             batch.results = results + batch.results
             raise
-        for key, _ in results:
-            batch.in_flight.discard(key)
-            batch.settled.discard(key)
+        _settle(batch, results)
         retries, batch.retries = batch.retries, []
         try:
             if retries:
@@ -356,9 +354,7 @@ class BatchRunner:
         except BaseException:
             batch.retries = retries + batch.retries
             raise
-        for key, _ in retries:
-            batch.in_flight.discard(key)
-            batch.settled.discard(key)
+        _settle(batch, retries)
         batch.flushed_at = asyncio.get_running_loop().time()
 
     async def _refill(self, batch: _Batch) -> None:
@@ -536,3 +532,10 @@ def _failed(engine: Engine, raw: str) -> Checked:
     facts = engine.check_offline(raw)
     facts.offline = False
     return Checked(decide(facts), facts)
+
+
+def _settle(batch: _Batch, saved: Sequence[tuple[str, object]]) -> None:
+    """The keys just saved (a verdict or a retry) are no longer in flight."""
+    for key, _ in saved:
+        batch.in_flight.discard(key)
+        batch.settled.discard(key)

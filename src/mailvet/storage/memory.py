@@ -61,6 +61,14 @@ class _Batch:
             if self.verdicts[position] is None
         )
 
+    def first_pending(self) -> int:
+        """The first position without a verdict (or the end), remembered in ``low``."""
+        position = min(self.low, len(self.verdicts))
+        while position < len(self.verdicts) and self.verdicts[position] is not None:
+            position += 1
+        self.low = position
+        return position
+
     def current(self) -> BatchRecord:
         return replace(self.record, retry_waiting=self.waiting())
 
@@ -240,10 +248,7 @@ class MemoryStore:
             if batch is None:
                 return []
             verdicts = batch.verdicts
-            position = min(batch.low, len(verdicts))
-            while position < len(verdicts) and verdicts[position] is not None:
-                position += 1
-            batch.low = position
+            position = batch.first_pending()
             items: list[BatchItem] = []
             while position < len(verdicts) and len(items) < limit:
                 if verdicts[position] is None:
@@ -311,10 +316,7 @@ class MemoryStore:
             if batch is None:
                 return []
             verdicts = batch.verdicts
-            position = min(batch.low, len(verdicts))
-            while position < len(verdicts) and verdicts[position] is not None:
-                position += 1
-            batch.low = position
+            position = batch.first_pending()
             work: list[WorkItem] = []
             seen: set[str] = set()
             while position < len(verdicts) and len(work) < limit:
