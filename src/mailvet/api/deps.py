@@ -8,6 +8,7 @@ revoked key therefore keeps working for at most that long on this process.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -17,8 +18,10 @@ from starlette.requests import Request
 from mailvet.api.cache import CachedResult, SingleFlight, TTLCache, result_cost
 from mailvet.api.metrics import Metrics
 from mailvet.api.ratelimit import RateLimiter
+from mailvet.engine.syntax import SyntaxPolicy
+from mailvet.jobs.plan import dedupe_keys
 from mailvet.settings import Settings
-from mailvet.storage.base import ApiKey, Store
+from mailvet.storage.base import ApiKey, BatchRecord, Store
 
 if TYPE_CHECKING:
     from mailvet.engine import Engine
@@ -62,6 +65,26 @@ class Service:
         if self.store is None:
             raise RuntimeError("the app is not started (lifespan did not run)")
         return self.store
+
+    async def submit_batch(
+        self, key: ApiKey, name: str | None, emails: list[str], callback_url: str | None = None
+    ) -> BatchRecord:
+        """Store a batch (one probe per normalised address) and hand it to whatever works
+        batches. POST /v1/batch and the dashboard's upload both come through here."""
+        policy = SyntaxPolicy.from_settings(self.settings)
+        # off the loop, which answers /v1/validate too
+        keys = await asyncio.to_thread(dedupe_keys, emails, policy)
+        record = await self.require_store().create_batch(
+            key.id, name, emails, keys=keys, callback_url=callback_url
+        )
+        await self.batch_changed(record.id)
+        return record
+
+    async def batch_changed(self, batch_id: str) -> None:
+        """A batch was stored or deleted: tell whatever works batches (today the in-process
+        runner; a cluster's queue too)."""
+        if self.runner is not None:
+            self.runner.wake()
 
     def require_engine(self) -> Engine:
         if self.engine is None:

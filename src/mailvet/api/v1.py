@@ -25,8 +25,6 @@ from mailvet.api.cache import CachedResult, cache_key
 from mailvet.api.deps import Service, authenticate, service
 from mailvet.engine.facts import Facts
 from mailvet.engine.scoring import decide
-from mailvet.engine.syntax import SyntaxPolicy
-from mailvet.jobs.plan import dedupe_keys
 from mailvet.jobs.webhook import callback_allowed, system_resolver
 from mailvet.storage.base import ApiKey, BatchRecord, Plan
 from mailvet.storage.common import check_text
@@ -482,14 +480,7 @@ async def batch_create(request: Request) -> Response:
         )
         if not allowed:
             return wire.error_response(wire.CALLBACK_REFUSED, 400)
-    # one probe per normalised address; off the loop, which answers /v1/validate too
-    policy = SyntaxPolicy.from_settings(svc.settings)
-    keys = await asyncio.to_thread(dedupe_keys, body.emails, policy)
-    record = await svc.require_store().create_batch(
-        key.id, body.name, body.emails, keys=keys, callback_url=body.callback_url
-    )
-    if svc.runner is not None:
-        svc.runner.wake()
+    record = await svc.submit_batch(key, body.name, body.emails, body.callback_url)
     return wire.json_response(wire.batch_object(record, key))
 
 
@@ -676,8 +667,7 @@ async def batch_delete(request: Request, batch_id: str) -> Response:
         return wire.error_response(wire.NOT_FOUND, 404)
     if record.deleted_at is None:  # deleting again answers the same object
         await store.delete_batch(key.id, batch_id)
-        if svc.runner is not None:  # drop its queued work now, not at the next result
-            svc.runner.wake()
+        await svc.batch_changed(batch_id)  # drop its queued work now, not at the next result
         record = await store.get_batch(key.id, batch_id)
         if record is None:  # pragma: no cover - a deleted batch is still found
             return wire.error_response(wire.NOT_FOUND, 404)
