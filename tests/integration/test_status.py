@@ -129,6 +129,8 @@ async def test_status_json_from_a_subprocess(cluster: dict[str, Any]) -> None:
     lanes = {lane["mx"]: lane for lane in got["lanes"]}
     assert set(lanes) == {"mx.busy.test", "mx.paused.test"}
     assert got["lanes_busy"] == 2
+    assert got["lanes_paused"] == 1
+    assert got["sessions_total"] == 2
     assert lanes["mx.busy.test"]["sessions"] == 2
     assert lanes["mx.busy.test"]["rcpt_per_second"] > 0
     assert lanes["mx.busy.test"]["paused_until"] is None

@@ -82,6 +82,8 @@ class ClusterStatus:
     workers: list[WorkerState] = field(default_factory=list)
     lanes: list[LaneState] = field(default_factory=list)
     lanes_busy: int = 0  # lanes with a session, a pause or recent RCPTs (may exceed MAX_LANES)
+    lanes_paused: int = 0
+    sessions_total: int = 0  # sessions held now over every lane
     batches: list[BatchState] = field(default_factory=list)
     batches_unfinished: int = 0
 
@@ -162,7 +164,8 @@ async def _workers(conn: AsyncConnection, alive_seconds: float) -> list[WorkerSt
     ]
 
 
-async def _lanes(conn: AsyncConnection, now: datetime) -> tuple[list[LaneState], int]:
+async def _lanes(conn: AsyncConnection, now: datetime, status: ClusterStatus) -> None:
+    """The busy lanes (at most ``MAX_LANES``, most sessions first) and the totals."""
     held = (
         select(mx_leases.c.lane, func.count().label("n"))
         .where(mx_leases.c.expires_at > now)
@@ -178,6 +181,12 @@ async def _lanes(conn: AsyncConnection, now: datetime) -> tuple[list[LaneState],
     )
     base = select(mx_lanes).outerjoin(held, held.c.lane == mx_lanes.c.lane).where(busy)
     total = (await conn.execute(select(func.count()).select_from(base.subquery()))).scalar_one()
+    status.lanes_paused = (
+        await conn.execute(select(func.count()).where(mx_lanes.c.paused_until > now))
+    ).scalar_one()
+    status.sessions_total = (
+        await conn.execute(select(func.count()).where(mx_leases.c.expires_at > now))
+    ).scalar_one()
     query = (
         select(
             mx_lanes.c.lane,
@@ -204,7 +213,8 @@ async def _lanes(conn: AsyncConnection, now: datetime) -> tuple[list[LaneState],
                 rcpt_per_second=rate,
             )
         )
-    return lanes, int(total)
+    status.lanes = lanes
+    status.lanes_busy = int(total)
 
 
 async def _batches(conn: AsyncConnection) -> tuple[list[BatchState], int]:
@@ -260,7 +270,7 @@ async def read_status(engine: AsyncEngine, settings: Settings) -> ClusterStatus:
                     "procrastinate's schema is not installed in this database "
                     "(mailvet db upgrade installs it): no job queue to show"
                 )
-            status.lanes, status.lanes_busy = await _lanes(conn, now)
+            await _lanes(conn, now, status)
         else:
             status.note = (
                 "SQLite: no cluster queue; batches run in-process (mailvet serve, mailvet batch)"
