@@ -320,6 +320,15 @@ async def test_two_batch_runners_share_one_mx_cap_through_postgres(db: str) -> N
         assert all(i.verdict is not None and i.verdict["reason"] == "catch_all" for i in items)
 
 
+async def test_absurd_pauses_are_bounded(limiters: list[PgLimiter]) -> None:
+    a, b, _ = limiters
+    a.pause("mx.forever.test", 1e15)  # would overflow an interval: cut to a day
+    a.pause("mx.nan.test", float("nan"))  # no pause at all
+    await a.flush()
+    assert 86_000 < await b.try_session("mx.forever.test", limits()) <= 86_400
+    assert await b.try_session("mx.nan.test", limits()) == 0.0
+
+
 def test_a_non_postgres_url_is_refused() -> None:
     with pytest.raises(ValueError, match="PostgreSQL"):
         PgLimiter("sqlite:///x.db", holder="h", settings=Settings())
