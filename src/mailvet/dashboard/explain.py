@@ -281,6 +281,7 @@ def explain_transcript(facts: Facts, checked: str | None = None) -> tuple[list[L
     dns_lines: list[Line] = []
     smtp_lines: list[Line] = []
     waiting: dict[str | None, deque[str]] = {}
+    unreliable = facts.smtp is not None and facts.smtp.unreliable_accept
     for entry in facts.transcript:
         if entry.kind == "dns":
             meaning, tone = explain_dns(entry.text)
@@ -306,6 +307,12 @@ def explain_transcript(facts: Facts, checked: str | None = None) -> tuple[list[L
             queue = waiting.get(entry.host)
             answered = queue.popleft() if queue else None
             meaning, tone = explain_reply(entry.text, answered, checked=address)
+            if tone == "good" and unreliable and meaning.endswith("it accepts mail for it."):
+                meaning, tone = (
+                    "The server said yes, but this provider says yes to every address, "
+                    "existing or not: it proves little.",
+                    "warn",
+                )
             smtp_lines.append(Line("server", entry.text, meaning, tone, entry.host))
         else:
             meaning, tone = _note_words(entry.text)
