@@ -8,7 +8,14 @@ from datetime import date, timedelta
 
 import pytest
 
-from mailvet.dashboard.charts import PATTERNS, RESULT_ORDER, bar_chart, nice_max, stacked_chart
+from mailvet.dashboard.charts import (
+    PATTERNS,
+    RESULT_ORDER,
+    bar_chart,
+    html_legend,
+    nice_max,
+    stacked_chart,
+)
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -134,3 +141,32 @@ def test_stacked_chart_without_days() -> None:
 )
 def test_nice_max(value: int, top: int) -> None:
     assert nice_max(value) == top
+
+
+def test_html_legend_names_each_category_with_its_total_and_pattern() -> None:
+    markup = str(html_legend(RESULT_ORDER, {"deliverable": 3, "risky": 1}, chart_id="u"))
+    root = ET.fromstring(markup)
+    items = root.findall("li")
+    assert ["".join(li.itertext()).split()[-2:] for li in items] == [
+        ["deliverable", "3"],
+        ["risky", "1"],
+        ["undeliverable", "0"],
+        ["unknown", "0"],
+    ]
+    swatches = [li.find(f"{SVG}svg") for li in items]
+    assert all(s is not None and s.get("aria-hidden") == "true" for s in swatches)
+    fills = [
+        r.get("fill")
+        for s in swatches
+        if s is not None
+        for r in s.iter(f"{SVG}rect")
+        if r.get("fill")
+    ]
+    assert fills == ["url(#u-legend1-p1)", "url(#u-legend2-p2)", "url(#u-legend3-p3)"]
+
+
+def test_stacked_chart_without_its_own_legend() -> None:
+    day = date(2026, 11, 1)
+    root = parse(stacked_chart([day], {day: {"risky": 2}}, title="U", chart_id="u", legend=False))
+    assert "risky (2)" not in texts(root)
+    assert "Totals: deliverable 0, risky 2" in (root.find(f"{SVG}desc").text or "")  # type: ignore[union-attr]

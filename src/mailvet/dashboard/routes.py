@@ -188,10 +188,12 @@ async def _usage(svc: Service, key_id: str | None, *, chart_id: str, title: str)
         for day in days
         if values.get(day)
     ]
+    totals = {c: sum(v.get(c, 0) for v in values.values()) for c in categories}
     return {
         "usage_chart": charts.stacked_chart(
-            days, values, title=title, chart_id=chart_id, categories=categories
+            days, values, title=title, chart_id=chart_id, categories=categories, legend=False
         ),
+        "usage_legend": charts.html_legend(categories, totals, chart_id=chart_id),
         "usage_days": USAGE_DAYS,
         "usage_categories": categories,
         "usage_rows": table,
