@@ -27,6 +27,9 @@ def test_sign_in_then_check_an_unknown_mailbox_reads_the_servers_words(
     expect(page.locator("#result")).to_have_text("undeliverable")
     expect(page.locator("#reason")).to_have_text("rejected_email")
     expect(page.locator("#reason-text")).to_contain_text("does not exist")
+    expect(page.locator("#server-said")).to_contain_text(
+        "The server said the mailbox does not exist: 550 5.1.1 The email account"
+    )
     row = page.locator("#smtp li", has_text="550 5.1.1")
     expect(row.first.locator(".meaning")).to_have_text(
         "The server said the mailbox does not exist."

@@ -12,6 +12,7 @@ from mailvet.dashboard.explain import (
     explain_reason,
     explain_reply,
     explain_transcript,
+    server_said,
 )
 from mailvet.engine.facts import (
     DnsFacts,
@@ -184,3 +185,22 @@ def test_evidence_rows_say_what_was_found() -> None:
     assert rows["Catch-all"] == "no: refuses made-up ones"
     bad = Facts(syntax=SyntaxFacts(ok=False, email="x", error="no @"))
     assert dict(evidence({"score": 0}, bad))["Format"] == "invalid: no @"
+
+
+def test_what_the_server_said_in_one_sentence_with_its_words() -> None:
+    unknown = SmtpFacts(SmtpOutcome.USER_UNKNOWN, "mx", 550, "5.1.1", "no such user here")
+    assert server_said(_facts([], smtp=unknown)) == (
+        "The server said the mailbox does not exist",
+        "550 5.1.1 no such user here",
+    )
+    full = SmtpFacts(SmtpOutcome.MAILBOX_FULL, "mx", 452, "4.2.2", "over quota")
+    said = server_said(_facts([], smtp=full))
+    assert said is not None and said[0].startswith("The server said the mailbox is full")
+    yahoo = SmtpFacts(SmtpOutcome.ACCEPTED, "mx", 250, "2.1.5", "ok", unreliable_accept=True)
+    assert server_said(_facts([], smtp=yahoo)) == (
+        "The server said yes, but this provider says yes to every address",
+        "250 2.1.5 ok",
+    )
+    dead = SmtpFacts(SmtpOutcome.NO_CONNECT, "mx", message="cannot connect")
+    assert server_said(_facts([], smtp=dead)) is None
+    assert server_said(_facts([])) is None

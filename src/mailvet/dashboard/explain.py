@@ -27,6 +27,7 @@ __all__ = [
     "explain_reason",
     "explain_reply",
     "explain_transcript",
+    "server_said",
 ]
 
 RESULT_TEXT: dict[Result, str] = {
@@ -346,6 +347,20 @@ def _send_words(command: str, checked: str | None) -> str:
     if verb == "RSET":
         return "mailvet reset the conversation."
     return "mailvet sent a command."
+
+
+def server_said(facts: Facts) -> tuple[str, str] | None:
+    """The mail server's answer about the mailbox: its meaning and its raw words, e.g.
+    ("The server said the mailbox does not exist", "550 5.1.1 ..."); None when no server
+    answered about it."""
+    smtp = facts.smtp
+    if smtp is None or smtp.code is None:
+        return None
+    raw = " ".join(str(p) for p in (smtp.code, smtp.enhanced, smtp.message) if p)
+    meaning, _ = explain_reply(raw, f"RCPT {facts.syntax.email}", checked=facts.syntax.email)
+    if smtp.unreliable_accept and smtp.code < 300:
+        meaning = "The server said yes, but this provider says yes to every address."
+    return meaning.rstrip("."), raw
 
 
 def _yes_no(value: bool | None, yes: str, no: str) -> str:

@@ -154,6 +154,7 @@ async def check(
             "data": data,
             "result_text": explain.RESULT_TEXT[checked.verdict.result],
             "reason_text": explain.explain_reason(data["reason"]),
+            "server_said": explain.server_said(checked.facts),
             "evidence": explain.evidence(data, checked.facts),
             "dns_lines": dns_lines,
             "smtp_lines": smtp_lines,
