@@ -298,3 +298,27 @@ async def test_the_last_counts_are_written_when_the_app_stops() -> None:
         assert await store.usage(since=date(2000, 1, 1)) == []  # not yet: in memory
     rows = await store.usage(since=date(2000, 1, 1))
     assert [(r.key_id, r.result, r.count) for r in rows] == [("k1", "risky", 1)]
+
+
+async def test_an_admin_changes_a_keys_plan_and_the_api_follows(api: Api, admin: str) -> None:
+    free = next(k for k in await api.store.list_keys() if k.name == "free")
+    batch = {"emails": ["a@deliverable.test"]}
+    h = api.h(api.free)
+    assert (await api.client.post("/v1/batch", json=batch, headers=h)).status_code == 401
+    await sign_in(api.client, admin)
+    page = await api.client.get(f"/keys/{free.id}")
+    assert page.status_code == 200 and "Change plan" in page.text
+    token = csrf_of(page.text)
+    r = await api.client.post(f"/keys/{free.id}/plan", data={"plan": "paid", "csrf": token})
+    assert (r.status_code, r.headers["location"]) == (303, f"/keys/{free.id}?plan=changed")
+    assert "The plan is now paid" in (await api.client.get(r.headers["location"])).text
+    assert (await api.client.post("/v1/batch", json=batch, headers=h)).status_code == 200
+    r = await api.client.post(f"/keys/{free.id}/plan", data={"plan": "gold", "csrf": token})
+    assert r.status_code == 400
+    assert (
+        await api.client.post(f"/keys/{free.id}/plan", data={"plan": "free"})
+    ).status_code == 403
+    await api.store.revoke_key(free.id)
+    r = await api.client.post(f"/keys/{free.id}/plan", data={"plan": "free", "csrf": token})
+    assert r.status_code == 400 and "live key" in r.text
+    assert (await api.client.get("/keys/no-such-key")).status_code == 404

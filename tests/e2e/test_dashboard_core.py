@@ -172,3 +172,20 @@ def test_phone_width_and_keyboard_only(dashboard: Dashboard, page: Page) -> None
     page.goto(f"{dashboard.url}/keys")
     shot(page, "dashboard-phone-keys")
     check_a11y(page)
+
+
+def test_dark_theme_reads_well(dashboard: Dashboard, page: Page) -> None:
+    page.emulate_media(color_scheme="dark")
+    sign_in(page, dashboard, dashboard.admin_key)
+    background = page.evaluate("getComputedStyle(document.body).backgroundColor")
+    assert background == "rgb(20, 23, 27)"  # the dark palette is in use
+    page.goto(f"{dashboard.url}/check")
+    page.get_by_label("Email address").fill("alice@greylist.test")
+    page.get_by_role("button", name="Check").click()
+    expect(page.locator("#result")).to_have_text("unknown")
+    expect(page.locator("#server-said")).to_contain_text("try again later")
+    shot(page, "dashboard-dark-check")
+    check_a11y(page)  # colour contrast included
+    page.goto(f"{dashboard.url}/keys")
+    shot(page, "dashboard-dark-keys")
+    check_a11y(page)

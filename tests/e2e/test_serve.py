@@ -28,24 +28,10 @@ def serve(tmp: Path, port: int, log: list[str] | None = None) -> Iterator[tuple[
         "MAILVET_DNS_NAMESERVERS": "127.0.0.1:9",  # nothing there: never the real DNS
         "MAILVET_DNS_TIMEOUT": "0.2",
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "mailvet",
-        "serve",
-        "--port",
-        str(port),
-        "--dev-key-file",
-        str(tmp / "dev-key"),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
+    cmd = [sys.executable, "-m", "mailvet", "serve", "--port", str(port),
+           "--dev-key-file", str(tmp / "dev-key")]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
         lines = [proc.stdout.readline() for _ in range(4)]  # key, curl, docs, database
@@ -81,18 +67,12 @@ def test_make_run_prints_a_working_key_and_curl_line(tmp_path: Path) -> None:
     with serve(tmp_path, port, log) as (key, curl_line):
         assert key.startswith("mv_")
         assert "curl" in curl_line and key in curl_line and f"127.0.0.1:{port}" in curl_line
-        r = httpx.get(
-            f"http://127.0.0.1:{port}/v1/validate",
-            params={"email": "NULL"},
-            headers={"x-mails-api-key": key},
-        )
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/validate", params={"email": "NULL"},
+                      headers={"x-mails-api-key": key})
         assert r.status_code == 200
         assert r.json()["data"]["reason"] == "invalid_format"
-        r = httpx.get(
-            f"http://127.0.0.1:{port}/v1/validate",
-            params={"email": "secret@x.test"},
-            headers={"x-mails-api-key": key},
-        )
+        r = httpx.get(f"http://127.0.0.1:{port}/v1/validate", params={"email": "secret@x.test"},
+                      headers={"x-mails-api-key": key})
         assert r.status_code == 200
     assert oct((tmp_path / "dev-key").stat().st_mode & 0o777) == "0o600"
     # what the server logged after start-up holds neither addresses nor the key

@@ -1312,3 +1312,16 @@ async def test_save_results_counts_each_position_once_as_the_owners_usage(store:
     await store.delete_batch(key.id, batch.id)
     await store.save_results(batch.id, [("c", ok)])
     assert await usage() == {"deliverable": 2, "undeliverable": 1}  # a deleted batch takes none
+
+
+@parametrize_backends()
+async def test_set_plan_of_a_live_key(store: Store) -> None:
+    key, secret = await store.create_key("k", Plan.FREE)
+    assert await store.set_plan(key.id, Plan.PAID)
+    found = await store.authenticate(secret)
+    assert found is not None and found.plan is Plan.PAID
+    assert not await store.set_plan(str(uuid.uuid4()), Plan.FREE)
+    assert await store.revoke_key(key.id)
+    assert not await store.set_plan(key.id, Plan.FREE)
+    again = await store.get_key(key.id)
+    assert again is not None and again.plan is Plan.PAID

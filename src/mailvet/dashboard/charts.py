@@ -233,7 +233,7 @@ def stacked_chart(
             h = plot_h * count / top
             y -= h
             out.append(_rect(cid, i, c, left, y, bar_w, h, f"{day.isoformat()}: {c} {count}"))
-        if k % every == 0:
+        if (n - 1 - k) % every == 0:  # counted from the last day, which is always shown
             out.append(
                 f'<text x="{left + bar_w / 2:.1f}" y="{base + 26}" text-anchor="middle" '
                 f'class="mv-axis-l">{day.strftime("%m-%d")}</text>'

@@ -277,8 +277,35 @@ async def key_revoke(
     return RedirectResponse(f"/keys?revoked={quote(key.id)}", status_code=303)
 
 
+@router.post("/keys/{key_id}/plan")
+async def key_plan(
+    request: Request, key_id: str, session: AdminDep, form: CsrfFormDep, svc: ServiceDep
+) -> Response:
+    plan = form.get("plan")
+    if plan not in {p.value for p in Plan}:
+        return await _key_page(request, svc, session, key_id, error="Choose a plan.", status=400)
+    if not await svc.require_store().set_plan(key_id, Plan(str(plan))):
+        error = "Only a live key's plan can change."
+        return await _key_page(request, svc, session, key_id, error=error, status=400)
+    svc.keys.clear()  # the API's key cache: the new plan applies now, here
+    log.info("dashboard: key %s set to plan %s by key %s", key_id, plan, session.key.id)
+    return RedirectResponse(f"/keys/{quote(key_id)}?plan=changed", status_code=303)
+
+
 @router.get("/keys/{key_id}")
 async def key_page(request: Request, key_id: str, session: AdminDep, svc: ServiceDep) -> Response:
+    return await _key_page(request, svc, session, key_id)
+
+
+async def _key_page(
+    request: Request,
+    svc: Service,
+    session: Session,
+    key_id: str,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
     key = await svc.require_store().get_key(key_id)
     if key is None:
         return render(
@@ -288,8 +315,13 @@ async def key_page(request: Request, key_id: str, session: AdminDep, svc: Servic
             session=session,
             status_code=404,
         )
-    context: dict[str, Any] = {"key": key}
+    context: dict[str, Any] = {
+        "key": key,
+        "plans": [p.value for p in Plan],
+        "error": error,
+        "plan_changed": request.query_params.get("plan") == "changed",
+    }
     context.update(
         await _usage(svc, key.id, chart_id="usage-key", title=f"Verdicts per day, key {key.name}")
     )
-    return render(request, "key.html", context, session=session)
+    return render(request, "key.html", context, session=session, status_code=status)

@@ -121,6 +121,9 @@ class Store(Protocol):
 
     async def revoke_key(self, key_id_or_prefix: str) -> bool: ...
 
+    async def set_plan(self, key_id: str, plan: Plan) -> bool:
+        """Change a live key's plan; False for an unknown or revoked key."""
+
     # --- batches: durable, owned by one key ---
     async def create_batch(
         self,

@@ -153,6 +153,15 @@ class MemoryStore:
         with self._lock:
             return self._keys.get(key_id)
 
+    async def set_plan(self, key_id: str, plan: Plan) -> bool:
+        plan = Plan(plan)
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None or key.revoked_at is not None:
+                return False
+            self._keys[key_id] = replace(key, plan=plan)
+            return True
+
     async def revoke_key(self, key_id_or_prefix: str) -> bool:
         wanted = key_id_or_prefix.strip()
         with self._lock:

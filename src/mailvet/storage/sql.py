@@ -405,6 +405,18 @@ class SqlStore:
             row = (await conn.execute(select(*_KEY_COLUMNS).where(api_keys.c.id == key_id))).first()
         return None if row is None else _key(row)
 
+    async def set_plan(self, key_id: str, plan: Plan) -> bool:
+        plan = Plan(plan)
+        if not _storable(key_id):
+            return False
+        async with self._write() as conn:
+            changed = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(plan=plan.value)
+            )
+            return bool(changed.rowcount)
+
     async def revoke_key(self, key_id_or_prefix: str) -> bool:
         wanted = key_id_or_prefix.strip() if isinstance(key_id_or_prefix, str) else ""
         if not _storable(wanted) or not wanted:
