@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-__all__ = ["ApiKey", "BatchCounts", "BatchItem", "BatchRecord", "Plan", "Store", "WorkItem"]
+__all__ = [
+    "ApiKey",
+    "BatchCounts",
+    "BatchItem",
+    "BatchRecord",
+    "Plan",
+    "Store",
+    "UsageRow",
+    "WorkItem",
+]
 
 
 class Plan(StrEnum):
@@ -28,6 +37,7 @@ class ApiKey:
     prefix: str  # first characters of the secret, for display; the secret is never stored
     created_at: datetime
     revoked_at: datetime | None = None
+    admin: bool = False  # may manage keys in the dashboard (v0006)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +83,16 @@ class BatchCounts:
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Verdicts given to one key on one UTC day with one result (v0006)."""
+
+    key_id: str
+    day: date
+    result: str
+    count: int
+
+
 class Store(Protocol):
     """Async storage. Every method is safe to call concurrently."""
 
@@ -82,19 +102,27 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     # --- keys: the secret is hashed before it touches storage ---
-    async def create_key(self, name: str, plan: Plan) -> tuple[ApiKey, str]:
-        """Create a key; return it with its secret, which is never retrievable again."""
+    async def create_key(self, name: str, plan: Plan, *, admin: bool = False) -> tuple[ApiKey, str]:
+        """Create a key; return it with its secret, which is never retrievable again.
+        An ``admin`` key may also manage keys in the dashboard."""
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         """The live (not revoked) key with this secret, compared in constant time."""
 
     async def list_keys(self) -> list[ApiKey]: ...
 
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not; None for an unknown id (the dashboard's
+        session check: a session names its key by id, never by secret)."""
+
     async def key_hash(self, key_id: str) -> str | None:
         """The stored hash of a key's secret (hex SHA-256), revoked keys included; None
         for an unknown id. The HMAC key of the key's batch webhooks (jobs/webhook.py)."""
 
     async def revoke_key(self, key_id_or_prefix: str) -> bool: ...
+
+    async def set_plan(self, key_id: str, plan: Plan) -> bool:
+        """Change a live key's plan; False for an unknown or revoked key."""
 
     # --- batches: durable, owned by one key ---
     async def create_batch(
@@ -151,7 +179,9 @@ class Store(Protocol):
         """``(key, verdict data)``: every position with that key gets the verdict (and its
         ``result`` and ``reason``), its retry cleared; ``done`` counts positions.
         Idempotent (a repeat overwrites, counted once), one transaction. Unknown keys
-        match nothing; a deleted batch takes nothing. NotFoundError for an unknown batch."""
+        match nothing; a deleted batch takes nothing. NotFoundError for an unknown batch.
+        The positions newly decided count as the batch owner's usage (``add_usage``),
+        today (UTC), by result, in the same transaction."""
 
     async def schedule_retries(self, batch_id: str, retries: list[tuple[str, datetime]]) -> None:
         """``(key, retry_at)`` for keys without a verdict: ``attempts`` += 1 and
@@ -175,6 +205,17 @@ class Store(Protocol):
 
     async def counts(self, batch_id: str) -> BatchCounts:
         """Items with a verdict by result and by reason."""
+
+    # --- usage (v0006) ---
+    async def add_usage(self, rows: list[tuple[str, date, str, int]]) -> None:
+        """``(key id, UTC day, result, count)``: add ``count`` to that day's verdicts of
+        that result for that key (one transaction)."""
+
+    async def usage(
+        self, *, since: date, until: date | None = None, key_id: str | None = None
+    ) -> list[UsageRow]:
+        """The counts from ``since`` to ``until`` (inclusive; default: no end), of one key
+        or of all, ordered by day, key id and result."""
 
     # --- webhooks ---
     async def webhooks_due(self, now: datetime) -> list[BatchRecord]:

@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
     Float,
@@ -21,6 +23,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
 )
 from sqlalchemy.types import TypeDecorator
@@ -34,6 +37,7 @@ __all__ = [
     "mx_connects",
     "mx_lanes",
     "mx_leases",
+    "usage_daily",
 ]
 
 NAMING_CONVENTION = {
@@ -84,6 +88,8 @@ api_keys = Table(
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    # v0006: may manage keys in the dashboard
+    Column("admin", Boolean, nullable=False, server_default=false()),
 )
 
 batches = Table(
@@ -213,3 +219,14 @@ mx_connects = Table(
     Column("at", UTCDateTime, nullable=False),
 )
 Index("ix_mx_connects_lane", mx_connects.c.lane, mx_connects.c.at)
+# v0006: verdicts per key, per UTC day, per result (the dashboard's usage chart). No
+# foreign key: usage is history, kept as counted.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("key_id", String(36), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("result", String(16), primary_key=True),
+    Column("count", Integer, nullable=False, server_default=text("0")),
+)
+Index("ix_usage_daily_day", usage_daily.c.day)
