@@ -1,0 +1,1 @@
+"""The web dashboard: pages served by ``mailvet serve`` at ``/``."""
