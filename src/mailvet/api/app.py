@@ -36,6 +36,7 @@ from mailvet.api.deps import Service
 from mailvet.api.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from mailvet.api.ratelimit import RateLimiter
 from mailvet.api.v1 import router as v1_router
+from mailvet.dashboard.mount import install as install_dashboard
 from mailvet.settings import Settings
 from mailvet.storage.base import Store
 from mailvet.storage.common import StorageError
@@ -152,6 +153,7 @@ def create_app(
     app.state.service = svc
     app.include_router(v1_router)
     _add_handlers(app)
+    install_dashboard(app)
     _add_service_routes(app, svc)
     _add_docs(app)
     _install_openapi(app, settings)

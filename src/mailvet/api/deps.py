@@ -18,6 +18,7 @@ from starlette.requests import Request
 from mailvet.api.cache import CachedResult, SingleFlight, TTLCache, result_cost
 from mailvet.api.metrics import Metrics
 from mailvet.api.ratelimit import RateLimiter
+from mailvet.api.usage import UsageCounter
 from mailvet.engine.syntax import SyntaxPolicy
 from mailvet.jobs.plan import dedupe_keys
 from mailvet.settings import Settings
@@ -60,6 +61,7 @@ class Service:
         default_factory=lambda: SingleFlight(MAX_SHARED_PROBES)
     )
     started_at: float = field(default_factory=time.time)
+    usage: UsageCounter = field(default_factory=UsageCounter)  # real-time verdicts per key
 
     def require_store(self) -> Store:
         if self.store is None:
@@ -94,6 +96,11 @@ class Service:
         runner; a cluster's queue too)."""
         if self.runner is not None:
             self.runner.wake()
+
+    def record_usage(self, key_id: str, result: str) -> None:
+        """Count a real-time verdict for ``key_id`` (written to the store by the app's
+        usage flusher; batch verdicts are counted by the store)."""
+        self.usage.add(key_id, result)
 
     def require_engine(self) -> Engine:
         if self.engine is None:

@@ -37,6 +37,7 @@ class ApiKey:
     prefix: str  # first characters of the secret, for display; the secret is never stored
     created_at: datetime
     revoked_at: datetime | None = None
+    admin: bool = False  # may manage keys in the dashboard (v0006)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,10 @@ class Store(Protocol):
         """The live (not revoked) key with this secret, compared in constant time."""
 
     async def list_keys(self) -> list[ApiKey]: ...
+
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        """The key with this id, revoked or not; None for an unknown id (the dashboard's
+        session check: a session names its key by id, never by secret)."""
 
     async def key_hash(self, key_id: str) -> str | None:
         """The stored hash of a key's secret (hex SHA-256), revoked keys included; None

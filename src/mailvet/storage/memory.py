@@ -151,6 +151,10 @@ class MemoryStore:
         with self._lock:
             return list(self._keys.values())
 
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        with self._lock:
+            return self._keys.get(key_id)
+
     async def revoke_key(self, key_id_or_prefix: str) -> bool:
         wanted = key_id_or_prefix.strip()
         with self._lock:

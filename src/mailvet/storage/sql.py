@@ -406,6 +406,13 @@ class SqlStore:
             )
             return [_key(row) for row in rows]
 
+    async def get_key(self, key_id: str) -> ApiKey | None:
+        if not _storable(key_id):
+            return None
+        async with self._read() as conn:
+            row = (await conn.execute(select(*_KEY_COLUMNS).where(api_keys.c.id == key_id))).first()
+        return None if row is None else _key(row)
+
     async def revoke_key(self, key_id_or_prefix: str) -> bool:
         wanted = key_id_or_prefix.strip() if isinstance(key_id_or_prefix, str) else ""
         if not _storable(wanted) or not wanted:
