@@ -385,6 +385,9 @@ def test_progress_numbers() -> None:
     assert p["rate"] == 5.0 and p["rate_text"] == "5.0 a second"
     assert p["eta"] == 150 and p["eta_text"] == "about 2 min"
     assert p["retry_waiting"] == 3
+    greylisted = BatchRecord("b", "k", None, 10, t0, t0, done=8, retry_waiting=2)
+    waiting = progress(greylisted, now=t0 + timedelta(seconds=4))
+    assert waiting["eta"] is None and waiting["eta_text"] == "after the retries"
     queued = progress(BatchRecord("b", "k", None, 10, t0, t0), now=t0 + timedelta(seconds=5))
     assert queued["status"] == "queued" and queued["eta_text"] == "waiting to start"
     done = progress(

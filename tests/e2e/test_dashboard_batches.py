@@ -12,10 +12,9 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, FilePayload, Page, expect
 
 from .dashboard_kit import Dashboard, check_a11y, shot, sign_in
 
@@ -61,7 +60,7 @@ def lists_key(dashboard: Dashboard) -> str:
     return dashboard.create_key("lists", plan="paid")
 
 
-def _file(name: str, data: bytes, mime: str = "text/csv") -> dict[str, Any]:
+def _file(name: str, data: bytes, mime: str = "text/csv") -> FilePayload:
     return {"name": name, "mimeType": mime, "buffer": data}
 
 
@@ -203,6 +202,7 @@ def test_the_lists_page_shows_live_progress_and_retries_waiting(
     expect(row.locator('[data-field="done"]')).to_have_text("2", timeout=FINISH)
     expect(row.locator('[data-field="retry_waiting"]')).to_have_text("1", timeout=FINISH)
     expect(row.locator('[data-field="status"]')).to_have_text("running")
+    expect(row.locator('[data-field="eta"]')).to_have_text("after the retries")
     expect(row.locator("progress")).to_have_attribute("value", "2")
     assert page.locator("#batches").get_attribute("data-progress-url") is not None
     shot(page, "dashboard-batches-progress")
@@ -358,3 +358,39 @@ def test_phone_width(dashboard: Dashboard, page: Page, lists_key: str) -> None:
 def _no_sideways_scroll(page: Page) -> None:
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= 375, f"the page is {width} px wide at 375 px"
+
+
+def test_an_xlsx_workbook_downloads_as_csv(
+    dashboard: Dashboard, page: Page, lists_key: str, tmp_path: Path
+) -> None:
+    import openpyxl
+
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = "Leads"
+    for row in (
+        ["Lead", "E-mail address", "Deal size"],
+        ["Ann", "alice@deliverable.test", 1200],
+        ["Bob", "nobody@deliverable.test", 99.5],
+    ):
+        sheet.append(row)
+    path = tmp_path / "leads.xlsx"
+    workbook.save(path)
+    sign_in(page, dashboard, lists_key)
+    page.goto(f"{dashboard.url}/upload")
+    page.get_by_label("File: CSV, plain text").set_input_files(path)
+    page.get_by_role("button", name="Upload and preview").click()
+    expect(page.locator("#file-format")).to_have_text("Excel workbook, sheet “Leads”")
+    expect(page.locator("#file-column")).to_have_text("column “E-mail address”")
+    page.get_by_role("button", name="Start verifying 2 rows").click()
+    expect(page.locator('#progress [data-field="status"]')).to_have_text("finished", timeout=FINISH)
+    everything = _rows(_download(page, "Everything, with the verdict columns", tmp_path), ",")
+    result = everything[0].index("result")
+    assert [[*row[:3], row[result]] for row in everything] == [
+        ["Lead", "E-mail address", "Deal size", "result"],
+        ["Ann", "alice@deliverable.test", "1200", "deliverable"],
+        ["Bob", "nobody@deliverable.test", "99.5", "undeliverable"],
+    ]
+    shot(page, "dashboard-batches-xlsx")
+    check_a11y(page)

@@ -241,7 +241,7 @@ def _xlsx(path: Path, rows: list[list[Any]], title: str = "Contacts") -> Path:
 
 def test_xlsx_reads_the_first_sheet_with_typed_cells(tmp_path: Path) -> None:
     path = _xlsx(
-        tmp_path / "contacts.xlsx",
+        tmp_path / "kept.upload",  # as the stash names it: the content tells, not the name
         [
             [None],
             ["First name", "Email address", "Age", "Since", "Score"],
@@ -431,9 +431,7 @@ class _CountingStore(MemoryStore):
 
     handed = 0
 
-    async def iter_items(
-        self, batch_id: str, **kwargs: Any
-    ) -> AsyncIterator[BatchItem]:
+    async def iter_items(self, batch_id: str, **kwargs: Any) -> AsyncIterator[BatchItem]:
         async for item in super().iter_items(batch_id, **kwargs):
             self.handed += 1
             yield item

@@ -140,7 +140,8 @@ def progress(record: BatchRecord, now: datetime | None = None) -> dict[str, Any]
     left = max(record.size - record.done, 0)
     status = wire.batch_status(record)
     eta = None
-    if status in ("queued", "running") and rate > 0 and left:
+    waiting_only = 0 < left <= record.retry_waiting  # what is left waits for retries
+    if status in ("queued", "running") and rate > 0 and left and not waiting_only:
         eta = left / rate
     return {
         "id": record.id,
@@ -151,7 +152,7 @@ def progress(record: BatchRecord, now: datetime | None = None) -> dict[str, Any]
         "rate": round(rate, 1),
         "rate_text": _rate_text(rate, status),
         "eta": None if eta is None else round(eta),
-        "eta_text": _eta_text(eta, status),
+        "eta_text": "after the retries" if waiting_only else _eta_text(eta, status),
         "retry_waiting": record.retry_waiting,
     }
 

@@ -281,9 +281,13 @@ def _from_batchfile(exc: BatchFileError) -> UploadError:
 def _open_xlsx(path: Path) -> _Source:
     import openpyxl
 
+    # An open file, not the path: openpyxl judges a path by its extension, and a kept
+    # upload has none of the user's (the content said it is a workbook).
+    handle = path.open("rb")
     try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        workbook = openpyxl.load_workbook(handle, read_only=True, data_only=True)
     except Exception as exc:  # openpyxl raises many kinds for a damaged file
+        handle.close()
         raise UploadError(f"This XLSX workbook cannot be read ({type(exc).__name__}).") from None
     values: Iterator[tuple[Any, ...]] | None = None
     try:
@@ -302,9 +306,11 @@ def _open_xlsx(path: Path) -> _Source:
                 break
     except Exception as exc:
         _close_xlsx(workbook, values)
+        handle.close()
         raise UploadError(f"This XLSX workbook cannot be read ({type(exc).__name__}).") from None
     if not header:
         _close_xlsx(workbook, values)
+        handle.close()
         raise UploadError("The workbook's first sheet is empty.")
     title = str(sheet.title)
     return _Source(
@@ -314,6 +320,7 @@ def _open_xlsx(path: Path) -> _Source:
         delimiter=",",
         rows=_xlsx_rows(workbook, values, len(header), header_row),
         sheet=title,
+        closers=[handle],
     )
 
 
