@@ -101,6 +101,22 @@ def test_no_email_header_asks_for_the_column_and_takes_the_chosen_one(tmp_path: 
         read_upload(path, "x.csv", column=2, max_rows=MAX)
 
 
+def test_a_first_line_holding_an_address_is_a_row_not_a_header(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"Ann,ann@a.test\nBob,bob@b.test\n")
+    preview = read_preview(path, "x.csv", max_rows=MAX)
+    assert preview.columns == ["column 1", "column 2"]
+    assert preview.email_column == 1 and preview.rows == 2
+    parsed = read_upload(path, "x.csv", max_rows=MAX)
+    assert parsed.emails == ["ann@a.test", "bob@b.test"]
+    assert [load_cells(c) for c in parsed.cells] == [("Ann",), ("Bob",)]
+    one = _file(tmp_path, "one.csv", b"ann@a.test\nbob@b.test\n")
+    assert read_upload(one, "one.csv", max_rows=MAX).emails == ["ann@a.test", "bob@b.test"]
+    book = _xlsx(tmp_path / "h.xlsx", [["ann@a.test", 1], ["bob@b.test", 2]])
+    parsed = read_upload(book, "h.xlsx", max_rows=MAX)
+    assert parsed.emails == ["ann@a.test", "bob@b.test"]
+    assert parsed.upload.columns == ("column 1", "column 2")
+
+
 def test_a_chosen_column_wins_over_the_header_guess(tmp_path: Path) -> None:
     path = _file(tmp_path, "x.csv", b"email,work email\na@a.test,w@w.test\n")
     assert read_upload(path, "x.csv", column=1, max_rows=MAX).emails == ["w@w.test"]

@@ -205,7 +205,8 @@ def _open(path: Path, filename: str, encoding: str) -> _Source:
             if not exc.names:
                 raise
             # No header names the address's column: open it again on the first column
-            # (the format is guessed the same way); the user chooses on the preview.
+            # (the format is guessed the same way); the user chooses on the preview,
+            # unless the first line holds an address (then it is a row, not a header).
             stream = path.open("rb")
             opened = open_input(
                 "-",
@@ -233,14 +234,41 @@ def _open(path: Path, filename: str, encoding: str) -> _Source:
         email_column = 0
     else:
         columns = list(opened.columns)
+    rows = _text_rows(opened.fmt, opened.rows(), columns)
+    if email_column is None and opened.fmt == "csv":
+        columns, email_column, rows = _headerless(columns, rows)
     return _Source(
         fmt=opened.fmt,
         columns=columns,
         email_column=email_column,
         delimiter=opened.delimiter,
-        rows=_text_rows(opened.fmt, opened.rows(), columns),
+        rows=rows,
         closers=[stream],
     )
+
+
+_ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+
+def _headerless(
+    first: list[str], rows: Iterator[tuple[str, list[str]]]
+) -> tuple[list[str], int | None, Iterator[tuple[str, list[str]]]]:
+    """A first line no column of which is named like an address's: when one of its cells
+    is an address, the file has no header (the line is a row; the columns are called
+    ``column 1``, ``column 2`` ...); otherwise it stays the header."""
+    found = next((i for i, cell in enumerate(first) if _ADDRESS.fullmatch(cell.strip())), None)
+    if found is None:
+        return first, None, rows
+    names = [f"column {i + 1}" for i in range(len(first))]
+    return names, found, _prepend(("", list(first)), rows)
+
+
+def _prepend(
+    row: tuple[str, list[str]], rows: Iterator[tuple[str, list[str]]]
+) -> Iterator[tuple[str, list[str]]]:
+    """``row`` then ``rows``; closing it closes ``rows`` (a workbook's reader) too."""
+    yield row
+    yield from rows
 
 
 def _text_rows(
@@ -313,12 +341,17 @@ def _open_xlsx(path: Path) -> _Source:
         handle.close()
         raise UploadError("The workbook's first sheet is empty.")
     title = str(sheet.title)
+    columns: list[str] = header
+    email_column = guess_email_column(header)
+    rows = _xlsx_rows(workbook, values, len(header), header_row)
+    if email_column is None:
+        columns, email_column, rows = _headerless(header, rows)
     return _Source(
         fmt="xlsx",
-        columns=header,
-        email_column=guess_email_column(header),
+        columns=columns,
+        email_column=email_column,
         delimiter=",",
-        rows=_xlsx_rows(workbook, values, len(header), header_row),
+        rows=rows,
         sheet=title,
         closers=[handle],
     )
