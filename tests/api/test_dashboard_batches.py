@@ -262,6 +262,9 @@ async def test_upload_errors_are_pages_that_say_what_to_do(api: Api) -> None:
         assert r.status_code == status, (words, r.text)
         assert words in r.text
         assert 'role="alert"' in r.text and 'aria-invalid="true"' in r.text
+    r = await upload(client, b"email\nb\xe9@x.test\n", "latin.csv")
+    assert "<strong>latin.csv</strong>: Line 2" in r.text
+    assert '<option value="cp1252" selected>' in r.text  # offered for the next try
     r = await upload(client, b"email\nb\xe9@x.test\n", "a.csv", encoding="cp1252")
     assert r.status_code == 303 and r.headers["location"].endswith("?encoding=cp1252")
 

@@ -394,3 +394,16 @@ def test_an_xlsx_workbook_downloads_as_csv(
     ]
     shot(page, "dashboard-batches-xlsx")
     check_a11y(page)
+
+
+def test_a_windows_1252_file_reads_once_its_encoding_is_chosen(
+    dashboard: Dashboard, page: Page, lists_key: str
+) -> None:
+    sign_in(page, dashboard, lists_key)
+    latin = b"email,name\nalice@deliverable.test,Ren\xe9\n"
+    _upload(page, dashboard, "latin.csv", latin)
+    expect(page.get_by_role("alert")).to_contain_text("latin.csv: Line 2 is not valid UTF-8")
+    expect(page.get_by_label("Text encoding")).to_have_value("cp1252")  # offered
+    page.get_by_label("File: CSV, plain text").set_input_files(_file("latin.csv", latin))
+    page.get_by_role("button", name="Upload and preview").click()
+    expect(page.locator("#sample tbody td").nth(1)).to_have_text("René")

@@ -356,9 +356,11 @@ def _upload_form(
     error: str | None = None,
     status_code: int = 200,
     encoding: str = "utf-8",
+    filename: str | None = None,
 ) -> Response:
     context = {
         "error": error,
+        "error_file": filename,
         "paid": session.key.plan is Plan.PAID,
         "paid_only": PAID_ONLY,
         "max_bytes": svc.settings.max_upload_bytes,
@@ -473,6 +475,8 @@ async def upload(request: Request, svc: ServiceDep) -> Response:
                 stash().discard(saved.token)
                 raise
         except UploadError as exc:
+            if exc.encoding and encoding == "utf-8":
+                encoding = "cp1252"  # offered next: what spreadsheets on Windows write
             return _upload_form(
                 request,
                 session,
@@ -480,6 +484,7 @@ async def upload(request: Request, svc: ServiceDep) -> Response:
                 error=str(exc),
                 status_code=exc.status,
                 encoding=encoding,
+                filename=filename,
             )
     finally:
         await form.close()
