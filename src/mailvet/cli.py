@@ -633,7 +633,8 @@ async def _dev_key(settings: Settings, path: Path) -> str:
             secret = path.read_text().strip()
             if secret and await store.authenticate(secret) is not None:
                 return secret
-        _, secret = await store.create_key("make-run", Plan.PAID)
+        # the operator's own key: an admin one (it manages keys in the dashboard)
+        _, secret = await store.create_key("make-run", Plan.PAID, admin=True)
         # owner-only from the first byte, even if the file existed with looser modes
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
@@ -647,6 +648,9 @@ def keys_create(
     ctx: typer.Context,
     name: Annotated[str, typer.Option(help="A label for the key.")],
     plan: Annotated[str, typer.Option(help="paid or free (free cannot use batches).")] = "paid",
+    admin: Annotated[
+        bool, typer.Option("--admin", help="May manage keys in the dashboard.")
+    ] = False,
 ) -> None:
     """Create a key and print its secret (shown once, stored hashed)."""
     from mailvet.storage.base import Plan
@@ -657,8 +661,12 @@ def keys_create(
 
     async def run() -> str:
         async with _store(_settings(ctx)) as store:
-            key, secret = await store.create_key(name, Plan(plan))
-            return f"{secret}\n(id {key.id}, plan {key.plan.value}; the secret is not shown again)"
+            key, secret = await store.create_key(name, Plan(plan), admin=admin)
+            role = ", admin" if key.admin else ""
+            return (
+                f"{secret}\n(id {key.id}, plan {key.plan.value}{role}; "
+                "the secret is not shown again)"
+            )
 
     typer.echo(asyncio.run(run()))
 
@@ -671,12 +679,13 @@ def keys_list(ctx: typer.Context) -> None:
 
     async def run() -> None:
         async with _store(_settings(ctx)) as store:
-            table = Table("id", "name", "plan", "prefix", "created", "revoked")
+            table = Table("id", "name", "plan", "admin", "prefix", "created", "revoked")
             for k in await store.list_keys():
                 table.add_row(
                     k.id,
                     k.name,
                     k.plan.value,
+                    "yes" if k.admin else "",
                     k.prefix,
                     k.created_at.isoformat(timespec="seconds"),
                     k.revoked_at.isoformat(timespec="seconds") if k.revoked_at else "",

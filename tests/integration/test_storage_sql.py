@@ -1249,3 +1249,79 @@ async def test_key_hash_is_the_hex_sha256_of_the_secret(store: Store) -> None:
     assert await store.key_hash(key.id) == expected  # a revoked key's batches still sign
     assert await store.key_hash(str(uuid.uuid4())) is None
     assert await store.key_hash("bad\x00id") is None
+
+
+# --- v0006: admin keys, usage per key per day per result ---
+
+
+@parametrize_backends()
+async def test_admin_keys_and_get_key(store: Store) -> None:
+    admin, admin_secret = await store.create_key("ops", Plan.PAID, admin=True)
+    plain, _ = await store.create_key("app", Plan.FREE)
+    assert admin.admin and not plain.admin
+    assert await store.get_key(admin.id) == admin
+    assert await store.get_key(plain.id) == plain
+    assert {k.id: k.admin for k in await store.list_keys()} == {admin.id: True, plain.id: False}
+    found = await store.authenticate(admin_secret)
+    assert found is not None and found.admin
+    assert await store.revoke_key(plain.id)
+    revoked = await store.get_key(plain.id)
+    assert revoked is not None and revoked.revoked_at is not None  # revoked keys are found
+    assert await store.get_key(str(uuid.uuid4())) is None
+    assert await store.get_key("bad\x00id") is None
+
+
+@parametrize_backends()
+async def test_usage_adds_up_per_key_day_and_result(store: Store) -> None:
+    from datetime import date
+
+    a, b = str(uuid.uuid4()), str(uuid.uuid4())
+    d1, d2, d3 = date(2026, 11, 1), date(2026, 11, 2), date(2026, 11, 3)
+    await store.add_usage([(a, d1, "deliverable", 2), (a, d1, "risky", 1), (b, d2, "unknown", 4)])
+    await store.add_usage([(a, d1, "deliverable", 3), (a, d3, "undeliverable", 1)])
+    await store.add_usage([])
+    rows = await store.usage(since=d1, key_id=a)
+    assert [(r.day, r.result, r.count) for r in rows] == [
+        (d1, "deliverable", 5),
+        (d1, "risky", 1),
+        (d3, "undeliverable", 1),
+    ]
+    assert [(r.key_id, r.day) for r in await store.usage(since=d2, until=d2)] == [(b, d2)]
+    later = await store.usage(since=d2, key_id=a)
+    assert [(r.day, r.result, r.count) for r in later] == [(d3, "undeliverable", 1)]
+    assert await store.usage(since=d1, key_id="nobody\x00") == []
+
+
+@parametrize_backends()
+async def test_save_results_counts_each_position_once_as_the_owners_usage(store: Store) -> None:
+    key, _ = await store.create_key("k", Plan.PAID)
+    keys = ["a", "b", "a", "c"]
+    batch = await store.create_batch(key.id, None, [f"{k}@x.test" for k in keys], keys=keys)
+    ok = _verdict("deliverable", "accepted_email")
+    bad = _verdict("undeliverable", "rejected_email")
+    today = datetime.now(UTC).date()
+
+    async def usage() -> dict[str, int]:
+        rows = await store.usage(since=today - timedelta(days=1), key_id=key.id)
+        return {r.result: r.count for r in rows}
+
+    await store.save_results(batch.id, [("a", ok)])
+    assert await usage() == {"deliverable": 2}  # both positions of "a"
+    await store.save_results(batch.id, [("a", bad), ("b", bad), ("nobody", ok)])
+    assert await usage() == {"deliverable": 2, "undeliverable": 1}  # "a" was decided before
+    await store.delete_batch(key.id, batch.id)
+    await store.save_results(batch.id, [("c", ok)])
+    assert await usage() == {"deliverable": 2, "undeliverable": 1}  # a deleted batch takes none
+
+
+@parametrize_backends()
+async def test_set_plan_of_a_live_key(store: Store) -> None:
+    key, secret = await store.create_key("k", Plan.FREE)
+    assert await store.set_plan(key.id, Plan.PAID)
+    found = await store.authenticate(secret)
+    assert found is not None and found.plan is Plan.PAID
+    assert not await store.set_plan(str(uuid.uuid4()), Plan.FREE)
+    assert await store.revoke_key(key.id)
+    assert not await store.set_plan(key.id, Plan.FREE)
+    again = await store.get_key(key.id)
+    assert again is not None and again.plan is Plan.PAID

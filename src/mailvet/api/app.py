@@ -13,6 +13,8 @@ package (``fastapi-offline``), so they work without any CDN.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import logging
 from collections.abc import AsyncIterator
@@ -35,6 +37,8 @@ from mailvet.api.bodylimit import BODY_TIMEOUT, BodyLimitMiddleware, BodyTimeout
 from mailvet.api.deps import Service
 from mailvet.api.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from mailvet.api.ratelimit import RateLimiter
+from mailvet.api.usage import flush as flush_usage
+from mailvet.api.usage import flush_forever as flush_usage_forever
 from mailvet.api.v1 import router as v1_router
 from mailvet.dashboard.mount import install as install_dashboard
 from mailvet.settings import Settings
@@ -124,9 +128,14 @@ def create_app(
             )
             svc.webhooks = webhooks
             webhooks.start()
+            flusher = asyncio.create_task(flush_usage_forever(svc.usage, svc.store))
             try:
                 yield
             finally:
+                flusher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await flusher
+                await flush_usage(svc.usage, svc.store)  # the last seconds' counts
                 await svc.probes.close()
                 await webhooks.stop()
                 svc.webhooks = None

@@ -10,10 +10,17 @@ verdicts are counted by the store itself, in the transaction that saves them
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
 from datetime import UTC, date, datetime
 
-__all__ = ["FLUSH_SECONDS", "UsageCounter", "today"]
+from mailvet.storage.base import Store
+from mailvet.storage.common import StorageError
+
+__all__ = ["FLUSH_SECONDS", "UsageCounter", "flush", "flush_forever", "today"]
+
+log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 5.0
 
@@ -46,3 +53,22 @@ class UsageCounter:
 
     def __len__(self) -> int:
         return len(self._counts)
+
+
+async def flush(counter: UsageCounter, store: Store) -> None:
+    """Write what ``counter`` holds; on a storage fault keep it for the next flush."""
+    rows = counter.take()
+    if not rows:
+        return
+    try:
+        await store.add_usage(rows)
+    except StorageError as exc:
+        counter.give_back(rows)
+        log.warning("usage counts not saved (kept for the next try): %s", exc)
+
+
+async def flush_forever(counter: UsageCounter, store: Store, every: float = FLUSH_SECONDS) -> None:
+    """``flush`` every ``every`` seconds until cancelled."""
+    while True:
+        await asyncio.sleep(every)
+        await flush(counter, store)

@@ -313,6 +313,7 @@ async def _validate(request: Request) -> Response:
     entry, own = await _verify(svc, key, email, answer_by)
     data = entry.data
     svc.metrics.observe_verdict(data, "api" if own else "cache")
+    svc.record_usage(key.id, data["result"])  # the key's usage (dashboard chart)
     out: dict[str, Any] = {"data": data, "error": None}
     query = request.query_params
     if "flat" in query and _flag(request, "flat"):

@@ -21,7 +21,7 @@ from datetime import date
 
 from markupsafe import Markup, escape
 
-__all__ = ["PATTERNS", "RESULT_ORDER", "bar_chart", "nice_max", "stacked_chart"]
+__all__ = ["PATTERNS", "RESULT_ORDER", "bar_chart", "html_legend", "nice_max", "stacked_chart"]
 
 RESULT_ORDER: tuple[str, ...] = ("deliverable", "risky", "undeliverable", "unknown")
 
@@ -97,9 +97,9 @@ def _short(label: str) -> str:
     return label if len(label) <= _MAX_LABEL else label[: _MAX_LABEL - 1] + "\u2026"
 
 
-def _open(chart_id: str, width: int, height: int, title: str, desc: str) -> str:
+def _open(chart_id: str, width: int, height: int, title: str, desc: str, kind: str) -> str:
     return (
-        f'<svg xmlns="http://www.w3.org/2000/svg" class="mv-chart" id="{chart_id}" '
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="mv-chart {kind}" id="{chart_id}" '
         f'viewBox="0 0 {width} {height}" role="img" '
         f'aria-labelledby="{chart_id}-title {chart_id}-desc" preserveAspectRatio="xMinYMin meet">'
         f'<title id="{chart_id}-title">{escape(title)}</title>'
@@ -127,7 +127,7 @@ def bar_chart(
     summary = ", ".join(f"{label}: {n}" for label, n in items) or "no data"
     height = max(1, len(items)) * _ROW_H + 8
     span = _BAR_WIDTH - _LABEL_W - _COUNT_W
-    out = [_open(cid, _BAR_WIDTH, height, title, desc or f"{title}. {summary}.")]
+    out = [_open(cid, _BAR_WIDTH, height, title, desc or f"{title}. {summary}.", "mv-bars")]
     out.append(_pattern_defs(cid, len(order)))
     if not items:
         out.append(f'<text x="0" y="{_ROW_H - 10}" class="mv-label">No data yet</text>')
@@ -171,10 +171,13 @@ def stacked_chart(
     chart_id: str,
     categories: Sequence[str] = RESULT_ORDER,
     desc: str | None = None,
+    legend: bool = True,
 ) -> Markup:
     """One column per day of ``days`` (in that order), its segments stacked bottom-up in
-    the order of ``categories``; a legend with each category's total above, a y axis
-    with three ticks, and the dates under the columns (thinned to fit)."""
+    the order of ``categories``; a legend with each category's total above (unless
+    ``legend`` is False: then put ``html_legend`` next to it, which wraps and scales with
+    the page's text on a phone), a y axis with three ticks, and the dates under the
+    columns (thinned to fit)."""
     cid = _id(chart_id)
     totals = {c: sum(int(values.get(d, {}).get(c, 0)) for d in days) for c in categories}
     day_totals = [sum(int(values.get(d, {}).get(c, 0)) for c in categories) for d in days]
@@ -190,15 +193,18 @@ def stacked_chart(
             )
         else:
             desc = f"{title}: no data."
-    out = [_open(cid, _STACK_W, _STACK_H, title, desc), _pattern_defs(cid, len(categories))]
+    out = [
+        _open(cid, _STACK_W, _STACK_H, title, desc, "mv-stacked"),
+        _pattern_defs(cid, len(categories)),
+    ]
     # legend: swatch + "name (total)"
     x = 0.0
-    for i, c in enumerate(categories):
+    for i, c in enumerate(categories if legend else ()):
         out.append(_rect(cid, i, c, x, 6, 16, 16, f"{c}: {totals[c]} in all"))
         text = f"{c} ({totals[c]})"
         out.append(f'<text x="{x + 22:.1f}" y="19" class="mv-label">{escape(text)}</text>')
         x += 22 + 8.2 * len(text) + 16
-    plot_top = _LEGEND_H + 8
+    plot_top = _LEGEND_H + 8 if legend else 12
     plot_h = _STACK_H - plot_top - _MARGIN_B
     plot_w = _STACK_W - _MARGIN_L - 4
     base = plot_top + plot_h
@@ -210,13 +216,13 @@ def stacked_chart(
         out.append(
             f'<line x1="{_MARGIN_L}" x2="{_STACK_W - 4}" y1="{y:.1f}" y2="{y:.1f}" '
             'class="mv-grid"/>'
-            f'<text x="{_MARGIN_L - 6}" y="{y + 5:.1f}" text-anchor="end" class="mv-axis">'
+            f'<text x="{_MARGIN_L - 6}" y="{y + 7:.1f}" text-anchor="end" class="mv-axis-l">'
             f"{tick}</text>"
         )
     n = max(1, len(days))
     slot = plot_w / n
     bar_w = max(2.0, slot * 0.7)
-    every = max(1, -(-n * 48 // plot_w))  # a date label every `every` columns, 48 units each
+    every = max(1, -(-n * 64 // plot_w))  # a date label every `every` columns, 64 units each
     for k, day in enumerate(days):
         left = _MARGIN_L + k * slot + (slot - bar_w) / 2
         y = float(base)
@@ -227,13 +233,30 @@ def stacked_chart(
             h = plot_h * count / top
             y -= h
             out.append(_rect(cid, i, c, left, y, bar_w, h, f"{day.isoformat()}: {c} {count}"))
-        if k % every == 0:
+        if (n - 1 - k) % every == 0:  # counted from the last day, which is always shown
             out.append(
-                f'<text x="{left + bar_w / 2:.1f}" y="{base + 20}" text-anchor="middle" '
-                f'class="mv-axis">{day.strftime("%m-%d")}</text>'
+                f'<text x="{left + bar_w / 2:.1f}" y="{base + 26}" text-anchor="middle" '
+                f'class="mv-axis-l">{day.strftime("%m-%d")}</text>'
             )
     out.append(
         f'<line x1="{_MARGIN_L}" x2="{_STACK_W - 4}" y1="{base}" y2="{base}" class="mv-axis-line"/>'
     )
     out.append("</svg>")
     return Markup("".join(out))
+
+
+def html_legend(categories: Sequence[str], totals: Mapping[str, int], *, chart_id: str) -> Markup:
+    """The legend of a chart as an HTML list: each category's swatch (its colour and
+    pattern, as in the chart), its name and its total. Outside the SVG it wraps and keeps
+    the page's text size on a phone."""
+    cid = _id(chart_id) + "-legend"
+    items: list[str] = []
+    for i, c in enumerate(categories):
+        sid = f"{cid}{i}"
+        swatch = (
+            f'<svg xmlns="http://www.w3.org/2000/svg" class="mv-swatch" viewBox="0 0 16 16" '
+            f'aria-hidden="true" focusable="false">{_pattern_defs(sid, i + 1)}'
+            f"{_rect(sid, i, c, 0, 0, 16, 16, c)}</svg>"
+        )
+        items.append(f"<li>{swatch} {escape(c)} <strong>{int(totals.get(c, 0))}</strong></li>")
+    return Markup(f'<ul class="mv-legend" id="{cid}">' + "".join(items) + "</ul>")

@@ -27,6 +27,7 @@ __all__ = [
     "explain_reason",
     "explain_reply",
     "explain_transcript",
+    "server_said",
 ]
 
 RESULT_TEXT: dict[Result, str] = {
@@ -281,6 +282,7 @@ def explain_transcript(facts: Facts, checked: str | None = None) -> tuple[list[L
     dns_lines: list[Line] = []
     smtp_lines: list[Line] = []
     waiting: dict[str | None, deque[str]] = {}
+    unreliable = facts.smtp is not None and facts.smtp.unreliable_accept
     for entry in facts.transcript:
         if entry.kind == "dns":
             meaning, tone = explain_dns(entry.text)
@@ -306,6 +308,12 @@ def explain_transcript(facts: Facts, checked: str | None = None) -> tuple[list[L
             queue = waiting.get(entry.host)
             answered = queue.popleft() if queue else None
             meaning, tone = explain_reply(entry.text, answered, checked=address)
+            if tone == "good" and unreliable and meaning.endswith("it accepts mail for it."):
+                meaning, tone = (
+                    "The server said yes, but this provider says yes to every address, "
+                    "existing or not: it proves little.",
+                    "warn",
+                )
             smtp_lines.append(Line("server", entry.text, meaning, tone, entry.host))
         else:
             meaning, tone = _note_words(entry.text)
@@ -339,6 +347,20 @@ def _send_words(command: str, checked: str | None) -> str:
     if verb == "RSET":
         return "mailvet reset the conversation."
     return "mailvet sent a command."
+
+
+def server_said(facts: Facts) -> tuple[str, str] | None:
+    """The mail server's answer about the mailbox: its meaning and its raw words, e.g.
+    ("The server said the mailbox does not exist", "550 5.1.1 ..."); None when no server
+    answered about it."""
+    smtp = facts.smtp
+    if smtp is None or smtp.code is None:
+        return None
+    raw = " ".join(str(p) for p in (smtp.code, smtp.enhanced, smtp.message) if p)
+    meaning, _ = explain_reply(raw, f"RCPT {facts.syntax.email}", checked=facts.syntax.email)
+    if smtp.unreliable_accept and smtp.code < 300:
+        meaning = "The server said yes, but this provider says yes to every address."
+    return meaning.rstrip("."), raw
 
 
 def _yes_no(value: bool | None, yes: str, no: str) -> str:

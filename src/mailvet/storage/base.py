@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ __all__ = [
     "Plan",
     "Store",
     "UploadInfo",
+    "UsageRow",
     "WorkItem",
 ]
 
@@ -98,6 +99,16 @@ class BatchCounts:
     by_reason: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class UsageRow:
+    """Verdicts given to one key on one UTC day with one result (v0006)."""
+
+    key_id: str
+    day: date
+    result: str
+    count: int
+
+
 class Store(Protocol):
     """Async storage. Every method is safe to call concurrently."""
 
@@ -107,8 +118,9 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
     # --- keys: the secret is hashed before it touches storage ---
-    async def create_key(self, name: str, plan: Plan) -> tuple[ApiKey, str]:
-        """Create a key; return it with its secret, which is never retrievable again."""
+    async def create_key(self, name: str, plan: Plan, *, admin: bool = False) -> tuple[ApiKey, str]:
+        """Create a key; return it with its secret, which is never retrievable again.
+        An ``admin`` key may also manage keys in the dashboard."""
 
     async def authenticate(self, secret: str) -> ApiKey | None:
         """The live (not revoked) key with this secret, compared in constant time."""
@@ -124,6 +136,9 @@ class Store(Protocol):
         for an unknown id. The HMAC key of the key's batch webhooks (jobs/webhook.py)."""
 
     async def revoke_key(self, key_id_or_prefix: str) -> bool: ...
+
+    async def set_plan(self, key_id: str, plan: Plan) -> bool:
+        """Change a live key's plan; False for an unknown or revoked key."""
 
     # --- batches: durable, owned by one key ---
     async def create_batch(
@@ -184,7 +199,9 @@ class Store(Protocol):
         """``(key, verdict data)``: every position with that key gets the verdict (and its
         ``result`` and ``reason``), its retry cleared; ``done`` counts positions.
         Idempotent (a repeat overwrites, counted once), one transaction. Unknown keys
-        match nothing; a deleted batch takes nothing. NotFoundError for an unknown batch."""
+        match nothing; a deleted batch takes nothing. NotFoundError for an unknown batch.
+        The positions newly decided count as the batch owner's usage (``add_usage``),
+        today (UTC), by result, in the same transaction."""
 
     async def schedule_retries(self, batch_id: str, retries: list[tuple[str, datetime]]) -> None:
         """``(key, retry_at)`` for keys without a verdict: ``attempts`` += 1 and
@@ -209,6 +226,17 @@ class Store(Protocol):
 
     async def counts(self, batch_id: str) -> BatchCounts:
         """Items with a verdict by result and by reason."""
+
+    # --- usage (v0006) ---
+    async def add_usage(self, rows: list[tuple[str, date, str, int]]) -> None:
+        """``(key id, UTC day, result, count)``: add ``count`` to that day's verdicts of
+        that result for that key (one transaction)."""
+
+    async def usage(
+        self, *, since: date, until: date | None = None, key_id: str | None = None
+    ) -> list[UsageRow]:
+        """The counts from ``since`` to ``until`` (inclusive; default: no end), of one key
+        or of all, ordered by day, key id and result."""
 
     # --- webhooks ---
     async def webhooks_due(self, now: datetime) -> list[BatchRecord]:

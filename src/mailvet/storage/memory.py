@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from mailvet.storage.base import (
@@ -22,6 +23,7 @@ from mailvet.storage.base import (
     BatchRecord,
     Plan,
     UploadInfo,
+    UsageRow,
     WorkItem,
 )
 from mailvet.storage.common import (
@@ -102,6 +104,7 @@ class MemoryStore:
         self._hashes: dict[str, str] = {}  # secret hash -> key id
         self._key_hash: dict[str, str] = {}  # key id -> secret hash
         self._batches: dict[str, _Batch] = {}  # by id, in creation order
+        self._usage: Counter[tuple[str, date, str]] = Counter()  # (key id, day, result)
 
     async def migrate(self) -> None:
         return None
@@ -111,7 +114,7 @@ class MemoryStore:
 
     # --- keys ---
 
-    async def create_key(self, name: str, plan: Plan) -> tuple[ApiKey, str]:
+    async def create_key(self, name: str, plan: Plan, *, admin: bool = False) -> tuple[ApiKey, str]:
         check_text(name, "key name")
         plan = Plan(plan)
         secret = new_secret()
@@ -122,6 +125,7 @@ class MemoryStore:
             plan=plan,
             prefix=secret_prefix(secret),
             created_at=utcnow(),
+            admin=bool(admin),
         )
         with self._lock:
             self._keys[key.id] = key
@@ -154,6 +158,15 @@ class MemoryStore:
     async def get_key(self, key_id: str) -> ApiKey | None:
         with self._lock:
             return self._keys.get(key_id)
+
+    async def set_plan(self, key_id: str, plan: Plan) -> bool:
+        plan = Plan(plan)
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None or key.revoked_at is not None:
+                return False
+            self._keys[key_id] = replace(key, plan=plan)
+            return True
 
     async def revoke_key(self, key_id_or_prefix: str) -> bool:
         wanted = key_id_or_prefix.strip()
@@ -374,16 +387,38 @@ class MemoryStore:
             if batch.record.deleted_at is not None or not latest:
                 return
             newly_done = 0
+            today = utcnow().date()
             for key, (text, labels) in latest.items():
                 for position in batch.positions.get(key, ()):
                     if batch.verdicts[position] is None:
                         newly_done += 1
+                        if labels[0] is not None:
+                            self._usage[(batch.record.user_id, today, labels[0])] += 1
                     batch.verdicts[position] = text
                     batch.labels[position] = labels
                 batch.retry_at.pop(key, None)
             batch.record = replace(
                 batch.record, done=batch.record.done + newly_done, updated_at=utcnow()
             )
+
+    async def add_usage(self, rows: list[tuple[str, date, str, int]]) -> None:
+        checked = [
+            (check_text(k, "key id"), d, check_text(r, "result"), int(n)) for k, d, r, n in rows
+        ]
+        with self._lock:
+            for key_id, day, result, count in checked:
+                self._usage[(key_id, day, result)] += count
+
+    async def usage(
+        self, *, since: date, until: date | None = None, key_id: str | None = None
+    ) -> list[UsageRow]:
+        with self._lock:
+            rows = [
+                UsageRow(k, d, r, n)
+                for (k, d, r), n in self._usage.items()
+                if d >= since and (until is None or d <= until) and key_id in (None, k)
+            ]
+        return sorted(rows, key=lambda row: (row.day, row.key_id, row.result))
 
     async def schedule_retries(self, batch_id: str, retries: list[tuple[str, datetime]]) -> None:
         latest = {key: check_when(when, "retry_at") for key, when in retries}

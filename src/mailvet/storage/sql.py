@@ -20,13 +20,16 @@ import os
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, Select, bindparam, delete, event, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -39,6 +42,7 @@ from mailvet.storage.base import (
     BatchRecord,
     Plan,
     UploadInfo,
+    UsageRow,
     WorkItem,
 )
 from mailvet.storage.common import (
@@ -62,7 +66,7 @@ from mailvet.storage.common import (
     utcnow,
     verdict_labels,
 )
-from mailvet.storage.tables import api_keys, batch_items, batches
+from mailvet.storage.tables import api_keys, batch_items, batches, usage_daily
 
 __all__ = ["SqlStore", "due_query", "key_positions_query", "todo_query", "window_query"]
 
@@ -106,6 +110,7 @@ def _key(row: Any) -> ApiKey:  # a Row of api_keys columns
         prefix=row.prefix,
         created_at=row.created_at,
         revoked_at=row.revoked_at,
+        admin=bool(row.admin),
     )
 
 
@@ -157,6 +162,7 @@ _KEY_COLUMNS = (
     api_keys.c.prefix,
     api_keys.c.created_at,
     api_keys.c.revoked_at,
+    api_keys.c.admin,
 )
 
 # Bulk statements, written per dialect because they are the hot paths (a batch of
@@ -180,8 +186,8 @@ _PG_INSERT_ITEMS = text(
     "CAST(:keys AS text[]), CAST(:cells AS text[])) AS t(position, email, key, cells)"
 )
 _PG_COUNT_KEYS_PENDING = text(
-    "SELECT count(*) FROM batch_items WHERE batch_id = :batch_id "
-    'AND "key" = ANY(CAST(:keys AS text[])) AND verdict IS NULL'
+    'SELECT "key", count(*) FROM batch_items WHERE batch_id = :batch_id '
+    'AND "key" = ANY(CAST(:keys AS text[])) AND verdict IS NULL GROUP BY "key"'
 )
 _PG_SAVE_RESULTS = text(
     "UPDATE batch_items AS i SET verdict = t.verdict, result = t.result, reason = t.reason, "
@@ -351,7 +357,7 @@ class SqlStore:
 
     # --- keys ---
 
-    async def create_key(self, name: str, plan: Plan) -> tuple[ApiKey, str]:
+    async def create_key(self, name: str, plan: Plan, *, admin: bool = False) -> tuple[ApiKey, str]:
         check_text(name, "key name")
         plan = Plan(plan)
         secret = new_secret()
@@ -361,6 +367,7 @@ class SqlStore:
             plan=plan,
             prefix=secret_prefix(secret),
             created_at=utcnow(),
+            admin=bool(admin),
         )
         async with self._write() as conn:
             await conn.execute(
@@ -371,6 +378,7 @@ class SqlStore:
                     prefix=key.prefix,
                     secret_hash=hash_secret(secret),
                     created_at=key.created_at,
+                    admin=key.admin,
                 )
             )
         return key, secret
@@ -412,6 +420,18 @@ class SqlStore:
         async with self._read() as conn:
             row = (await conn.execute(select(*_KEY_COLUMNS).where(api_keys.c.id == key_id))).first()
         return None if row is None else _key(row)
+
+    async def set_plan(self, key_id: str, plan: Plan) -> bool:
+        plan = Plan(plan)
+        if not _storable(key_id):
+            return False
+        async with self._write() as conn:
+            changed = await conn.execute(
+                update(api_keys)
+                .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+                .values(plan=plan.value)
+            )
+            return bool(changed.rowcount)
 
     async def revoke_key(self, key_id_or_prefix: str) -> bool:
         wanted = key_id_or_prefix.strip() if isinstance(key_id_or_prefix, str) else ""
@@ -845,7 +865,9 @@ class SqlStore:
             # Lock the batch row (as save_verdicts): the done counter stays exact.
             row = (
                 await conn.execute(
-                    select(batches.c.deleted_at).where(batches.c.id == batch_id).with_for_update()
+                    select(batches.c.deleted_at, batches.c.user_id)
+                    .where(batches.c.id == batch_id)
+                    .with_for_update()
                 )
             ).first()
             if row is None:
@@ -854,11 +876,13 @@ class SqlStore:
                 return
             now = utcnow()
             newly_done = 0
+            by_result: Counter[str] = Counter()  # newly decided positions: the owner's usage
             if self.dialect == "postgresql":
                 for chunk in _chunks(keys, PG_CHUNK):
                     params = {"batch_id": batch_id, "keys": list(chunk)}
-                    count = await conn.execute(_PG_COUNT_KEYS_PENDING, params)
-                    newly_done += count.scalar_one()
+                    for key, pending in await conn.execute(_PG_COUNT_KEYS_PENDING, params):
+                        newly_done += pending
+                        by_result[latest[key][1] or ""] += pending
                     await conn.execute(
                         _PG_SAVE_RESULTS,
                         {
@@ -871,16 +895,18 @@ class SqlStore:
                     )
             else:
                 for chunk in _chunks(keys, IN_CHUNK):
-                    count = await conn.execute(
-                        select(func.count())
-                        .select_from(batch_items)
+                    counts = await conn.execute(
+                        select(batch_items.c.key, func.count())
                         .where(
                             batch_items.c.batch_id == batch_id,
                             batch_items.c.key.in_(chunk),
                             batch_items.c.verdict.is_(None),
                         )
+                        .group_by(batch_items.c.key)
                     )
-                    newly_done += count.scalar_one()
+                    for key, pending in counts:
+                        newly_done += pending
+                        by_result[latest[key][1] or ""] += pending
                 stamp = self._sqlite_timestamp(now)
                 for chunk in _chunks(keys, SQLITE_CHUNK):
                     await conn.exec_driver_sql(
@@ -892,6 +918,50 @@ class SqlStore:
                 .where(batches.c.id == batch_id)
                 .values(done=batches.c.done + newly_done, updated_at=now)
             )
+            day = now.date()
+            await self._add_usage(
+                conn, [(row.user_id, day, r, n) for r, n in by_result.items() if r and n]
+            )
+
+    async def add_usage(self, rows: list[tuple[str, date, str, int]]) -> None:
+        checked = [
+            (check_text(k, "key id"), d, check_text(r, "result"), int(n)) for k, d, r, n in rows
+        ]
+        if checked:
+            async with self._write() as conn:
+                await self._add_usage(conn, checked)
+
+    async def _add_usage(
+        self, conn: AsyncConnection, rows: list[tuple[str, date, str, int]]
+    ) -> None:
+        if not rows:
+            return
+        insert: Any = pg_insert if self.dialect == "postgresql" else sqlite_insert
+        stmt = insert(usage_daily)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[usage_daily.c.key_id, usage_daily.c.day, usage_daily.c.result],
+            set_={"count": usage_daily.c["count"] + stmt.excluded["count"]},
+        )
+        await conn.execute(
+            stmt, [{"key_id": k, "day": d, "result": r, "count": n} for k, d, r, n in rows]
+        )
+
+    async def usage(
+        self, *, since: date, until: date | None = None, key_id: str | None = None
+    ) -> list[UsageRow]:
+        query = select(
+            usage_daily.c.key_id, usage_daily.c.day, usage_daily.c.result, usage_daily.c["count"]
+        ).where(usage_daily.c.day >= since)
+        if until is not None:
+            query = query.where(usage_daily.c.day <= until)
+        if key_id is not None:
+            if not _storable(key_id):
+                return []
+            query = query.where(usage_daily.c.key_id == key_id)
+        query = query.order_by(usage_daily.c.day, usage_daily.c.key_id, usage_daily.c.result)
+        async with self._read() as conn:
+            rows = await conn.execute(query)
+            return [UsageRow(r[0], r[1], r[2], int(r[3])) for r in rows]
 
     async def schedule_retries(self, batch_id: str, retries: list[tuple[str, datetime]]) -> None:
         latest = {key: check_when(when, "retry_at") for key, when in retries}

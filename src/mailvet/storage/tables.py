@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     Column,
+    Date,
     DateTime,
     Dialect,
     ForeignKey,
@@ -20,11 +22,19 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
     text,
 )
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["UTCDateTime", "api_keys", "batch_items", "batches", "metadata"]
+__all__ = [
+    "UTCDateTime",
+    "api_keys",
+    "batch_items",
+    "batches",
+    "metadata",
+    "usage_daily",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -74,6 +84,8 @@ api_keys = Table(
     Column("secret_hash", String(64), nullable=False, unique=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime, nullable=True),
+    # v0006: may manage keys in the dashboard
+    Column("admin", Boolean, nullable=False, server_default=false()),
 )
 
 batches = Table(
@@ -169,3 +181,15 @@ Index(
 
 # Every position of a key (results and retries are saved by key).
 Index("ix_batch_items_key", batch_items.c.batch_id, batch_items.c.key)
+
+# v0006: verdicts per key, per UTC day, per result (the dashboard's usage chart). No
+# foreign key: usage is history, kept as counted.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("key_id", String(36), primary_key=True),
+    Column("day", Date, primary_key=True),
+    Column("result", String(16), primary_key=True),
+    Column("count", Integer, nullable=False, server_default=text("0")),
+)
+Index("ix_usage_daily_day", usage_daily.c.day)
