@@ -267,13 +267,11 @@ async def batch_page(
         ]
     more = len(items) > TABLE_PAGE
     filters = {k: v for k, v in (("result", result), ("reason", reason)) if v}
-    shown = (
-        counts.by_result.get(result, 0)
-        if result and not reason
-        else counts.by_reason.get(reason, 0)
-        if reason and not result
-        else None
-    )
+    shown: int | None = None  # rows the filter keeps, when the counts tell
+    if result and not reason:
+        shown = counts.by_result.get(result, 0)
+    elif reason and not result:
+        shown = counts.by_reason.get(reason, 0)
     context = {
         "batch": record,
         "progress": progress(record),
