@@ -325,6 +325,33 @@ async def test_no_column_named_like_an_address_asks_for_one(api: Api) -> None:
     assert done["total"] == 1
 
 
+async def test_names_with_control_characters_are_cleaned(api: Api) -> None:
+    client = await signed_in(api, api.paid)
+    token = await csrf_of(client)
+    boundary = "b0undary"
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="csrf"\r\n\r\n{token}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+        'filename="bad\x07\x1bname.csv"\r\nContent-Type: text/csv\r\n\r\n'
+        "email\r\nalice@deliverable.test\r\n"
+        f"\r\n--{boundary}--\r\n"
+    ).encode()
+    r = await client.post(
+        "/upload",
+        content=body,
+        headers={"content-type": f"multipart/form-data; boundary={boundary}"},
+    )
+    assert r.status_code == 303, r.text
+    r = await start(client, r.headers["location"], name="")
+    assert r.status_code == 303
+    batch_id = r.headers["location"].rsplit("/", 1)[1]
+    key = await api.store.authenticate(api.paid)
+    assert key is not None
+    record = await api.store.get_batch(key.id, batch_id)
+    assert record is not None and record.name == "badname.csv"
+    assert record.upload is not None and record.upload.filename == "badname.csv"
+
+
 async def test_csrf_is_checked_on_upload_and_start(api: Api) -> None:
     client = await signed_in(api, api.paid)
     r = await client.post("/upload", files={"file": ("a.csv", b"email\na@b.test\n", "text/csv")})

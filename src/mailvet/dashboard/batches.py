@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import unicodedata
 import uuid
 from datetime import datetime
 from typing import Any
@@ -456,7 +457,7 @@ async def upload(request: Request, svc: ServiceDep) -> Response:
             return _upload_form(
                 request, session, svc, error="Choose a file to upload.", status_code=400
             )
-        filename = (file.filename or "list").strip()[-200:]
+        filename = _clean(file.filename or "", 200, keep_end=True) or "list"
         try:
             saved = await asyncio.to_thread(
                 stash().save, file.file, filename, session.key.id, limit
@@ -490,6 +491,15 @@ async def upload(request: Request, svc: ServiceDep) -> Response:
     if encoding != "utf-8":
         target += f"?encoding={encoding}"
     return RedirectResponse(target, status_code=303)
+
+
+def _clean(value: object, limit: int, *, keep_end: bool = False) -> str:
+    """A name any store can hold: no control characters (NUL included) nor lone
+    surrogates, trimmed, at most ``limit`` characters (a file's name keeps its end)."""
+    if not isinstance(value, str):
+        return ""
+    text = "".join(c for c in value if unicodedata.category(c) not in ("Cc", "Cs")).strip()
+    return text[-limit:] if keep_end else text[:limit]
 
 
 def _encoding(value: object) -> str:
@@ -563,8 +573,7 @@ async def start(token: str, request: Request, svc: ServiceDep) -> Response:
     if isinstance(raw_column, str) and raw_column.strip().isdigit():
         column = int(raw_column.strip()[:7])
     raw_name = form.get("name")
-    name = raw_name.strip()[: wire.MAX_NAME_CHARS] if isinstance(raw_name, str) else ""
-    name = name.replace("\x00", "") or saved.filename[: wire.MAX_NAME_CHARS]
+    name = _clean(raw_name, wire.MAX_NAME_CHARS) or _clean(saved.filename, wire.MAX_NAME_CHARS)
     try:
         parsed = await asyncio.to_thread(
             read_upload,
