@@ -3,6 +3,7 @@ escaping of what servers say, through the ASGI app (no browser)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from datetime import UTC, date, datetime
@@ -196,6 +197,7 @@ async def test_keys_pages_are_for_admin_keys_only(api: Api, admin: str) -> None:
     await sign_in(api.client, api.paid)
     r = await api.client.get("/keys")
     assert r.status_code == 403 and "Admin keys only" in r.text
+    assert "Sign out" in r.text  # still signed in: the page keeps its navigation
     assert 'href="/keys"' not in (await api.client.get("/")).text  # not in the nav either
     token = await session_csrf(api.client)
     r = await api.client.post("/keys", data={"name": "x", "plan": "paid", "csrf": token})
@@ -322,3 +324,25 @@ async def test_an_admin_changes_a_keys_plan_and_the_api_follows(api: Api, admin:
     r = await api.client.post(f"/keys/{free.id}/plan", data={"plan": "free", "csrf": token})
     assert r.status_code == 400 and "live key" in r.text
     assert (await api.client.get("/keys/no-such-key")).status_code == 404
+
+
+async def test_batch_verdicts_count_as_the_owners_usage(api: Api) -> None:
+    emails = ["a@deliverable.test", "A@deliverable.test", "b@rejecting.test", "c@elsewhere.test"]
+    r = await api.client.post("/v1/batch", json={"emails": emails}, headers=api.h())
+    assert r.status_code == 200
+    batch_id = r.json()["id"]
+    for _ in range(500):
+        got = await api.client.get(f"/v1/batch/{batch_id}", headers=api.h())
+        if got.json()["finished_at"] is not None:
+            break
+        await asyncio.sleep(0.02)
+    else:
+        raise AssertionError("batch did not finish")
+    paid = next(k for k in await api.store.list_keys() if k.name == "paid")
+    rows = await api.store.usage(since=datetime.now(UTC).date(), key_id=paid.id)
+    # every position counts (the duplicate too), checked once
+    assert {r.result: r.count for r in rows} == {
+        "deliverable": 2,
+        "undeliverable": 1,
+        "unknown": 1,
+    }

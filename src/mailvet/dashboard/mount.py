@@ -19,6 +19,7 @@ def install(app: FastAPI) -> None:
     "sign in first" (a redirect), a refused CSRF token and a non-admin key (403 pages)."""
     from urllib.parse import quote
 
+    from mailvet.api.deps import service
     from mailvet.dashboard import auth
     from mailvet.dashboard.routes import router
     from mailvet.dashboard.templating import STATIC_NAME, render
@@ -44,6 +45,7 @@ def install(app: FastAPI) -> None:
                 "message": "The form was not sent from this page, or your session changed "
                 "since it was shown. Go back, reload the page and try again.",
             },
+            session=await auth.read_session(request, service(request)),
             status_code=403,
         )
 
@@ -56,6 +58,7 @@ def install(app: FastAPI) -> None:
                 "message": "Managing keys needs an admin key. Sign in with one, or ask "
                 "your administrator.",
             },
+            session=await auth.read_session(request, service(request)),
             status_code=403,
         )
 
