@@ -407,3 +407,78 @@ def test_a_windows_1252_file_reads_once_its_encoding_is_chosen(
     page.get_by_label("File: CSV, plain text").set_input_files(_file("latin.csv", latin))
     page.get_by_role("button", name="Upload and preview").click()
     expect(page.locator("#sample tbody td").nth(1)).to_have_text("René")
+
+
+def test_the_progress_script_updates_the_rows_it_polls(
+    dashboard: Dashboard, page: Page, lists_key: str
+) -> None:
+    """The script against the page, deterministically: the progress JSON is answered by
+    the test (the real one is read in the test above), and the row shows what it says."""
+    import json
+
+    from playwright.sync_api import Route
+
+    sign_in(page, dashboard, lists_key)
+    data = b"email\nalice@deliverable.test\nsomeone@greylist.test\n"
+    _upload(page, dashboard, "polled.csv", data)
+    page.get_by_label("Name of the list").fill("Polled")
+    page.get_by_role("button", name="Start verifying 2 rows").click()
+    batch_id = page.url.rsplit("/", 1)[1]
+    answers: list[str] = []
+
+    def progress(route: Route) -> None:
+        body = {
+            "id": batch_id,
+            "status": "running",
+            "done": 1,
+            "total": 2,
+            "percent": 50,
+            "rate": 0.5,
+            "rate_text": "30.0 a minute",
+            "eta": None,
+            "eta_text": "after the retries",
+            "retry_waiting": 7,
+        }
+        answers.append(route.request.url)
+        route.fulfill(
+            status=200,
+            content_type="application/json",
+            body=json.dumps({"batches": [body]}),
+        )
+
+    page.route("**/batches/progress*", progress)
+    page.goto(f"{dashboard.url}/batches")
+    row = page.locator(f'#batches tr[data-batch="{batch_id}"]')
+    expect(row.locator('[data-field="retry_waiting"]')).to_have_text("7")
+    expect(row.locator('[data-field="rate"]')).to_have_text("30.0 a minute")
+    expect(row.locator("progress")).to_have_js_property("value", 1)
+    assert answers and answers[0].endswith("/batches/progress?page=1")
+
+
+def test_a_lists_page_reloads_itself_once_the_list_is_finished(
+    dashboard: Dashboard, page: Page, lists_key: str
+) -> None:
+    """While a list runs its page polls; told it is finished, it reloads to show the
+    final charts and table (answered by the test: the real list waits for a retry)."""
+    import json
+
+    from playwright.sync_api import Route
+
+    sign_in(page, dashboard, lists_key)
+    _upload(page, dashboard, "waits.csv", b"email\nsomeone@greylist.test\n")
+    page.get_by_role("button", name="Start verifying 1 rows").click()
+    expect(page.locator('#progress [data-field="retry_waiting"]')).to_have_text(
+        "1", timeout=FINISH
+    )  # a reload shows it: the list waits for its retry
+    batch_url = page.url
+    finished = {"status": "finished", "done": 1, "total": 1, "percent": 100}
+    finished |= {"rate_text": "1 a second", "eta_text": "done", "retry_waiting": 0}
+
+    def progress(route: Route) -> None:
+        route.fulfill(status=200, content_type="application/json", body=json.dumps(finished))
+
+    page.route("**/progress", progress)
+    page.goto(batch_url)
+    with page.expect_event("load", timeout=15_000):
+        pass  # the script's reload
+    expect(page.locator('#progress [data-field="status"]')).to_have_text("running")
