@@ -157,6 +157,23 @@ def test_plain_text_is_one_address_a_line(tmp_path: Path) -> None:
     assert parsed.cells == ["[]"] * 3
 
 
+def test_json_lines_keep_their_fields(tmp_path: Path) -> None:
+    data = (
+        b'{"name": "Ann", "email": "ann@a.test", "tags": ["x"]}\n'
+        b'{"name": "Bob", "email": "b@b.test"}\n'
+    )
+    path = _file(tmp_path, "l.jsonl", data)
+    preview = read_preview(path, "l.jsonl", max_rows=MAX)
+    assert (preview.fmt, preview.columns, preview.email_column) == (
+        "jsonl",
+        ["name", "email", "tags"],
+        1,
+    )
+    parsed = read_upload(path, "l.jsonl", max_rows=MAX)
+    assert parsed.emails == ["ann@a.test", "b@b.test"]
+    assert [load_cells(c) for c in parsed.cells] == [("Ann", '["x"]'), ("Bob", "")]
+
+
 # --- nasty files ---
 
 
