@@ -56,13 +56,17 @@ __all__ = [
     "VERDICT_COLUMNS",
     "BatchFileError",
     "InputFile",
+    "NoEmailColumn",
+    "NotInEncoding",
     "OfflineCounts",
     "OutputFile",
     "csv_cell",
     "file_fingerprint",
+    "guess_email_column",
     "open_input",
     "output_format",
     "run_offline",
+    "verdict_column_names",
     "write_validate_json",
 ]
 
@@ -105,6 +109,23 @@ _PREFIX = "mailvet_"
 
 class BatchFileError(ValueError):
     """A file that cannot be read (or written) as asked; the message says where and why."""
+
+
+class NotInEncoding(BatchFileError):
+    """Bytes that are not valid in the file's encoding (``line``: 1-based; ``byte``: the
+    first bad one)."""
+
+    def __init__(self, message: str, *, line: int, byte: int, encoding: str) -> None:
+        super().__init__(message)
+        self.line, self.byte, self.encoding = line, byte, encoding
+
+
+class NoEmailColumn(BatchFileError):
+    """No column (field) of the header is named like an address's (``names``: them all)."""
+
+    def __init__(self, message: str, names: Sequence[str]) -> None:
+        super().__init__(message)
+        self.names = list(names)
 
 
 # ---- cells ----------------------------------------------------------------------------
@@ -187,9 +208,12 @@ def _decode(body: bytes, encoding: str, name: str, before: int) -> str:
     except UnicodeDecodeError as exc:
         line = before + body.count(b"\n", 0, exc.start) + 1
         bad = body[exc.start : exc.start + 1].hex()
-        raise BatchFileError(
+        raise NotInEncoding(
             f"{name}: line {line} is not valid {encoding} (byte 0x{bad}): save it as UTF-8"
-            " or name its encoding (mailvet batch --encoding, e.g. --encoding cp1252)"
+            " or name its encoding (mailvet batch --encoding, e.g. --encoding cp1252)",
+            line=line,
+            byte=body[exc.start],
+            encoding=encoding,
         ) from None
     except LookupError:
         raise BatchFileError(f"unknown encoding {encoding!r}") from None
@@ -209,14 +233,23 @@ def _find_column(names: Sequence[str], wanted: str | None, what: str) -> int:
                 if name == wanted if exact else name.strip().lower() == wanted.strip().lower():
                     return i
         raise BatchFileError(f"no {what} named {wanted!r} (there are: {_listed(names)})")
+    found = guess_email_column(names)
+    if found is not None:
+        return found
+    raise NoEmailColumn(
+        f"no email {what} found (there are: {_listed(names)}); name it with --column", names
+    )
+
+
+def guess_email_column(names: Sequence[str]) -> int | None:
+    """The index of the address's column, found by its header name (``EMAIL_HEADERS``,
+    in order of preference); None when no name fits. The dashboard's upload asks too."""
     keys = [_header_key(n) for n in names]
     for candidate in EMAIL_HEADERS:
         key = _header_key(candidate)
         if key in keys:
             return keys.index(key)
-    raise BatchFileError(
-        f"no email {what} found (there are: {_listed(names)}); name it with --column"
-    )
+    return None
 
 
 def _listed(names: Sequence[str]) -> str:
@@ -473,9 +506,14 @@ def output_format(path: str, explicit: str | None, input_fmt: InputFormat) -> Ou
     return "jsonl" if input_fmt == "jsonl" else "csv"
 
 
-def _verdict_names(taken: Iterable[str]) -> list[str]:
+def verdict_column_names(taken: Iterable[str]) -> list[str]:
+    """The verdict's column names after the input's ``taken`` ones: a name the input
+    already uses gets ``mailvet_`` in front (the dashboard's downloads name them so too)."""
     used = set(taken)
     return [_PREFIX + f if f in used else f for f in VERDICT_COLUMNS]
+
+
+_verdict_names = verdict_column_names
 
 
 _VERDICT_SET = frozenset(VERDICT_COLUMNS)

@@ -147,8 +147,17 @@ class Settings(BaseSettings):
     rate_limit_per_minute: int = 600
     max_body_bytes: int = 10 * 1024 * 1024
     max_batch_size: int = 1_000_000
+    # the dashboard's list upload: the file's bytes (its rows: max_batch_size)
+    max_upload_bytes: int = 100 * 1024 * 1024
     batch_concurrency: int = 20
     log_level: str = "INFO"
+
+    @field_validator("max_upload_bytes")
+    @classmethod
+    def _upload_bytes(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1 byte")
+        return value
 
     # --- batch: per-MX lanes and greylisting (jobs/limits.py, jobs/scheduler.py) ---
     mx_max_sessions: int = 2  # SMTP sessions open to one MX host at once

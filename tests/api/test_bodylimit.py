@@ -60,3 +60,46 @@ async def test_only_the_body_is_timed_not_the_wait_for_a_disconnect() -> None:
     await BodyLimitMiddleware(app, max_bytes=100, timeout=0.05)(scope, receive, send)
     assert second == [{"type": "http.disconnect"}]
     assert sent[0]["status"] == 200
+
+
+async def test_a_path_with_limits_of_its_own() -> None:
+    """``paths``: a larger limit for one path, whose route answers an over-long
+    Content-Length itself; every other path keeps the default."""
+    seen: list[int] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        seen.append(len(body))
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    limited = BodyLimitMiddleware(app, max_bytes=10, timeout=5, paths={"/upload": (100, 5)})
+
+    async def run(path: str, body: bytes, length: int | None = None) -> int:
+        sent: list[Message] = []
+        headers = [] if length is None else [(b"content-length", str(length).encode())]
+        messages: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive() -> Message:
+            return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+        async def send(message: Message) -> None:
+            sent.append(message)
+
+        scope: Scope = {"type": "http", "method": "POST", "path": path, "headers": headers}
+        await limited(scope, receive, send)
+        status: int = sent[0]["status"]
+        return status
+
+    assert await run("/upload", b"x" * 50) == 200
+    assert await run("/other", b"x" * 50) == 413
+    # a declared length over the limit reaches the route (which answers it) ...
+    assert await run("/upload", b"x" * 50, length=1000) == 200
+    assert await run("/other", b"x" * 5, length=1000) == 413  # ... elsewhere refused at once
+    assert await run("/upload", b"x" * 101) == 413  # the route did not catch it: refused
+    assert seen == [50, 50]

@@ -109,7 +109,7 @@ def test_a_key_that_is_not_admin_cannot_manage_keys(dashboard: Dashboard, page: 
     sign_in(page, dashboard, dashboard.create_key("app"))
     expect(page.get_by_role("heading", name="Overview")).to_be_visible()
     expect(page.get_by_role("navigation", name="Main").get_by_role("link")).to_have_text(
-        ["Overview", "Check an address"]
+        ["Overview", "Check an address", "Lists", "Upload a list"]  # no "Keys"
     )
     response = page.goto(f"{dashboard.url}/keys")
     assert response is not None and response.status == 403

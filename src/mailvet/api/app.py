@@ -167,8 +167,17 @@ def create_app(
     _add_docs(app)
     _install_openapi(app, settings)
     # outermost first: metrics see every response, including the body-limit refusals
+    from mailvet.dashboard.batches import UPLOAD_PATH, UPLOAD_SLACK, UPLOAD_TIMEOUT
+
+    upload_limits = (
+        settings.max_upload_bytes + UPLOAD_SLACK,
+        max(settings.body_timeout, UPLOAD_TIMEOUT),
+    )
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout=settings.body_timeout
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_timeout,
+        paths={UPLOAD_PATH: upload_limits},  # the dashboard's list upload
     )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

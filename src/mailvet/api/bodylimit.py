@@ -11,11 +11,17 @@ closed, instead of holding a connection and a task forever. Only reads of the
 body are timed: once it is complete, ``receive`` (which then waits for the client
 to go away, e.g. while a download streams) is passed through untouched. A body the
 app never reads is bounded by the server protocol (``mailvet.api.server``).
+
+``paths`` gives some paths limits of their own (the dashboard's file upload: larger and
+slower than an API call). On those the route answers an over-long ``Content-Length``
+itself (with a page a person can read) and catches ``BodyTooLarge`` from its own reads;
+should it not, the refusal is the same as everywhere else.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -35,20 +41,29 @@ class BodyTimeout(Exception):
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        timeout: float | None = None,
+        paths: Mapping[str, tuple[int, float | None]] | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.paths = dict(paths or {})  # path -> (max_bytes, timeout) of its own
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (self.max_bytes <= 0 and self.timeout is None):
+        own = self.paths.get(scope["path"]) if scope["type"] == "http" else None
+        max_bytes, timeout = own if own is not None else (self.max_bytes, self.timeout)
+        if scope["type"] != "http" or (max_bytes <= 0 and timeout is None):
             await self.app(scope, receive, send)
             return
-        limit = self.max_bytes if self.max_bytes > 0 else None
+        limit = max_bytes if max_bytes > 0 else None
         deadline = None
-        if self.timeout is not None:
-            deadline = asyncio.get_running_loop().time() + self.timeout
-        for name, value in scope["headers"]:
+        if timeout is not None:
+            deadline = asyncio.get_running_loop().time() + timeout
+        for name, value in scope["headers"] if own is None else ():
             if name == b"content-length":
                 try:
                     declared = int(value)

@@ -22,7 +22,7 @@ from mailvet.api.usage import UsageCounter
 from mailvet.engine.syntax import SyntaxPolicy
 from mailvet.jobs.plan import dedupe_keys
 from mailvet.settings import Settings
-from mailvet.storage.base import ApiKey, BatchRecord, Store
+from mailvet.storage.base import ApiKey, BatchRecord, Store, UploadInfo
 
 if TYPE_CHECKING:
     from mailvet.engine import Engine
@@ -69,15 +69,24 @@ class Service:
         return self.store
 
     async def submit_batch(
-        self, key: ApiKey, name: str | None, emails: list[str], callback_url: str | None = None
+        self,
+        key: ApiKey,
+        name: str | None,
+        emails: list[str],
+        callback_url: str | None = None,
+        *,
+        upload: UploadInfo | None = None,
+        cells: list[str] | None = None,
     ) -> BatchRecord:
         """Store a batch (one probe per normalised address) and hand it to whatever works
-        batches. POST /v1/batch and the dashboard's upload both come through here."""
+        batches. POST /v1/batch and the dashboard's upload both come through here; an
+        upload also gives the file's columns (``upload``) and each row's other cells
+        (``cells``, see ``Store.create_batch``) so that downloads give them back."""
         policy = SyntaxPolicy.from_settings(self.settings)
         # off the loop, which answers /v1/validate too
         keys = await asyncio.to_thread(dedupe_keys, emails, policy)
         record = await self.require_store().create_batch(
-            key.id, name, emails, keys=keys, callback_url=callback_url
+            key.id, name, emails, keys=keys, callback_url=callback_url, upload=upload, cells=cells
         )
         await self.batch_changed(record.id)
         return record

@@ -27,6 +27,9 @@ def install(app: FastAPI) -> None:
     app.mount(STATIC_URL, StaticFiles(directory=Path(__file__).parent / "static"), name=STATIC_NAME)
     app.include_router(router)
     # more page routers (the batch pages) are included here, next to this one
+    from mailvet.dashboard.batches import router as batches_router
+
+    app.include_router(batches_router)
 
     async def sign_in_first(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, auth.SignInRequired)

@@ -15,6 +15,7 @@ from mailvet.storage.base import (
     BatchRecord,
     Plan,
     Store,
+    UploadInfo,
     WorkItem,
 )
 from mailvet.storage.common import NotFoundError, StorageError
@@ -30,6 +31,7 @@ __all__ = [
     "Plan",
     "StorageError",
     "Store",
+    "UploadInfo",
     "WorkItem",
     "describe_url",
     "normalise_url",

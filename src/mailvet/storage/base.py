@@ -19,6 +19,7 @@ __all__ = [
     "BatchRecord",
     "Plan",
     "Store",
+    "UploadInfo",
     "UsageRow",
     "WorkItem",
 ]
@@ -41,6 +42,18 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class UploadInfo:
+    """What a batch keeps of the file it was uploaded from (the dashboard), so that its
+    downloads give the file's columns back, in their order."""
+
+    filename: str  # as the browser named it
+    fmt: str  # csv, plain, jsonl or xlsx
+    columns: tuple[str, ...]  # the file's header, the address's column included
+    email_column: int  # the address's index in ``columns``
+    delimiter: str = ","  # a CSV's (downloads use it again)
+
+
+@dataclass(frozen=True, slots=True)
 class BatchRecord:
     id: str  # uuid
     user_id: str  # the owning ApiKey.id
@@ -55,6 +68,7 @@ class BatchRecord:
     retry_waiting: int = 0  # items without a verdict waiting for a retry (greylisting)
     webhook_delivered_at: datetime | None = None
     webhook_attempts: int = 0  # webhook calls made so far (an addition to the issue's fields)
+    upload: UploadInfo | None = None  # the uploaded file's columns (v0005), if uploaded
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +76,8 @@ class BatchItem:
     position: int  # 0-based position in the submitted list
     email: str
     verdict: dict[str, Any] | None  # the single-validate data object, once known
+    # an uploaded row's other cells, in the file's order without the address's (v0005)
+    cells: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,9 +149,13 @@ class Store(Protocol):
         *,
         keys: list[str] | None = None,
         callback_url: str | None = None,
+        upload: UploadInfo | None = None,
+        cells: list[str] | None = None,
     ) -> BatchRecord:
         """Store a batch and its items. ``keys[i]`` is the de-duplication key of
-        ``emails[i]`` (without ``keys``, each email is its own key)."""
+        ``emails[i]`` (without ``keys``, each email is its own key). ``upload`` describes
+        the file the batch came from; ``cells[i]`` is ``emails[i]``'s row's other cells as
+        ``storage.common.dump_cells`` wrote them (both or neither)."""
 
     async def get_batch(self, user_id: str, batch_id: str) -> BatchRecord | None:
         """The batch if it exists *and* belongs to ``user_id``; else None.
@@ -197,11 +217,12 @@ class Store(Protocol):
         offset: int = 0,
         limit: int | None = None,
         result: str | None = None,
+        reason: str | None = None,
     ) -> AsyncIterator[BatchItem]:
         """Items in position order, read in chunks (never the whole batch at once).
 
-        ``result`` keeps only the items whose verdict has that result; ``offset`` and
-        ``limit`` count the items kept."""
+        ``result`` (``reason``) keeps only the items whose verdict has that result
+        (reason); ``offset`` and ``limit`` count the items kept."""
 
     async def counts(self, batch_id: str) -> BatchCounts:
         """Items with a verdict by result and by reason."""

@@ -14,8 +14,14 @@ import hmac
 import json
 import secrets
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from mailvet.storage.base import UploadInfo
 
 __all__ = [
     "MIN_REVOKE_PREFIX",
@@ -23,12 +29,17 @@ __all__ = [
     "SECRET_PREFIX",
     "NotFoundError",
     "StorageError",
+    "check_cells",
     "check_emails",
     "check_keys",
     "check_text",
     "check_when",
+    "dump_cells",
+    "dump_upload",
     "dump_verdict",
     "hash_secret",
+    "load_cells",
+    "load_upload",
     "load_verdict",
     "new_secret",
     "secret_matches",
@@ -196,3 +207,72 @@ def load_verdict(text: str | None) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise ValueError("stored verdict is not a JSON object")
     return value
+
+
+# --- uploaded columns (v0005): the batch's file header, each item's other cells ---
+
+
+def dump_cells(cells: Sequence[str]) -> str:
+    """An uploaded row's other cells as stored: a JSON array of strings. Any string
+    round-trips (NUL escaped; lone surrogates, which no file decodes to, as ``\\udXXX``)."""
+    try:
+        return orjson.dumps(list(cells)).decode()
+    except TypeError:  # a lone surrogate (orjson refuses them) or a non-string
+        if not all(isinstance(cell, str) for cell in cells):
+            raise TypeError("cells must be strings") from None
+        return json.dumps(list(cells), ensure_ascii=True, separators=(",", ":"))
+
+
+def load_cells(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    value = orjson.loads(text)
+    if not isinstance(value, list) or not all(isinstance(cell, str) for cell in value):
+        raise ValueError("stored cells are not a JSON array of strings")
+    return tuple(value)
+
+
+def check_cells(emails: list[str], upload: UploadInfo | None, cells: list[str] | None) -> None:
+    """``create_batch``'s ``upload`` and ``cells``: both or neither, one row per email."""
+    if (upload is None) != (cells is None):
+        raise ValueError("upload and cells go together")
+    if cells is None:
+        return
+    if not isinstance(cells, list):
+        raise TypeError(f"cells must be a list, not {type(cells).__name__}")
+    if len(cells) != len(emails):
+        raise ValueError(f"{len(cells)} rows of cells for {len(emails)} emails")
+
+
+def dump_upload(upload: UploadInfo) -> str:
+    """The batch's ``upload`` column: a JSON object, checked on the way in."""
+    columns = list(upload.columns)
+    if not columns or not all(isinstance(c, str) for c in columns):
+        raise ValueError("an upload's columns must be one or more strings")
+    if not 0 <= upload.email_column < len(columns):
+        raise ValueError(f"email_column {upload.email_column} is not one of the columns")
+    if not isinstance(upload.delimiter, str) or len(upload.delimiter) != 1:
+        raise ValueError("an upload's delimiter is one character")
+    data = {
+        "filename": upload.filename,
+        "fmt": upload.fmt,
+        "columns": columns,
+        "email_column": upload.email_column,
+        "delimiter": upload.delimiter,
+    }
+    return json.dumps(data, ensure_ascii=True, separators=(",", ":"))
+
+
+def load_upload(text: str | None) -> UploadInfo | None:
+    from mailvet.storage.base import UploadInfo
+
+    if text is None:
+        return None
+    data = json.loads(text)
+    return UploadInfo(
+        filename=str(data["filename"]),
+        fmt=str(data["fmt"]),
+        columns=tuple(str(c) for c in data["columns"]),
+        email_column=int(data["email_column"]),
+        delimiter=str(data.get("delimiter") or ","),
+    )

@@ -22,18 +22,23 @@ from mailvet.storage.base import (
     BatchItem,
     BatchRecord,
     Plan,
+    UploadInfo,
     UsageRow,
     WorkItem,
 )
 from mailvet.storage.common import (
     MIN_REVOKE_PREFIX,
     NotFoundError,
+    check_cells,
     check_emails,
     check_keys,
     check_text,
     check_when,
+    dump_upload,
     dump_verdict,
     hash_secret,
+    load_cells,
+    load_upload,
     load_verdict,
     new_secret,
     secret_matches,
@@ -60,6 +65,7 @@ class _Batch:
     attempts: dict[str, int] = field(default_factory=dict)  # key -> retries done
     first_try_at: dict[str, datetime] = field(default_factory=dict)
     webhook_next_at: datetime | None = None
+    cells: list[str] | None = None  # per position, as stored (storage.common.dump_cells)
 
     def waiting(self) -> int:
         """Items without a verdict whose key waits for a retry."""
@@ -189,6 +195,8 @@ class MemoryStore:
         *,
         keys: list[str] | None = None,
         callback_url: str | None = None,
+        upload: UploadInfo | None = None,
+        cells: list[str] | None = None,
     ) -> BatchRecord:
         if name is not None:
             check_text(name, "batch name")
@@ -196,6 +204,9 @@ class MemoryStore:
             check_text(callback_url, "callback_url")
         emails = list(check_emails(emails))
         item_keys = list(check_keys(emails, keys))
+        check_cells(emails, upload, cells)
+        if upload is not None:  # as the SQL store: checked, and read back as stored
+            upload = load_upload(dump_upload(upload))
         positions: dict[str, list[int]] = {}
         for position, key in enumerate(item_keys):
             positions.setdefault(key, []).append(position)
@@ -208,6 +219,7 @@ class MemoryStore:
             created_at=now,
             updated_at=now,
             callback_url=callback_url,
+            upload=upload,
         )
         with self._lock:
             if user_id not in self._keys:
@@ -219,6 +231,7 @@ class MemoryStore:
                 verdicts=[None] * len(emails),
                 labels=[None] * len(emails),
                 positions=positions,
+                cells=None if cells is None else list(cells),
             )
         return record
 
@@ -248,6 +261,7 @@ class MemoryStore:
                 now = utcnow()
                 batch.record = replace(batch.record, deleted_at=now, updated_at=now)
                 batch.emails, batch.keys, batch.verdicts, batch.labels = [], [], [], []
+                batch.cells = None
                 batch.positions, batch.retry_at = {}, {}
                 batch.attempts, batch.first_try_at = {}, {}
                 batch.low = 0
@@ -435,32 +449,44 @@ class MemoryStore:
         offset: int = 0,
         limit: int | None = None,
         result: str | None = None,
+        reason: str | None = None,
     ) -> AsyncIterator[BatchItem]:
         if offset < 0 or (limit is not None and limit < 0):
             raise ValueError("offset and limit must not be negative")
         remaining = limit
-        skip = offset if result is not None else 0
-        position = offset if result is None else 0
+        filtered = result is not None or reason is not None
+        skip = offset if filtered else 0
+        position = 0 if filtered else offset
         while remaining is None or remaining > 0:
             size = READ_CHUNK if remaining is None else min(READ_CHUNK, remaining)
-            chunk: list[tuple[int, str, str | None]] = []
+            chunk: list[tuple[int, str, str | None, str | None]] = []
             with self._lock:  # copy one chunk, then yield it without the lock
                 batch = self._batches.get(batch_id)
                 if batch is None:
                     return
                 end = len(batch.verdicts)
+                cells = batch.cells
                 while position < end and len(chunk) < size:
                     labels = batch.labels[position]
-                    if result is None or (labels is not None and labels[0] == result):
+                    if not filtered or (
+                        labels is not None
+                        and (result is None or labels[0] == result)
+                        and (reason is None or labels[1] == reason)
+                    ):
                         if skip:
                             skip -= 1
                         else:
                             chunk.append(
-                                (position, batch.emails[position], batch.verdicts[position])
+                                (
+                                    position,
+                                    batch.emails[position],
+                                    batch.verdicts[position],
+                                    None if cells is None else cells[position],
+                                )
                             )
                     position += 1
-            for item_position, email, text in chunk:
-                yield BatchItem(item_position, email, load_verdict(text))
+            for item_position, email, text, row in chunk:
+                yield BatchItem(item_position, email, load_verdict(text), load_cells(row))
             if position >= end:
                 return
             if remaining is not None:

@@ -41,6 +41,7 @@ from mailvet.storage.base import (
     BatchItem,
     BatchRecord,
     Plan,
+    UploadInfo,
     UsageRow,
     WorkItem,
 )
@@ -48,12 +49,16 @@ from mailvet.storage.common import (
     MIN_REVOKE_PREFIX,
     NotFoundError,
     StorageError,
+    check_cells,
     check_emails,
     check_keys,
     check_text,
     check_when,
+    dump_upload,
     dump_verdict,
     hash_secret,
+    load_cells,
+    load_upload,
     load_verdict,
     new_secret,
     secret_matches,
@@ -124,6 +129,7 @@ def _batch(row: Any) -> BatchRecord:  # a Row of _BATCH_COLUMNS
         retry_waiting=row.retry_waiting,
         webhook_delivered_at=row.webhook_delivered_at,
         webhook_attempts=row.webhook_attempts,
+        upload=load_upload(row.upload),
     )
 
 
@@ -162,7 +168,8 @@ _KEY_COLUMNS = (
 # Bulk statements, written per dialect because they are the hot paths (a batch of
 # 50,000 items in well under a second on either database).
 _SQLITE_INSERT_ITEMS = (
-    'INSERT INTO batch_items (batch_id, position, email, "key", updated_at) VALUES (?, ?, ?, ?, ?)'
+    'INSERT INTO batch_items (batch_id, position, email, "key", updated_at, cells) '
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
 _SQLITE_SAVE_VERDICT = (
     "UPDATE batch_items SET verdict = ?, result = ?, reason = ?, retry_at = NULL, "
@@ -173,10 +180,10 @@ _SQLITE_SAVE_RESULT = (
     'updated_at = ? WHERE batch_id = ? AND "key" = ?'
 )
 _PG_INSERT_ITEMS = text(
-    'INSERT INTO batch_items (batch_id, position, email, "key", updated_at) '
-    "SELECT :batch_id, t.position, t.email, t.key, :now "
+    'INSERT INTO batch_items (batch_id, position, email, "key", updated_at, cells) '
+    "SELECT :batch_id, t.position, t.email, t.key, :now, t.cells "
     "FROM unnest(CAST(:positions AS integer[]), CAST(:emails AS text[]), "
-    "CAST(:keys AS text[])) AS t(position, email, key)"
+    "CAST(:keys AS text[]), CAST(:cells AS text[])) AS t(position, email, key, cells)"
 )
 _PG_COUNT_KEYS_PENDING = text(
     'SELECT "key", count(*) FROM batch_items WHERE batch_id = :batch_id '
@@ -248,11 +255,18 @@ def key_positions_query(batch_id: str, keys: Sequence[str]) -> Select[Any]:
     )
 
 
-def window_query(batch_id: str, low: int, high: int, result: str | None) -> Select[Any]:
-    """Items at positions low..high-1 (with that result, if given), by position (primary
-    key range)."""
+def window_query(
+    batch_id: str, low: int, high: int, result: str | None, reason: str | None = None
+) -> Select[Any]:
+    """Items at positions low..high-1 (with that result and reason, if given), by position
+    (primary key range)."""
     query = (
-        select(batch_items.c.position, batch_items.c.email, batch_items.c.verdict)
+        select(
+            batch_items.c.position,
+            batch_items.c.email,
+            batch_items.c.verdict,
+            batch_items.c.cells,
+        )
         .where(
             batch_items.c.batch_id == batch_id,
             batch_items.c.position >= low,
@@ -262,6 +276,8 @@ def window_query(batch_id: str, low: int, high: int, result: str | None) -> Sele
     )
     if result is not None:
         query = query.where(batch_items.c.result == result)
+    if reason is not None:
+        query = query.where(batch_items.c.reason == reason)
     return query
 
 
@@ -466,6 +482,8 @@ class SqlStore:
         *,
         keys: list[str] | None = None,
         callback_url: str | None = None,
+        upload: UploadInfo | None = None,
+        cells: list[str] | None = None,
     ) -> BatchRecord:
         if name is not None:
             check_text(name, "batch name")
@@ -473,6 +491,8 @@ class SqlStore:
             check_text(callback_url, "callback_url")
         check_emails(emails)
         item_keys = check_keys(emails, keys)
+        check_cells(emails, upload, cells)
+        upload_text = None if upload is None else dump_upload(upload)
         if not _storable(user_id):
             raise NotFoundError(f"no API key with id {user_id!r}")
         now = utcnow()
@@ -484,6 +504,7 @@ class SqlStore:
             created_at=now,
             updated_at=now,
             callback_url=callback_url,
+            upload=upload,
         )
         async with self._write() as conn:
             owner = (
@@ -501,9 +522,10 @@ class SqlStore:
                     created_at=now,
                     updated_at=now,
                     callback_url=callback_url,
+                    upload=upload_text,
                 )
             )
-            await self._insert_items(conn, record.id, emails, item_keys, now)
+            await self._insert_items(conn, record.id, emails, item_keys, cells, now)
         if self.dialect == "postgresql" and len(emails) >= PG_ANALYZE_MIN:
             await self._analyze_items()
         return record
@@ -527,6 +549,7 @@ class SqlStore:
         batch_id: str,
         emails: list[str],
         keys: list[str],
+        cells: list[str] | None,
         now: datetime,
     ) -> None:
         """Bulk insert: arrays through ``unnest`` on PostgreSQL, executemany on SQLite."""
@@ -541,6 +564,9 @@ class SqlStore:
                         "positions": list(range(start, start + len(chunk))),
                         "emails": chunk,
                         "keys": keys[start : start + PG_CHUNK],
+                        "cells": [None] * len(chunk)
+                        if cells is None
+                        else cells[start : start + PG_CHUNK],
                     },
                 )
             return
@@ -548,10 +574,18 @@ class SqlStore:
         for start in range(0, len(emails), SQLITE_CHUNK):
             chunk = emails[start : start + SQLITE_CHUNK]
             chunk_keys = keys[start : start + SQLITE_CHUNK]
+            chunk_cells = None if cells is None else cells[start : start + SQLITE_CHUNK]
             await conn.exec_driver_sql(
                 _SQLITE_INSERT_ITEMS,
                 [
-                    (batch_id, start + offset, email, chunk_keys[offset], stamp)
+                    (
+                        batch_id,
+                        start + offset,
+                        email,
+                        chunk_keys[offset],
+                        stamp,
+                        None if chunk_cells is None else chunk_cells[offset],
+                    )
                     for offset, email in enumerate(chunk)
                 ],
             )
@@ -991,11 +1025,17 @@ class SqlStore:
         offset: int = 0,
         limit: int | None = None,
         result: str | None = None,
+        reason: str | None = None,
     ) -> AsyncIterator[BatchItem]:
         if offset < 0 or (limit is not None and limit < 0):
             raise ValueError("offset and limit must not be negative")
-        if limit == 0 or not _storable(batch_id) or (result is not None and not _storable(result)):
+        if limit == 0 or not _storable(batch_id):
             return
+        if (result is not None and not _storable(result)) or (
+            reason is not None and not _storable(reason)
+        ):
+            return
+        filtered = result is not None or reason is not None
         async with self._read() as conn:
             batch = (
                 await conn.execute(
@@ -1010,13 +1050,13 @@ class SqlStore:
         # batch on PostgreSQL with stale statistics). Without a filter the offset is a
         # position; with one, the first `offset` matching items are counted off.
         remaining = limit
-        skip = offset if result is not None else 0
-        low = offset if result is None else 0
+        skip = offset if filtered else 0
+        low = 0 if filtered else offset
         while low < batch.size and (remaining is None or remaining > 0):
             high = min(batch.size, low + READ_CHUNK)
-            if result is None and remaining is not None:
+            if not filtered and remaining is not None:
                 high = min(high, low + remaining)
-            query = window_query(batch_id, low, high, result)
+            query = window_query(batch_id, low, high, result, reason)
             # One short read per window: no transaction stays open while the caller works.
             async with self._read() as conn:
                 if skip:
@@ -1032,8 +1072,8 @@ class SqlStore:
             if remaining is not None:
                 rows = rows[:remaining]
                 remaining -= len(rows)
-            for position, email, verdict in rows:
-                yield BatchItem(position, email, load_verdict(verdict))
+            for position, email, verdict, cells in rows:
+                yield BatchItem(position, email, load_verdict(verdict), load_cells(cells))
             low = high
 
     async def counts(self, batch_id: str) -> BatchCounts:

@@ -109,6 +109,8 @@ batches = Table(
     Column("webhook_attempts", Integer, nullable=False, server_default=text("0")),
     Column("webhook_next_at", UTCDateTime, nullable=True),
     Column("webhook_delivered_at", UTCDateTime, nullable=True),
+    # v0005: the uploaded file's header and format (JSON, storage.common.dump_upload)
+    Column("upload", Text, nullable=True),
 )
 
 # Resuming after a restart: unfinished batches, oldest first.
@@ -149,6 +151,8 @@ batch_items = Table(
     Column("retry_at", UTCDateTime, nullable=True),  # waiting for a retry until then
     Column("attempts", Integer, nullable=False, server_default=text("0")),  # retries done
     Column("first_try_at", UTCDateTime, nullable=True),
+    # v0005: an uploaded row's other cells (JSON array, storage.common.dump_cells)
+    Column("cells", Text, nullable=True),
 )
 
 # "The next N items of this batch to verify": no verdict, no retry pending, by position.

@@ -7,7 +7,7 @@ admin; ``mailvet keys create --admin`` or ``mailvet serve --dev-key-file`` make 
 that saves them). No foreign key: usage is history, kept as it was counted.
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005 (on i10-batches; the lead re-chains 0003 -> 0004 -> 0005 -> 0006)
 Create Date: 2026-11-30 09:40:00
 """
 
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,484 @@
+"""The dashboard's uploads (mailvet.dashboard.uploads): nasty files, previews, downloads."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+import zipfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import openpyxl
+import pytest
+
+from mailvet.batchfile import MAX_LINE
+from mailvet.dashboard.uploads import (
+    DOWNLOADS,
+    PREVIEW_ROWS,
+    SNIFF_BYTES,
+    STASH_TTL,
+    UploadError,
+    UploadStash,
+    download_csv,
+    download_filename,
+    read_preview,
+    read_upload,
+    sniff,
+)
+from mailvet.storage import MemoryStore, Plan
+from mailvet.storage.base import BatchItem, BatchRecord, Store
+from mailvet.storage.common import load_cells
+
+MAX = 100_000
+
+
+def _file(tmp_path: Path, name: str, data: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return path
+
+
+def _error(path: Path, name: str | None = None, **kwargs: Any) -> UploadError:
+    with pytest.raises(UploadError) as caught:
+        read_preview(path, name or path.name, max_rows=kwargs.pop("max_rows", MAX), **kwargs)
+    return caught.value
+
+
+# --- CSV ---
+
+
+def test_csv_with_extra_columns_finds_the_email_column_by_its_header(tmp_path: Path) -> None:
+    path = _file(
+        tmp_path, "list.csv", b"Name,E-mail,City\nAnn,ann@a.test,Paris\nBob,bob@b.test,Lyon\n"
+    )
+    preview = read_preview(path, "list.csv", max_rows=MAX)
+    assert preview.fmt == "csv"
+    assert preview.columns == ["Name", "E-mail", "City"]
+    assert preview.email_column == 1 == preview.found_column
+    assert preview.rows == 2
+    assert preview.size == path.stat().st_size
+    assert preview.sample == [["Ann", "ann@a.test", "Paris"], ["Bob", "bob@b.test", "Lyon"]]
+
+    parsed = read_upload(path, "list.csv", max_rows=MAX)
+    assert parsed.emails == ["ann@a.test", "bob@b.test"]
+    assert [load_cells(c) for c in parsed.cells] == [("Ann", "Paris"), ("Bob", "Lyon")]
+    assert parsed.upload.columns == ("Name", "E-mail", "City")
+    assert parsed.upload.email_column == 1
+    assert parsed.upload.fmt == "csv"
+
+
+def test_semicolon_csv_keeps_its_delimiter_and_quoted_cells(tmp_path: Path) -> None:
+    data = b'nom;courriel;ville\nAnn;ann@a.test;"Lyon; FR"\n'
+    path = _file(tmp_path, "liste.csv", data)
+    parsed = read_upload(path, "liste.csv", max_rows=MAX)
+    assert parsed.upload.delimiter == ";"
+    assert parsed.emails == ["ann@a.test"]
+    assert load_cells(parsed.cells[0]) == ("Ann", "Lyon; FR")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_header(tmp_path: Path) -> None:
+    path = _file(tmp_path, "bom.csv", b"\xef\xbb\xbfemail,name\r\nx@a.test,X\r\n")
+    preview = read_preview(path, "bom.csv", max_rows=MAX)
+    assert preview.columns == ["email", "name"]
+    assert preview.email_column == 0
+
+
+def test_no_email_header_asks_for_the_column_and_takes_the_chosen_one(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"id,contact\n1,a@a.test\n2,b@b.test\n")
+    preview = read_preview(path, "x.csv", max_rows=MAX)
+    assert preview.email_column is None and preview.found_column is None
+    assert preview.columns == ["id", "contact"]
+    assert preview.rows == 2
+    with pytest.raises(UploadError, match="choose the column"):
+        read_upload(path, "x.csv", max_rows=MAX)
+    parsed = read_upload(path, "x.csv", column=1, max_rows=MAX)
+    assert parsed.emails == ["a@a.test", "b@b.test"]
+    assert parsed.upload.email_column == 1
+    assert [load_cells(c) for c in parsed.cells] == [("1",), ("2",)]
+    with pytest.raises(UploadError, match="Choose one of the file's columns"):
+        read_upload(path, "x.csv", column=2, max_rows=MAX)
+
+
+def test_a_first_line_holding_an_address_is_a_row_not_a_header(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"Ann,ann@a.test\nBob,bob@b.test\n")
+    preview = read_preview(path, "x.csv", max_rows=MAX)
+    assert preview.columns == ["column 1", "column 2"]
+    assert preview.email_column == 1 and preview.rows == 2
+    parsed = read_upload(path, "x.csv", max_rows=MAX)
+    assert parsed.emails == ["ann@a.test", "bob@b.test"]
+    assert [load_cells(c) for c in parsed.cells] == [("Ann",), ("Bob",)]
+    one = _file(tmp_path, "one.csv", b"ann@a.test\nbob@b.test\n")
+    assert read_upload(one, "one.csv", max_rows=MAX).emails == ["ann@a.test", "bob@b.test"]
+    book = _xlsx(tmp_path / "h.xlsx", [["ann@a.test", 1], ["bob@b.test", 2]])
+    parsed = read_upload(book, "h.xlsx", max_rows=MAX)
+    assert parsed.emails == ["ann@a.test", "bob@b.test"]
+    assert parsed.upload.columns == ("column 1", "column 2")
+
+
+def test_a_chosen_column_wins_over_the_header_guess(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"email,work email\na@a.test,w@w.test\n")
+    assert read_upload(path, "x.csv", column=1, max_rows=MAX).emails == ["w@w.test"]
+
+
+def test_blank_rows_are_skipped_and_short_rows_padded(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"email,a,b\n\nx@a.test\n,,\ny@a.test,1,2\n")
+    parsed = read_upload(path, "x.csv", max_rows=MAX)
+    assert parsed.emails == ["x@a.test", "y@a.test"]
+    assert [load_cells(c) for c in parsed.cells] == [("", ""), ("1", "2")]
+
+
+def test_a_row_wider_than_the_header_is_an_error(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"email,a\nx@a.test,1,surprise\n")
+    assert "3 cells, the header 2" in str(_error(path))
+
+
+def test_preview_shows_the_first_rows_only(tmp_path: Path) -> None:
+    rows = "".join(f"u{i}@a.test\n" for i in range(50))
+    path = _file(tmp_path, "x.csv", ("email\n" + rows).encode())
+    preview = read_preview(path, "x.csv", max_rows=MAX)
+    assert preview.rows == 50
+    assert len(preview.sample) == PREVIEW_ROWS
+
+
+# --- plain text ---
+
+
+def test_plain_text_is_one_address_a_line(tmp_path: Path) -> None:
+    path = _file(tmp_path, "list.txt", b"a@a.test\n\n  b@b.test  \r\nc@c.test")
+    preview = read_preview(path, "list.txt", max_rows=MAX)
+    assert preview.fmt == "plain"
+    assert preview.columns == ["email"]
+    assert preview.rows == 3
+    parsed = read_upload(path, "list.txt", max_rows=MAX)
+    assert parsed.emails == ["a@a.test", "b@b.test", "c@c.test"]
+    assert parsed.upload.columns == ("email",)
+    assert parsed.cells == ["[]"] * 3
+
+
+def test_json_lines_keep_their_fields(tmp_path: Path) -> None:
+    data = (
+        b'{"name": "Ann", "email": "ann@a.test", "tags": ["x"]}\n'
+        b'{"name": "Bob", "email": "b@b.test"}\n'
+    )
+    path = _file(tmp_path, "l.jsonl", data)
+    preview = read_preview(path, "l.jsonl", max_rows=MAX)
+    assert (preview.fmt, preview.columns, preview.email_column) == (
+        "jsonl",
+        ["name", "email", "tags"],
+        1,
+    )
+    parsed = read_upload(path, "l.jsonl", max_rows=MAX)
+    assert parsed.emails == ["ann@a.test", "b@b.test"]
+    assert [load_cells(c) for c in parsed.cells] == [("Ann", '["x"]'), ("Bob", "")]
+
+
+# --- nasty files ---
+
+
+def test_nul_bytes_at_the_start_are_a_binary_file(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"email\na\x00@a.test\n")
+    assert "NUL" in str(_error(path))
+
+
+def test_a_nul_byte_further_down_names_the_row(tmp_path: Path) -> None:
+    rows = b"".join(b"u%d@a.test\n" % i for i in range(2000))
+    assert len(rows) > SNIFF_BYTES
+    path = _file(tmp_path, "x.csv", b"email\n" + rows + b"bad\x00@a.test\n")
+    error = _error(path)
+    assert "Row 2001" in str(error) and "NUL" in str(error)
+
+
+def test_broken_utf8_names_the_line_and_another_encoding_reads_it(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"email,name\na@a.test,Ren\xe9\nb@b.test,Zo\xe9\n")
+    error = _error(path)
+    assert error.encoding
+    assert str(error).startswith("Line 2 is not valid UTF-8 text (byte 0xe9)")
+    assert "CSV UTF-8" in str(error)
+    parsed = read_upload(path, "x.csv", encoding="cp1252", max_rows=MAX)
+    assert [load_cells(c) for c in parsed.cells] == [("René",), ("Zoé",)]
+
+
+def test_an_unknown_encoding_is_refused(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"email\na@a.test\n")
+    assert "Unknown encoding" in str(_error(path, encoding="rot13"))
+
+
+def test_a_huge_line_is_refused(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"email,note\na@a.test," + b"x" * (MAX_LINE + 10) + b"\n")
+    error = _error(path)
+    assert f"is over {MAX_LINE} bytes" in str(error)
+    assert "stdin" not in str(error) and str(tmp_path) not in str(error)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\n\n  \n", b"\xef\xbb\xbf", b"\xef\xbb\xbf\r\n"],
+    ids=["0", "blank", "bom", "bomnl"],
+)
+def test_an_empty_file(tmp_path: Path, data: bytes) -> None:
+    assert "empty" in str(_error(_file(tmp_path, "x.csv", data)))
+
+
+def test_a_header_only_file(tmp_path: Path) -> None:
+    error = _error(_file(tmp_path, "x.csv", b"email,name\n\n"))
+    assert "a header and no rows" in str(error)
+
+
+def test_over_the_row_limit(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.txt", b"".join(b"u%d@a.test\n" % i for i in range(11)))
+    error = _error(path, max_rows=10)
+    assert error.status == 413
+    assert "more than 10 rows" in str(error) and "MAILVET_MAX_BATCH_SIZE" in str(error)
+    assert read_preview(path, "x.txt", max_rows=11).rows == 11
+
+
+@pytest.mark.parametrize(
+    ("head", "words"),
+    [
+        (b"%PDF-1.7\n%\xe2\xe3\xcf\xd3", "PDF"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", "image"),
+        (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", ".xls"),
+        (b"\xff\xfee\x00m\x00", "UTF-16"),
+        (b"\x1f\x8b\x08\x00", "gzip"),
+        (b"\x7fELF\x02\x01\x01\x00\x00\x00", "NUL"),
+    ],
+)
+def test_other_kinds_of_file_are_named(tmp_path: Path, head: bytes, words: str) -> None:
+    error = _error(_file(tmp_path, "list.csv", head + b"\x00" * 100))
+    assert words in str(error)
+    assert "not a CSV, XLSX or plain text" in str(error) or "save it as" in str(error)
+
+
+def test_sniff() -> None:
+    assert sniff(b"email\n") == "text"
+    assert sniff(b"PK\x03\x04....") == "xlsx"
+    with pytest.raises(UploadError, match="empty"):
+        sniff(b"")
+
+
+# --- XLSX ---
+
+
+def _xlsx(path: Path, rows: list[list[Any]], title: str = "Contacts") -> Path:
+    workbook = openpyxl.Workbook()
+    sheet = workbook.active
+    assert sheet is not None
+    sheet.title = title
+    for row in rows:
+        sheet.append(row)
+    workbook.save(path)
+    return path
+
+
+def test_xlsx_reads_the_first_sheet_with_typed_cells(tmp_path: Path) -> None:
+    path = _xlsx(
+        tmp_path / "kept.upload",  # as the stash names it: the content tells, not the name
+        [
+            [None],
+            ["First name", "Email address", "Age", "Since", "Score"],
+            ["Ann", "ann@a.test", 42, dt.datetime(2024, 5, 1), 0.5],
+            [None, None, None],
+            ["Bob", " bob@b.test ", 7.0, dt.datetime(2024, 5, 1, 9, 30), True],
+        ],
+    )
+    preview = read_preview(path, "contacts.xlsx", max_rows=MAX)
+    assert preview.fmt == "xlsx"
+    assert preview.sheet == "Contacts"
+    assert preview.columns == ["First name", "Email address", "Age", "Since", "Score"]
+    assert preview.email_column == 1
+    assert preview.rows == 2
+    parsed = read_upload(path, "contacts.xlsx", max_rows=MAX)
+    assert parsed.emails == ["ann@a.test", "bob@b.test"]
+    assert [load_cells(c) for c in parsed.cells] == [
+        ("Ann", "42", "2024-05-01", "0.5"),
+        ("Bob", "7", "2024-05-01 09:30:00", "TRUE"),
+    ]
+    assert parsed.upload.fmt == "xlsx" and parsed.upload.delimiter == ","
+
+
+def test_xlsx_header_only_and_empty_sheet(tmp_path: Path) -> None:
+    header_only = _xlsx(tmp_path / "h.xlsx", [["email", "name"]])
+    assert "a header and no rows" in str(_error(header_only))
+    empty = _xlsx(tmp_path / "e.xlsx", [])
+    assert "empty" in str(_error(empty))
+
+
+def test_xlsx_value_right_of_the_header_is_an_error(tmp_path: Path) -> None:
+    path = _xlsx(tmp_path / "w.xlsx", [["email"], ["a@a.test", "stray"]])
+    assert "right of the header" in str(_error(path))
+
+
+def test_xlsx_over_the_row_limit(tmp_path: Path) -> None:
+    path = _xlsx(tmp_path / "w.xlsx", [["email"], *[[f"u{i}@a.test"] for i in range(6)]])
+    assert _error(path, max_rows=5).status == 413
+
+
+def test_a_damaged_workbook_and_other_zips(tmp_path: Path) -> None:
+    good = _xlsx(tmp_path / "g.xlsx", [["email"], ["a@a.test"]]).read_bytes()
+    broken = _file(tmp_path, "b.xlsx", good[: len(good) // 2])
+    assert "not a CSV, XLSX or plain text" in str(_error(broken)) or "cannot be read" in str(
+        _error(broken)
+    )
+    archive = tmp_path / "z.zip"
+    with zipfile.ZipFile(archive, "w") as out:
+        out.writestr("list.csv", "email\na@a.test\n")
+    assert "zip archive" in str(_error(archive))
+    ods = tmp_path / "s.ods"
+    with zipfile.ZipFile(ods, "w") as out:
+        out.writestr("mimetype", "application/vnd.oasis.opendocument.spreadsheet")
+        out.writestr("content.xml", "<x/>")
+    assert "OpenDocument" in str(_error(ods))
+    # a workbook whose XML is not XML
+    fake = tmp_path / "f.xlsx"
+    with zipfile.ZipFile(fake, "w") as out:
+        out.writestr("xl/workbook.xml", "<<<not xml")
+        out.writestr("[Content_Types].xml", "nope")
+    assert "cannot be read" in str(_error(fake))
+
+
+def test_a_workbook_that_expands_too_far_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailvet.dashboard.uploads as uploads
+
+    path = _xlsx(tmp_path / "g.xlsx", [["email"], ["a@a.test"]])
+    monkeypatch.setattr(uploads, "XLSX_MAX_EXPANDED", 100)
+    assert _error(path).status == 413
+
+
+# --- the stash ---
+
+
+def test_stash_keeps_a_file_for_its_owner_only(tmp_path: Path) -> None:
+    stash = UploadStash(tmp_path)
+    saved = stash.save(io.BytesIO(b"email\na@a.test\n"), "l.csv", "key-1", 1000)
+    assert saved.size == 15 and saved.path.read_bytes() == b"email\na@a.test\n"
+    assert saved.path.stat().st_mode & 0o777 == 0o600
+    found = stash.get(saved.token, "key-1")
+    assert found is not None and found.filename == "l.csv" and found.path == saved.path
+    assert stash.get(saved.token, "key-2") is None
+    assert stash.get("../../etc/passwd", "key-1") is None
+    stash.discard(saved.token)
+    assert stash.get(saved.token, "key-1") is None
+
+
+def test_stash_refuses_a_file_over_the_byte_limit(tmp_path: Path) -> None:
+    stash = UploadStash(tmp_path)
+    with pytest.raises(UploadError) as caught:
+        stash.save(io.BytesIO(b"x" * 2000), "l.csv", "key-1", 1000)
+    assert caught.value.status == 413 and "MAILVET_MAX_UPLOAD_BYTES" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_stash_sweeps_old_files(tmp_path: Path) -> None:
+    import time
+
+    stash = UploadStash(tmp_path)
+    saved = stash.save(io.BytesIO(b"email\n"), "l.csv", "k", 1000)
+    stash.sweep(now=time.time() + STASH_TTL + 1)
+    assert stash.get(saved.token, "k") is None and list(tmp_path.iterdir()) == []
+
+
+# --- downloads ---
+
+
+async def _batch(store: Store, path: Path, name: str, column: int | None = None) -> BatchRecord:
+    key, _ = await store.create_key("k", Plan.PAID)
+    parsed = read_upload(path, name, column=column, max_rows=MAX)
+    record = await store.create_batch(
+        key.id, name, parsed.emails, upload=parsed.upload, cells=parsed.cells
+    )
+    results = ["deliverable", "risky", "undeliverable", "deliverable"]
+    await store.save_verdicts(
+        record.id,
+        [
+            (i, {"email": e, "result": results[i % 4], "reason": "r", "score": 1, "id": "x"})
+            for i, e in enumerate(parsed.emails)
+        ],
+    )
+    found = await store.get_batch(key.id, record.id)
+    assert found is not None
+    return found
+
+
+async def _download(store: Store, record: BatchRecord, kind: str) -> list[list[str]]:
+    chunks = [c async for c in download_csv(store, record, DOWNLOADS[kind])]
+    text = b"".join(chunks).decode("utf-8")
+    delimiter = record.upload.delimiter if record.upload else ","
+    return list(csv.reader(io.StringIO(text), delimiter=delimiter))
+
+
+async def test_downloads_keep_the_uploaded_columns_in_their_order(tmp_path: Path) -> None:
+    path = _file(
+        tmp_path,
+        "shop list.csv",
+        b"Name;City;Mail;Note\nAnn;Paris;a@a.test;=1+1\nBob;Lyon;b@b.test;x\n"
+        b"Cid;Nice;c@c.test;\nDee;Metz;d@d.test;y\n",
+    )
+    store = MemoryStore()
+    record = await _batch(store, path, "shop list.csv")
+    deliverable = await _download(store, record, "deliverable")
+    assert deliverable == [
+        ["Name", "City", "Mail", "Note"],
+        ["Ann", "Paris", "a@a.test", "'=1+1"],
+        ["Dee", "Metz", "d@d.test", "y"],
+    ]
+    cleaned = await _download(store, record, "deliverable-risky")
+    assert [row[2] for row in cleaned] == ["Mail", "a@a.test", "b@b.test", "d@d.test"]
+    everything = await _download(store, record, "all")
+    assert everything[0][:4] == ["Name", "City", "Mail", "Note"]
+    assert everything[0][4:7] == ["email", "username", "domain"] or "result" in everything[0]
+    result_at = everything[0].index("result")
+    assert [row[result_at] for row in everything[1:]] == [
+        "deliverable",
+        "risky",
+        "undeliverable",
+        "deliverable",
+    ]
+    assert [row[:4] for row in everything[1:]][2] == ["Cid", "Nice", "c@c.test", ""]
+    assert download_filename(record, DOWNLOADS["all"]) == "shop list-all.csv"
+
+
+async def test_a_verdict_column_named_like_an_uploaded_one_is_prefixed(tmp_path: Path) -> None:
+    path = _file(tmp_path, "x.csv", b"email,result\na@a.test,old\n")
+    store = MemoryStore()
+    record = await _batch(store, path, "x.csv")
+    header = (await _download(store, record, "all"))[0]
+    assert header[:2] == ["email", "result"]
+    assert "mailvet_email" in header and "mailvet_result" in header
+
+
+async def test_a_batch_without_a_file_downloads_an_email_column(tmp_path: Path) -> None:
+    store = MemoryStore()
+    key, _ = await store.create_key("k", Plan.PAID)
+    record = await store.create_batch(key.id, None, ["a@a.test", "b@b.test"])
+    await store.save_verdicts(record.id, [(0, {"result": "deliverable"})])
+    assert await _download(store, record, "deliverable") == [["email"], ["a@a.test"]]
+    assert download_filename(record, DOWNLOADS["deliverable"]) == f"{record.id}-deliverable.csv"
+
+
+class _CountingStore(MemoryStore):
+    """Counts the items handed out by iter_items."""
+
+    handed = 0
+
+    async def iter_items(self, batch_id: str, **kwargs: Any) -> AsyncIterator[BatchItem]:
+        async for item in super().iter_items(batch_id, **kwargs):
+            self.handed += 1
+            yield item
+
+
+async def test_a_download_streams_rather_than_reading_the_whole_batch(tmp_path: Path) -> None:
+    rows = "".join(f"Name {i},u{i}@a.test,{'x' * 40}\n" for i in range(20_000))
+    path = _file(tmp_path, "big.csv", ("name,email,note\n" + rows).encode())
+    store = _CountingStore()
+    record = await _batch(store, path, "big.csv")
+    stream = download_csv(store, record, DOWNLOADS["all"])
+    first = await stream.__anext__()
+    assert first.startswith(b"name,email,note,")
+    assert 0 < store.handed < 20_000  # the first chunk left before the batch was read
+    rest = [chunk async for chunk in stream]
+    assert store.handed == 20_000
+    assert sum(c.count(b"\r\n") for c in [first, *rest]) == 20_001
