@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Dialect,
@@ -133,6 +134,8 @@ batch_items = Table(
     Column("retry_at", UTCDateTime, nullable=True),  # waiting for a retry until then
     Column("attempts", Integer, nullable=False, server_default=text("0")),  # retries done
     Column("first_try_at", UTCDateTime, nullable=True),
+    # v0004: the procrastinate job holding the item (PostgreSQL workers; jobs/cluster.py)
+    Column("job_id", BigInteger, nullable=True),
 )
 
 # "The next N items of this batch to verify": no verdict, no retry pending, by position.
@@ -165,3 +168,7 @@ Index(
 
 # Every position of a key (results and retries are saved by key).
 Index("ix_batch_items_key", batch_items.c.batch_id, batch_items.c.key)
+
+# Items held by a job (workers on PostgreSQL): which job holds them, and is it alive.
+_HELD = batch_items.c.verdict.is_(None) & batch_items.c.job_id.is_not(None)
+Index("ix_batch_items_job", batch_items.c.job_id, postgresql_where=_HELD, sqlite_where=_HELD)
