@@ -94,7 +94,7 @@ async def finished(store: Store, record: BatchRecord) -> BatchRecord:
 
 def sql(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return conn.execute(query, params).fetchall()
 
 
 async def verdicts(store: Store, record: BatchRecord) -> dict[str, dict[str, Any]]:
@@ -227,7 +227,11 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
     puts its job back in the queue and another worker runs it again while the first one
     still works on it. Both finish; each address is in the results once, counted once."""
     slow = [f"u{i}" for i in range(6)]
-    sites = {"slow.test": sim.mailboxes(*slow, style="postfix", latency_ms=700)}
+    sites = {
+        "slow.test": sim.mailboxes(*slow, style="postfix", latency_ms=700),
+        # keeps the batch open after the slow job's first commit: the second one saves
+        "grey.test": sim.greylist(delay=15.0, then=sim.mailboxes("alice", style="postfix")),
+    }
     emails = [f"u{i}@slow.test" for i in range(8)]  # u6, u7: unknown users
     async with SimInternet(sites, {}) as net:
         first = cluster_settings(
@@ -236,12 +240,15 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
             batch_command_timeout=10.0,
             worker_heartbeat_interval=3600.0,  # its heartbeat goes stale: "dead"
             worker_stalled_timeout=1.0,
+            greylist_schedule=[15.0],
         )
-        second = cluster_settings(net, pg_fresh_url, worker_stalled_timeout=1.0)
+        second = cluster_settings(
+            net, pg_fresh_url, worker_stalled_timeout=1.0, greylist_schedule=[15.0]
+        )
         store = open_store(pg_fresh_url)
         await store.migrate()
         try:
-            record = await submit(store, pg_fresh_url, emails)
+            record = await submit(store, pg_fresh_url, [*emails, "alice@grey.test"])
             async with workers(first, 1, concurrency=1):
                 async with asyncio.timeout(TIMEOUT):
                     while not sql(
@@ -253,17 +260,20 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
                         await asyncio.sleep(0.05)
                 async with workers(second, 1, concurrency=2):
                     async with asyncio.timeout(TIMEOUT):  # the second worker took it too
-                        while max(rcpts_by_address(net.smtp).values(), default=0) < 2:
+                        while max(rcpts_by_address(net.smtp)[e] for e in emails) < 2:
                             await asyncio.sleep(0.05)
-                    done = await finished(store, record)
+                    await finished(store, record)
+            done = await store.get_batch(record.user_id, record.id)  # both runs over
             got = await verdicts(store, record)
             items = await store.batch_items(record.id)
         finally:
             await store.close()
         asked = rcpts_by_address(net.smtp)
-    assert max(asked.values()) == 2  # the job ran twice ...
-    assert done.done == done.size == len(emails)  # ... and each result counts once
-    assert [i.email for i in items] == emails
+    assert done is not None
+    assert max(asked[e] for e in emails) == 2  # the job ran twice ...
+    assert done.done == done.size == len(emails) + 1  # ... and each result counts once
+    assert [i.email for i in items] == [*emails, "alice@grey.test"]
+    assert got["alice@grey.test"]["result"] == "deliverable"
     for i, email in enumerate(emails):
         assert got[email]["result"] == ("deliverable" if i < 6 else "undeliverable"), email
 
