@@ -330,3 +330,61 @@ def test_sqlite_keeps_batches_in_process() -> None:
     assert not Settings(database_url="postgresql://u@h/db").runs_batches_inprocess()
     forced = Settings(database_url="postgresql://u@h/db", inprocess_worker=True)
     assert forced.runs_batches_inprocess()
+
+
+async def _stderr_line(process: asyncio.subprocess.Process, prefix: str) -> str:
+    assert process.stderr is not None
+    async with asyncio.timeout(60):
+        while True:
+            line = (await process.stderr.readline()).decode()
+            if not line:
+                raise AssertionError(f"the worker exited before printing {prefix!r}")
+            if line.startswith(prefix):
+                return line
+
+
+async def test_mailvet_worker_takes_jobs_and_stops_on_sigterm(pg_fresh_url: str) -> None:
+    async with SimInternet(STANDARD_SITES, STANDARD_ZONE) as net:
+        env = {
+            **os.environ,
+            **net.env(),
+            "MAILVET_DATABASE_URL": pg_fresh_url,
+            "MAILVET_BATCH_COMMAND_TIMEOUT": "2",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mailvet",
+            "worker",
+            "--concurrency",
+            "3",
+            "--queues",
+            "mailvet_plan,mailvet_smtp",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            ready = await _stderr_line(process, "mailvet worker ready: ")
+            worker_id = ready.split(": ", 1)[1].strip()
+            assert worker_id.count(":") == 2 and str(process.pid) in worker_id  # host:pid:rand
+            store = open_store(pg_fresh_url)
+            try:
+                record = await submit(
+                    store, pg_fresh_url, ["alice@deliverable.test", "x@nowhere.test"]
+                )
+                await finished(store, record)
+                got = await verdicts(store, record)
+            finally:
+                await store.close()
+            process.terminate()
+            async with asyncio.timeout(60):
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert code == 0
+    assert got["alice@deliverable.test"]["result"] == "deliverable"
+    assert got["x@nowhere.test"]["reason"] == "invalid_domain"
