@@ -7,6 +7,8 @@ the mail servers were asked is counted by the simulated servers themselves.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,7 +22,14 @@ import pytest
 
 from mailvet.api.app import create_app
 from mailvet.engine.syntax import SyntaxPolicy
-from mailvet.jobs.cluster import PLAN_TASK, PROBE_TASK, BatchQueue, ClusterWorker, libpq_url
+from mailvet.jobs.cluster import (
+    PLAN_TASK,
+    PROBE_TASK,
+    SWEEP_EVERY,
+    BatchQueue,
+    ClusterWorker,
+    libpq_url,
+)
 from mailvet.jobs.plan import dedupe_keys
 from mailvet.settings import Settings
 from mailvet.storage import open_store
@@ -28,7 +37,8 @@ from mailvet.storage.base import BatchRecord, Plan, Store
 from mailvet.testing import smtp as sim
 from mailvet.testing.internet import STANDARD_SITES, STANDARD_ZONE, SimInternet
 
-from .test_scheduler import MIXED, fast_options, rcpts_by_address
+from ..api.test_webhook import receiver
+from .test_scheduler import MIXED, fast_options, rcpts_by_address, site_ip
 
 pytestmark = pytest.mark.postgres
 
@@ -388,3 +398,70 @@ async def test_mailvet_worker_takes_jobs_and_stops_on_sigterm(pg_fresh_url: str)
     assert code == 0
     assert got["alice@deliverable.test"]["result"] == "deliverable"
     assert got["x@nowhere.test"]["reason"] == "invalid_domain"
+
+
+async def test_a_lane_at_its_cap_is_deferred_and_its_cap_holds(
+    pg_fresh_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One session at a time to the MX, four sessions' worth of addresses, six job slots:
+    the slices that find the lane busy go back to the queue (a new job a moment later),
+    and the server never sees two sessions at once, one session a slice."""
+    known = [f"u{i}" for i in range(8)]
+    sites = {"capped.test": sim.mailboxes(*known, style="postfix", latency_ms=150)}
+    emails = [f"u{i}@capped.test" for i in range(8)]
+    caplog.set_level(logging.DEBUG, logger="mailvet.jobs.cluster")
+    async with SimInternet(sites, {}) as net:
+        settings = cluster_settings(
+            net, pg_fresh_url, mx_max_sessions=1, mx_rcpt_per_session=3, batch_command_timeout=5.0
+        )
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            record = await submit(store, pg_fresh_url, emails)
+            async with workers(settings, 2, concurrency=3):
+                await finished(store, record)
+            got = await verdicts(store, record)
+        finally:
+            await store.close()
+        ip = site_ip(sites, "capped.test")
+        peak = net.smtp.max_concurrent(ip)
+        sessions = len(net.smtp.connects(ip))
+        asked = rcpts_by_address(net.smtp)
+    assert all(got[e]["result"] == "deliverable" for e in emails)
+    assert peak == 1
+    # 8 addresses + 1 catch-all check a slice, 3 RCPTs a session: 4 slices, 4 sessions
+    assert sessions == 4
+    assert all(asked[e] == 1 for e in emails)
+    assert any("at its cap" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_webhook_of_a_finished_batch_is_sent_and_retried(pg_fresh_url: str) -> None:
+    async with SimInternet(STANDARD_SITES, STANDARD_ZONE) as net, receiver([500]) as hook:
+        settings = cluster_settings(
+            net, pg_fresh_url, allow_private_webhooks=True, webhook_timeout=5.0
+        )
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            key, _ = await store.create_key("hooks", Plan.PAID)
+            record = await store.create_batch(
+                key.id, None, ["alice@deliverable.test"], callback_url=hook.url
+            )
+            queue = BatchQueue(pg_fresh_url)
+            await queue.open()
+            await queue.batch_changed(record.id)
+            await queue.close()
+            async with workers(settings, 1):
+                await finished(store, record)
+                async with asyncio.timeout(TIMEOUT):  # 500 first; the sweep sends it again
+                    while len(hook.received) < 2:
+                        await asyncio.sleep(0.1)
+                await asyncio.sleep(SWEEP_EVERY + 1)  # and not a third time
+            got = await store.get_batch(key.id, record.id)
+        finally:
+            await store.close()
+    assert len(hook.received) == 2
+    body, headers = hook.received[1]
+    assert json.loads(body)["id"] == record.id
+    assert headers["x-mailvet-signature"].startswith("sha256=")
+    assert got is not None and got.webhook_delivered_at is not None and got.webhook_attempts == 2
