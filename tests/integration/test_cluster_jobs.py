@@ -104,7 +104,8 @@ async def finished(store: Store, record: BatchRecord) -> BatchRecord:
 
 def sql(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 async def verdicts(store: Store, record: BatchRecord) -> dict[str, dict[str, Any]]:
@@ -465,3 +466,34 @@ async def test_the_webhook_of_a_finished_batch_is_sent_and_retried(pg_fresh_url:
     assert json.loads(body)["id"] == record.id
     assert headers["x-mailvet-signature"].startswith("sha256=")
     assert got is not None and got.webhook_delivered_at is not None and got.webhook_attempts == 2
+
+
+async def test_items_of_a_job_that_failed_for_good_are_planned_again(pg_fresh_url: str) -> None:
+    emails = ["alice@deliverable.test", "bob@deliverable.test", "nobody@deliverable.test"]
+    async with SimInternet(STANDARD_SITES, STANDARD_ZONE) as net:
+        settings = cluster_settings(net, pg_fresh_url)
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            record = await submit(store, pg_fresh_url, emails)
+            query = "SELECT id FROM procrastinate_jobs WHERE task_name = %s AND status = 'todo'"
+            async with workers(settings, 1, queues=["mailvet_plan"]):  # plans, asks nothing
+                async with asyncio.timeout(TIMEOUT):
+                    while not sql(pg_fresh_url, query, PROBE_TASK):
+                        await asyncio.sleep(0.05)
+            # the probe job fails for good (say its retries ran out): nobody holds the items
+            sql(
+                pg_fresh_url,
+                "UPDATE procrastinate_jobs SET status = 'failed' WHERE task_name = %s",
+                PROBE_TASK,
+            )
+            assert net.smtp.sessions == []
+            async with workers(settings, 1):  # the sweep plans them again
+                done = await finished(store, record)
+            got = await verdicts(store, record)
+        finally:
+            await store.close()
+        asked = rcpts_by_address(net.smtp)
+    assert done.done == done.size == 3
+    assert [got[e]["result"] for e in emails] == ["deliverable", "deliverable", "undeliverable"]
+    assert all(asked[e] == 1 for e in emails)
