@@ -152,12 +152,6 @@ def test_db_upgrade_installs_procrastinates_schema(pg_fresh_url: str) -> None:
     assert again.returncode == 0, again.stderr  # idempotent
 
 
-def test_worker_needs_postgresql(tmp_path: Any) -> None:
-    done = _mailvet("worker", env={"MAILVET_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
-    assert done.returncode == 2
-    assert "needs PostgreSQL" in done.stderr
-
-
 # --- batches through the jobs ---------------------------------------------------------
 
 
@@ -334,13 +328,6 @@ async def test_serve_without_an_inprocess_worker_only_enqueues(pg_fresh_url: str
             await store.close()
     results = {e["email"]: e["result"] for e in page["emails"]}
     assert results == {"alice@deliverable.test": "deliverable", "x@nullmx.test": "undeliverable"}
-
-
-def test_sqlite_keeps_batches_in_process() -> None:
-    assert Settings(database_url="sqlite:///x.db").runs_batches_inprocess()
-    assert not Settings(database_url="postgresql://u@h/db").runs_batches_inprocess()
-    forced = Settings(database_url="postgresql://u@h/db", inprocess_worker=True)
-    assert forced.runs_batches_inprocess()
 
 
 async def _stderr_line(process: asyncio.subprocess.Process, prefix: str) -> str:
