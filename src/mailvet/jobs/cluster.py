@@ -93,6 +93,7 @@ SWEEP_EVERY = 5  # seconds between sweeps (a divisor of 60)
 LANE_BUSY_DELAY = 1.0  # seconds a slice waits when its lane's sessions are all open
 MAX_JOB_ATTEMPTS = 10  # a job that keeps raising (a database fault) is retried so often
 FETCH_POLL = 1.0  # seconds: scheduled jobs are not notified when due; the workers poll
+GOODBYE_WAIT = 6.0  # seconds a job's session may take to QUIT once every answer is in
 SHUTDOWN_GRACE = 10.0  # seconds running jobs get after SIGTERM, then they are re-queued
 _PLANNERS = 64  # batches whose planner (DNS memo) a worker keeps
 
@@ -395,6 +396,12 @@ class WorkerContext:
             scheduler.submit(route, list(works))
         try:
             await settled.wait()
+            # every answer is in: let the session say QUIT and close before the job ends
+            # (cut short, the server would still count it open when the next one connects)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GOODBYE_WAIT):
+                    while scheduler.lanes:
+                        await asyncio.sleep(0.01)
         finally:
             await scheduler.stop()
         return finals, retries
