@@ -231,9 +231,10 @@ async def test_a_greylisted_address_is_retried_by_a_scheduled_job(pg_fresh_url: 
 
 
 async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
-    """A worker that stops sending heartbeats mid-session is taken for dead: the sweep
-    puts its job back in the queue and another worker runs it again while the first one
-    still works on it. Both finish; each address is in the results once, counted once."""
+    """A job taken from a worker taken for dead (its worker row pruned: the job's
+    ``worker_id`` is NULL, as procrastinate leaves it) is put back in the queue by the
+    sweep and run again by another worker, while the first one still works on it. Both
+    finish; each address is in the results once, counted once."""
     slow = [f"u{i}" for i in range(6)]
     sites = {
         "slow.test": sim.mailboxes(*slow, style="postfix", latency_ms=1000),
@@ -242,31 +243,30 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
     }
     emails = [f"u{i}@slow.test" for i in range(8)]  # u6, u7: unknown users
     async with SimInternet(sites, {}) as net:
-        first = cluster_settings(
-            net,
-            pg_fresh_url,
-            batch_command_timeout=10.0,
-            worker_heartbeat_interval=3600.0,  # its heartbeat goes stale: "dead"
-            worker_stalled_timeout=1.0,
-            greylist_schedule=[25.0],
-        )
-        second = cluster_settings(
-            net, pg_fresh_url, worker_stalled_timeout=1.0, greylist_schedule=[25.0]
+        settings = cluster_settings(
+            net, pg_fresh_url, batch_command_timeout=10.0, greylist_schedule=[25.0]
         )
         store = open_store(pg_fresh_url)
         await store.migrate()
         try:
             record = await submit(store, pg_fresh_url, [*emails, "alice@grey.test"])
-            async with workers(first, 1, concurrency=1):
+            async with workers(settings, 1, concurrency=1):
                 async with asyncio.timeout(TIMEOUT):
-                    while not sql(
-                        pg_fresh_url,
-                        "SELECT id FROM procrastinate_jobs "
-                        "WHERE task_name = %s AND status = 'doing'",
-                        PROBE_TASK,
+                    while not (
+                        slow_job := sql(
+                            pg_fresh_url,
+                            "SELECT id FROM procrastinate_jobs WHERE task_name = %s "
+                            "AND status = 'doing' AND args ->> 'host' = 'mx.slow.test'",
+                            PROBE_TASK,
+                        )
                     ):
                         await asyncio.sleep(0.05)
-                async with workers(second, 1, concurrency=2):
+                sql(
+                    pg_fresh_url,
+                    "UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %s",
+                    slow_job[0][0],
+                )
+                async with workers(settings, 1, concurrency=2):
                     async with asyncio.timeout(TIMEOUT):  # the second worker took it too
                         while max(rcpts_by_address(net.smtp)[e] for e in emails) < 2:
                             await asyncio.sleep(0.05)
