@@ -93,7 +93,7 @@ SWEEP_EVERY = 5  # seconds between sweeps (a divisor of 60)
 LANE_BUSY_DELAY = 1.0  # seconds a slice waits when its lane's sessions are all open
 MAX_JOB_ATTEMPTS = 10  # a job that keeps raising (a database fault) is retried so often
 FETCH_POLL = 1.0  # seconds: scheduled jobs are not notified when due; the workers poll
-GOODBYE_WAIT = 6.0  # seconds a job's session may take to QUIT once every answer is in
+SESSION_END_WAIT = 6.0  # seconds a job waits for its sessions' QUIT (smtp: at most 5 s)
 SHUTDOWN_GRACE = 10.0  # seconds running jobs get after SIGTERM, then they are re-queued
 _PLANNERS = 64  # batches whose planner (DNS memo) a worker keeps
 
@@ -396,12 +396,10 @@ class WorkerContext:
             scheduler.submit(route, list(works))
         try:
             await settled.wait()
-            # every answer is in: let the session say QUIT and close before the job ends
-            # (cut short, the server would still count it open when the next one connects)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(GOODBYE_WAIT):
-                    while scheduler.lanes:
-                        await asyncio.sleep(0.01)
+            # every address is settled: let the sessions QUIT and release their slots
+            # before the job ends; cancelled mid-goodbye, a session's slot would be free
+            # while its MX still counts the connection (seen as 3 sessions for a cap of 2)
+            await scheduler.wait_sessions(SESSION_END_WAIT)
         finally:
             await scheduler.stop()
         return finals, retries
