@@ -13,8 +13,10 @@ commit together or not at all. So:
 - results are saved only where there is none yet, by the job that holds the item; the
   batch's ``done`` counts each position once (the batch row is locked, as
   ``SqlStore.save_results`` does);
-- an item whose job is neither queued nor running (failed for good, cancelled, deleted)
-  is planned again (``orphaned_batches``, ``candidates``);
+- an item whose job is neither queued nor running (failed for good, cancelled) is
+  planned again: the sweep finds its batch (``orphaned_batches``) and a plan job takes
+  it (``candidates``; an item whose job row was deleted by hand is taken too, but only
+  a plan job running for another reason finds it);
 - the transaction that saves a batch's last result also sets ``finished_at`` and defers
   its webhook job.
 
