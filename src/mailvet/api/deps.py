@@ -26,6 +26,7 @@ from mailvet.storage.base import ApiKey, BatchRecord, Store, UploadInfo
 
 if TYPE_CHECKING:
     from mailvet.engine import Engine
+    from mailvet.jobs.cluster import BatchQueue
     from mailvet.jobs.inprocess import BatchRunner
     from mailvet.jobs.webhook import Resolver, WebhookSender
 
@@ -49,6 +50,7 @@ class Service:
     store: Store | None = None
     engine: Engine | None = None
     runner: BatchRunner | None = None
+    queue: BatchQueue | None = None  # PostgreSQL without in-process batch work: enqueue
     webhooks: WebhookSender | None = None
     resolver: Resolver | None = None  # host names of callback URLs (None: the system's)
     results: TTLCache[CachedResult] = field(
@@ -92,10 +94,12 @@ class Service:
         return record
 
     async def batch_changed(self, batch_id: str) -> None:
-        """A batch was stored or deleted: tell whatever works batches (today the in-process
-        runner; a cluster's queue too)."""
+        """A batch was stored or deleted: tell whatever works batches: the in-process
+        runner, or (``MAILVET_INPROCESS_WORKER`` off, PostgreSQL) the workers' queue."""
         if self.runner is not None:
             self.runner.wake()
+        if self.queue is not None:
+            await self.queue.batch_changed(batch_id)
 
     def record_usage(self, key_id: str, result: str) -> None:
         """Count a real-time verdict for ``key_id`` (written to the store by the app's

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -153,6 +154,8 @@ batch_items = Table(
     Column("first_try_at", UTCDateTime, nullable=True),
     # v0005: an uploaded row's other cells (JSON array, storage.common.dump_cells)
     Column("cells", Text, nullable=True),
+    # v0004: the procrastinate job holding the item (PostgreSQL workers; jobs/cluster.py)
+    Column("job_id", BigInteger, nullable=True),
 )
 
 # "The next N items of this batch to verify": no verdict, no retry pending, by position.
@@ -234,3 +237,16 @@ usage_daily = Table(
     Column("count", Integer, nullable=False, server_default=text("0")),
 )
 Index("ix_usage_daily_day", usage_daily.c.day)
+
+# Items held by a job (workers on PostgreSQL): which job holds them, and is it alive.
+_HELD = batch_items.c.verdict.is_(None) & batch_items.c.job_id.is_not(None)
+Index("ix_batch_items_job", batch_items.c.job_id, postgresql_where=_HELD, sqlite_where=_HELD)
+# ... and the items no job was given yet (the sweep's "planning stopped" question).
+_UNPLANNED = batch_items.c.verdict.is_(None) & batch_items.c.job_id.is_(None)
+Index(
+    "ix_batch_items_unplanned",
+    batch_items.c.batch_id,
+    batch_items.c.position,
+    postgresql_where=_UNPLANNED,
+    sqlite_where=_UNPLANNED,
+)

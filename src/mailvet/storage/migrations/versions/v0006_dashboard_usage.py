@@ -7,7 +7,7 @@ admin; ``mailvet keys create --admin`` or ``mailvet serve --dev-key-file`` make 
 that saves them). No foreign key: usage is history, kept as it was counted.
 
 Revision ID: 0006
-Revises: 0005 (on i10-batches; the lead re-chains 0003 -> 0004 -> 0005 -> 0006)
+Revises: 0005
 Create Date: 2026-11-30 09:40:00
 """
 
