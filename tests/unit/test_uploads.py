@@ -348,6 +348,72 @@ def test_a_workbook_that_expands_too_far_is_refused(
     assert _error(path).status == 413
 
 
+def _rewrite(path: Path, out: Path, change: dict[str, bytes], rename: dict[str, str]) -> Path:
+    """A copy of the workbook ``path`` with parts replaced (``change``, by their old
+    name) and renamed (``rename``: old name -> new name)."""
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = change.get(info.filename, src.read(info.filename))
+            dst.writestr(rename.get(info.filename, info.filename), data)
+    return out
+
+
+def test_a_part_read_whole_that_expands_too_far_is_refused(tmp_path: Path) -> None:
+    # openpyxl parses xl/styles.xml whole even in read-only mode: a zip bomb there (a few
+    # hundred kB of upload, gigabytes of memory) is refused before openpyxl opens it
+    import mailvet.dashboard.uploads as uploads
+
+    good = _xlsx(tmp_path / "g.xlsx", [["email"], ["a@a.test"]])
+    with zipfile.ZipFile(good) as archive:
+        styles = archive.read("xl/styles.xml")
+    head, tail = styles.rsplit(b"</styleSheet>", 1)
+    padded = head + b"<extLst>" + b"<ext uri='x'/>" * (uploads.XLSX_MAX_PART // 14 + 1)
+    padded += b"</extLst></styleSheet>" + tail
+    bomb = _rewrite(good, tmp_path / "bomb.xlsx", {"xl/styles.xml": padded}, {})
+    assert bomb.stat().st_size < 1 << 20  # the upload is small; the part is not
+    error = _error(bomb)
+    assert error.status == 413 and "expands" in str(error)
+
+
+def test_the_sheet_streams_past_the_part_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailvet.dashboard.uploads as uploads
+
+    rows: list[list[Any]] = [["email", "n"], *[[f"u{i}@a.test", i] for i in range(3000)]]
+    path = _xlsx(tmp_path / "big.xlsx", rows)
+    with zipfile.ZipFile(path) as archive:
+        sheet = archive.getinfo("xl/worksheets/sheet1.xml").file_size
+    monkeypatch.setattr(uploads, "XLSX_MAX_PART", sheet // 2)
+    assert read_preview(path, "big.xlsx", max_rows=MAX).rows == 3000
+
+
+def test_shared_strings_under_another_name_keep_their_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # openpyxl reads the shared strings whole, found by the content types under any name
+    import mailvet.dashboard.uploads as uploads
+
+    path = _xlsx(tmp_path / "s.xlsx", [["email"], ["a@a.test"]])
+    words = b"".join(b"<si><t>word %d</t></si>" % i for i in range(2000))
+    sst = b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">%s</sst>'
+    kind = b"application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+    with zipfile.ZipFile(path) as archive:
+        types = archive.read("[Content_Types].xml")
+    types = types.replace(
+        b"</Types>", b'<Override PartName="/xl/words.xml" ContentType="%s" /></Types>' % kind
+    )
+    moved = _rewrite(
+        path,
+        tmp_path / "moved.xlsx",
+        {"[Content_Types].xml": types, "xl/styles.xml": sst % words},
+        {"xl/styles.xml": "xl/words.xml"},
+    )
+    assert read_preview(moved, "moved.xlsx", max_rows=MAX).rows == 1  # still a workbook
+    monkeypatch.setattr(uploads, "XLSX_MAX_SHARED_STRINGS", len(words) // 2)
+    assert _error(moved).status == 413
+
+
 # --- the stash ---
 
 

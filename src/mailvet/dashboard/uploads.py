@@ -73,9 +73,12 @@ COPY_CHUNK = 1 << 16
 STREAM_CHUNK = 64 * 1024  # bytes of CSV gathered before a download hands them on
 STASH_TTL = 3600.0  # seconds an uploaded file waits for its batch to start
 # A workbook is a zip of XML: bound what it may expand to before openpyxl opens it. In
-# read-only mode the sheets stream, but the shared strings are read whole.
+# read-only mode the worksheets stream, but every other part it reads (the shared
+# strings, the styles, the theme, relationships, properties, chartsheets ...) is read and
+# parsed whole: a few hundred kB of zip can expand into a part that takes gigabytes.
 XLSX_MAX_EXPANDED = 2 << 30
 XLSX_MAX_SHARED_STRINGS = 128 << 20
+XLSX_MAX_PART = 16 << 20  # any part but a worksheet and the shared strings
 
 # encodings the upload form offers: UTF-8, and what spreadsheets on Windows save
 ENCODINGS: dict[str, str] = {
@@ -149,13 +152,64 @@ def _check_workbook(path: Path) -> None:
         raise UploadError(f"{_UNSUPPORTED}: it is a damaged zip archive.") from None
     if "xl/workbook.xml" not in names:
         raise UploadError(f"{_UNSUPPORTED}: it is a zip archive; unpack it first.")
-    expanded = sum(info.file_size for info in members)
-    shared = sum(i.file_size for i in members if i.filename == "xl/sharedStrings.xml")
-    if expanded > XLSX_MAX_EXPANDED or shared > XLSX_MAX_SHARED_STRINGS:
-        raise UploadError(
-            "This workbook expands to more data than an upload may hold: save the sheet as CSV.",
-            status=413,
-        )
+    refused = UploadError(
+        "This workbook expands to more data than an upload may hold: save the sheet as CSV.",
+        status=413,
+    )
+    if sum(info.file_size for info in members) > XLSX_MAX_EXPANDED:
+        raise refused
+    sizes = {info.filename: info.file_size for info in members}
+    sheets, shared = _streamed_parts(path, sizes)
+    for name, size in sizes.items():
+        bound = XLSX_MAX_SHARED_STRINGS if name == shared else XLSX_MAX_PART
+        if name not in sheets and size > bound:
+            raise refused
+
+
+def _streamed_parts(path: Path, sizes: dict[str, int]) -> tuple[set[str], str | None]:
+    """The parts openpyxl streams in read-only mode (the worksheets the workbook's
+    relationships name) and the shared strings part, found as openpyxl finds them (the
+    content types, then the workbook's relationships). The files read to find them are
+    bounded first; a part read whole by its fixed name never counts as a worksheet."""
+    from openpyxl.packaging.manifest import Manifest
+    from openpyxl.packaging.relationship import get_dependents, get_rels_path
+    from openpyxl.reader.excel import _find_workbook_part
+    from openpyxl.xml.constants import (
+        ARC_APP,
+        ARC_CONTENT_TYPES,
+        ARC_CORE,
+        ARC_CUSTOM,
+        ARC_STYLE,
+        ARC_THEME,
+        SHARED_STRINGS,
+    )
+    from openpyxl.xml.functions import fromstring
+
+    def bounded(name: str) -> bool:
+        return name in sizes and sizes[name] <= XLSX_MAX_PART
+
+    if not bounded(ARC_CONTENT_TYPES):
+        return set(), None  # the check by size refuses it, or openpyxl cannot read it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            package = Manifest.from_tree(fromstring(archive.read(ARC_CONTENT_TYPES)))
+            found = package.find(SHARED_STRINGS)
+            shared = found.PartName[1:] if found is not None else None
+            workbook = _find_workbook_part(package).PartName[1:]
+            rels = get_rels_path(workbook)
+            if not bounded(rels):
+                return set(), shared
+            targets = {
+                rel.target
+                for rel in get_dependents(archive, rels)
+                if rel.Type.endswith("/worksheet") and rel.TargetMode != "External"
+            }
+    except Exception:  # a damaged workbook: openpyxl says so when it opens it
+        return set(), None
+    whole = {ARC_CONTENT_TYPES, ARC_CORE, ARC_APP, ARC_CUSTOM, ARC_STYLE, ARC_THEME, workbook}
+    return {t for t in targets if t not in whole and t != shared and not t.endswith(".rels")}, (
+        shared
+    )
 
 
 # ---- reading --------------------------------------------------------------------------
