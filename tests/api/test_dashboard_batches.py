@@ -388,6 +388,13 @@ async def test_a_key_revoked_after_signing_in_is_told_so(api: Api) -> None:
     forged.cookies.set(auth.SESSION_COOKIE, f"{key.id}.9999999999.nonce.{'0' * 64}")
     r = await forged.post("/upload", data={"csrf": token})
     assert r.status_code == 303 and r.headers["location"].startswith("/signin")
+    # nor is an expired one: auth.revoked_session checks the cookie as read_session does
+    key_hash = await api.store.key_hash(key.id)
+    assert key_hash is not None
+    expired = auth.session_token(key.id, key_hash, now=0.0)
+    forged.cookies.set(auth.SESSION_COOKIE, expired)
+    r = await forged.post("/upload", data={"csrf": token})
+    assert r.status_code == 303 and r.headers["location"].startswith("/signin")
 
 
 async def test_signed_out_pages_go_to_the_sign_in(api: Api) -> None:

@@ -19,7 +19,6 @@ it) and ``static/batches.js`` polls ``/batches/progress`` or ``/batches/{id}/pro
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import unicodedata
 import uuid
@@ -386,27 +385,9 @@ async def _upload_session(request: Request, svc: Service) -> Session:
     session = await auth.read_session(request, svc)
     if session is not None:
         return session
-    if await _revoked_session(request, svc):
+    if await auth.revoked_session(request, svc):
         raise _KeyRevoked
     raise auth.SignInRequired("/")
-
-
-async def _revoked_session(request: Request, svc: Service) -> bool:
-    """Whether the request carries a genuine session cookie (its MAC checked, as
-    ``auth.read_session`` checks it) of a key revoked since."""
-    token = request.cookies.get(auth.SESSION_COOKIE) or ""
-    parts = token.split(".")
-    if len(parts) != 4 or len(token) > 256:
-        return False
-    store = svc.require_store()
-    key_hash = await store.key_hash(parts[0])
-    if key_hash is None:
-        return False
-    expected = auth._mac(key_hash, "session", ".".join(parts[:3]))
-    if not hmac.compare_digest(parts[3].encode("ascii", "replace"), expected.encode()):
-        return False
-    key = await store.get_key(parts[0])
-    return key is not None and key.revoked_at is not None
 
 
 def _revoked_page(request: Request) -> Response:
@@ -524,25 +505,8 @@ def _gone(request: Request, session: Session) -> Response:
 async def preview_page(
     token: str, request: Request, session: SessionDep, svc: ServiceDep
 ) -> Response:
-    saved = stash().get(token, session.key.id)
-    if saved is None:
-        return _gone(request, session)
     encoding = _encoding(request.query_params.get("encoding"))
-    try:
-        preview = await asyncio.to_thread(
-            read_preview,
-            saved.path,
-            saved.filename,
-            encoding=encoding,
-            max_rows=max(1, svc.settings.max_batch_size),
-        )
-    except UploadError as exc:
-        stash().discard(token)
-        return _upload_form(request, session, svc, error=str(exc), status_code=exc.status)
-    context = {"preview": preview, "token": token, "paid_only": PAID_ONLY}
-    context["paid"] = session.key.plan is Plan.PAID
-    context["name"] = saved.filename
-    return render(request, "upload_preview.html", context, session=session)
+    return await _preview(request, session, svc, token, encoding)
 
 
 @router.post(UPLOAD_PATH + "/{token}")
@@ -585,7 +549,7 @@ async def start(token: str, request: Request, svc: ServiceDep) -> Response:
         )
     except UploadError as exc:
         encoding = _encoding(form.get("encoding"))
-        return await _preview_error(request, session, svc, token, encoding, exc)
+        return await _preview(request, session, svc, token, encoding, exc)
     record = await svc.submit_batch(
         session.key, name, parsed.emails, upload=parsed.upload, cells=parsed.cells
     )
@@ -593,15 +557,15 @@ async def start(token: str, request: Request, svc: ServiceDep) -> Response:
     return RedirectResponse(f"/batches/{record.id}", status_code=303)
 
 
-async def _preview_error(
+async def _preview(
     request: Request,
     session: Session,
     svc: Service,
     token: str,
     encoding: str,
-    error: UploadError,
+    error: UploadError | None = None,
 ) -> Response:
-    """The preview again, with the error (a column not chosen) above the form."""
+    """The preview of a kept upload; with ``error`` (a column not chosen) above the form."""
     saved = stash().get(token, session.key.id)
     if saved is None:
         return _gone(request, session)
@@ -619,11 +583,10 @@ async def _preview_error(
     context = {
         "preview": preview,
         "token": token,
-        "error": str(error),
+        "error": None if error is None else str(error),
         "paid": session.key.plan is Plan.PAID,
         "paid_only": PAID_ONLY,
         "name": saved.filename,
     }
-    return render(
-        request, "upload_preview.html", context, session=session, status_code=error.status
-    )
+    status = 200 if error is None else error.status
+    return render(request, "upload_preview.html", context, session=session, status_code=status)
