@@ -431,3 +431,14 @@ def test_progress_numbers() -> None:
         BatchRecord("b", "k", None, 10, t0, t0, finished_at=t0 + timedelta(seconds=2), done=10)
     )
     assert done["eta_text"] == "done" and done["rate"] == 5.0
+
+
+async def test_the_preview_counts_one_row_as_a_row(api: Api) -> None:
+    client = await signed_in(api, api.paid)
+    r = await upload(client, b"email\nalice@deliverable.test\n", "one.csv")
+    page = await client.get(r.headers["location"])
+    assert "Start verifying 1 row</button>" in page.text
+    assert "The first row</caption>" in page.text
+    r = await upload(client, b"email\nalice@deliverable.test\nbob@rejecting.test\n", "two.csv")
+    page = await client.get(r.headers["location"])
+    assert "Start verifying 2 rows</button>" in page.text
