@@ -442,3 +442,26 @@ async def test_the_preview_counts_one_row_as_a_row(api: Api) -> None:
     r = await upload(client, b"email\nalice@deliverable.test\nbob@rejecting.test\n", "two.csv")
     page = await client.get(r.headers["location"])
     assert "Start verifying 2 rows</button>" in page.text
+
+
+async def test_a_double_click_on_start_starts_one_list(api: Api) -> None:
+    client = await signed_in(api, api.paid)
+    r = await upload(client, CSV)
+    preview_url = r.headers["location"]
+    token = await csrf_of(client, preview_url)
+    first, second = await asyncio.gather(
+        client.post(preview_url, data={"csrf": token, "name": "Twice"}),
+        client.post(preview_url, data={"csrf": token, "name": "Twice"}),
+    )
+    key = await api.store.authenticate(api.paid)
+    assert key is not None
+    listed = await api.store.list_batches(key.id, offset=0, limit=10)
+    assert [b.name for b in listed] == ["Twice"]
+    batch_url = f"/batches/{listed[0].id}"
+    assert {first.status_code, second.status_code} == {303}
+    assert {first.headers["location"], second.headers["location"]} <= {batch_url, "/batches"}
+    # the form sent again later (the back button) goes to the list it started
+    again = await client.post(preview_url, data={"csrf": token, "name": "Twice"})
+    assert (again.status_code, again.headers["location"]) == (303, batch_url)
+    assert len(await api.store.list_batches(key.id, offset=0, limit=10)) == 1
+    assert (await client.get(preview_url)).status_code == 404  # the file is gone

@@ -548,3 +548,23 @@ async def test_a_download_streams_rather_than_reading_the_whole_batch(tmp_path: 
     rest = [chunk async for chunk in stream]
     assert store.handed == 20_000
     assert sum(c.count(b"\r\n") for c in [first, *rest]) == 20_001
+
+
+def test_the_stash_gives_a_file_to_one_claim(tmp_path: Path) -> None:
+    stash = UploadStash(tmp_path)
+    saved = stash.save(io.BytesIO(b"email\na@a.test\n"), "l.csv", "key-1", 1000)
+    assert stash.claim(saved.token, "key-2") is None  # not theirs
+    claimed = stash.claim(saved.token, "key-1")
+    assert claimed is not None and claimed.path.read_bytes() == b"email\na@a.test\n"
+    assert stash.claim(saved.token, "key-1") is None
+    assert stash.started(saved.token, "key-1") == ""  # being started
+    assert stash.started(saved.token, "key-2") is None
+    stash.release(claimed)  # the start failed: it can be claimed again
+    claimed = stash.claim(saved.token, "key-1")
+    assert claimed is not None
+    stash.finish(claimed, "batch-1")
+    assert stash.get(saved.token, "key-1") is None
+    assert stash.started(saved.token, "key-1") == "batch-1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{saved.token}.json"]
+    stash.discard(saved.token)
+    assert list(tmp_path.iterdir()) == []

@@ -519,7 +519,7 @@ async def start(token: str, request: Request, svc: ServiceDep) -> Response:
     auth.check_csrf(form, session)
     saved = stash().get(token, session.key.id)
     if saved is None:
-        return _gone(request, session)
+        return _already_started(request, session, token)
     if session.key.plan is not Plan.PAID:
         return _upload_form(request, session, svc, error=PAID_ONLY, status_code=403)
     wait = svc.limiter.check(session.key.id)
@@ -538,23 +538,38 @@ async def start(token: str, request: Request, svc: ServiceDep) -> Response:
         column = int(raw_column.strip()[:7])
     raw_name = form.get("name")
     name = _clean(raw_name, wire.MAX_NAME_CHARS) or _clean(saved.filename, wire.MAX_NAME_CHARS)
+    claimed = stash().claim(token, session.key.id)
+    if claimed is None:  # another request (a double click) took it first
+        return _already_started(request, session, token)
     try:
         parsed = await asyncio.to_thread(
             read_upload,
-            saved.path,
-            saved.filename,
+            claimed.path,
+            claimed.filename,
             column=column,
             encoding=_encoding(form.get("encoding")),
             max_rows=max(1, svc.settings.max_batch_size),
         )
+        record = await svc.submit_batch(
+            session.key, name, parsed.emails, upload=parsed.upload, cells=parsed.cells
+        )
     except UploadError as exc:
+        stash().release(claimed)
         encoding = _encoding(form.get("encoding"))
         return await _preview(request, session, svc, token, encoding, exc)
-    record = await svc.submit_batch(
-        session.key, name, parsed.emails, upload=parsed.upload, cells=parsed.cells
-    )
-    stash().discard(token)
+    except BaseException:
+        stash().release(claimed)
+        raise
+    stash().finish(claimed, record.id)
     return RedirectResponse(f"/batches/{record.id}", status_code=303)
+
+
+def _already_started(request: Request, session: Session, token: str) -> Response:
+    """An upload another request started (or is starting): its list, else the lists."""
+    batch_id = stash().started(token, session.key.id)
+    if batch_id is None:
+        return _gone(request, session)
+    return RedirectResponse(f"/batches/{batch_id}" if batch_id else "/batches", status_code=303)
 
 
 async def _preview(

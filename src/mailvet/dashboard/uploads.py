@@ -669,9 +669,53 @@ class UploadStash:
             return None
         return Stashed(token, path, str(meta["filename"]), int(meta["size"]), owner)
 
+    def claim(self, token: str, owner: str) -> Stashed | None:
+        """Take the file of ``token`` to start its batch: of requests racing for it (a
+        double click, two API processes) one only gets it, by an atomic rename; the
+        others get None (see ``started``). ``release`` gives it back when the start
+        fails, ``finish`` records the batch it started."""
+        saved = self.get(token, owner)
+        if saved is None:
+            return None
+        claimed = self.directory / f"{token}.claimed"
+        try:
+            os.rename(saved.path, claimed)
+        except FileNotFoundError:  # another request took it first
+            return None
+        return Stashed(token, claimed, saved.filename, saved.size, owner)
+
+    def release(self, saved: Stashed) -> None:
+        """Give back a claimed file (its batch did not start)."""
+        try:
+            os.rename(saved.path, self.directory / f"{saved.token}.upload")
+        except FileNotFoundError:
+            pass
+
+    def finish(self, saved: Stashed, batch_id: str) -> None:
+        """The claimed file started ``batch_id``: drop the file, keep a note of the batch
+        (until ``STASH_TTL``) for a request that comes again with the same token."""
+        meta = {"owner": saved.owner, "batch": batch_id}
+        (self.directory / f"{saved.token}.json").write_text(json.dumps(meta))
+        saved.path.unlink(missing_ok=True)
+
+    def started(self, token: str, owner: str) -> str | None:
+        """For an upload ``owner`` cannot claim: the id of the batch it started, ``""``
+        while another request is starting it, None when it is not kept (or not theirs)."""
+        if not _TOKEN.match(token):
+            return None
+        try:
+            meta = json.loads((self.directory / f"{token}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if meta.get("owner") != owner:
+            return None
+        if isinstance(meta.get("batch"), str):
+            return str(meta["batch"])
+        return "" if (self.directory / f"{token}.claimed").exists() else None
+
     def discard(self, token: str) -> None:
         if _TOKEN.match(token):
-            for suffix in (".upload", ".json"):
+            for suffix in (".upload", ".claimed", ".json"):
                 (self.directory / f"{token}{suffix}").unlink(missing_ok=True)
 
     def sweep(self, now: float | None = None) -> None:
