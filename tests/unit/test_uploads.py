@@ -9,6 +9,7 @@ import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import openpyxl
 import pytest
@@ -22,6 +23,7 @@ from mailvet.dashboard.uploads import (
     UploadError,
     UploadStash,
     download_csv,
+    download_disposition,
     download_filename,
     read_preview,
     read_upload,
@@ -523,6 +525,23 @@ async def test_a_batch_without_a_file_downloads_an_email_column(tmp_path: Path) 
     await store.save_verdicts(record.id, [(0, {"result": "deliverable"})])
     assert await _download(store, record, "deliverable") == [["email"], ["a@a.test"]]
     assert download_filename(record, DOWNLOADS["deliverable"]) == f"{record.id}-deliverable.csv"
+    assert download_disposition(record, DOWNLOADS["deliverable"]) == (
+        f'attachment; filename="{record.id}-deliverable.csv"'
+    )
+
+
+async def test_a_file_named_in_other_letters_keeps_its_name(tmp_path: Path) -> None:
+    path = _file(tmp_path, "k.csv", b"email\na@a.test\n")
+    store = MemoryStore()
+    record = await _batch(store, path, 'C:\\Users\\me\\Контакты "мая".csv')
+    assert download_filename(record, DOWNLOADS["all"]) == "_ _-all.csv"  # the ASCII fallback
+    value = download_disposition(record, DOWNLOADS["all"])
+    assert value.startswith("attachment; filename=\"_ _-all.csv\"; filename*=UTF-8''")
+    encoded = value.split("UTF-8''", 1)[1]
+    assert unquote(encoded) == "Контакты мая-all.csv"
+    assert encoded.isascii() and ";" not in encoded and " " not in encoded
+    plain = await _batch(store, path, "shop.csv")
+    assert download_disposition(plain, DOWNLOADS["all"]) == 'attachment; filename="shop-all.csv"'
 
 
 class _CountingStore(MemoryStore):

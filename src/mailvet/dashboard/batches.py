@@ -42,7 +42,7 @@ from mailvet.dashboard.uploads import (
     UploadError,
     UploadStash,
     download_csv,
-    download_filename,
+    download_disposition,
     read_preview,
     read_upload,
     too_big,
@@ -307,9 +307,8 @@ async def batch_download(
     record = await _owned(svc, session, batch_id)
     if record is None or chosen is None or record.deleted_at is not None:
         return _not_found(request, session)
-    filename = download_filename(record, chosen)
     headers = {
-        "content-disposition": f'attachment; filename="{filename}"',
+        "content-disposition": download_disposition(record, chosen),
         "cache-control": "no-store",
         "x-content-type-options": "nosniff",
     }

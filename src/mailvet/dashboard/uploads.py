@@ -37,6 +37,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from mailvet.batchfile import (
     VERDICT_COLUMNS,
@@ -61,6 +62,7 @@ __all__ = [
     "UploadError",
     "UploadStash",
     "download_csv",
+    "download_disposition",
     "download_filename",
     "read_preview",
     "read_upload",
@@ -768,13 +770,31 @@ DOWNLOADS: dict[str, Download] = {
 }
 
 
+def _stem(record: BatchRecord) -> str:
+    """The uploaded file's name without its folders (``/`` or ``\\``) and extension."""
+    if record.upload is None:
+        return ""
+    return os.path.splitext(record.upload.filename.replace("\\", "/").rsplit("/", 1)[-1])[0]
+
+
 def download_filename(record: BatchRecord, kind: Download) -> str:
     """``<the uploaded file's stem>-<kind>.csv`` (a batch without a file: its id)."""
-    stem = record.id
-    if record.upload is not None:
-        stem = os.path.splitext(os.path.basename(record.upload.filename))[0] or record.id
+    stem = _stem(record) or record.id
     safe = re.sub(r"[^A-Za-z0-9._ -]+", "_", stem).strip(" .") or record.id
     return f"{safe[:100]}-{kind.name}.csv"
+
+
+def download_disposition(record: BatchRecord, kind: Download) -> str:
+    """The download's ``content-disposition``: the ASCII ``download_filename`` and, for
+    a file named in other letters ("Контакты.csv"), its own name too (RFC 6266
+    ``filename*``, which browsers prefer)."""
+    ascii_name = download_filename(record, kind)
+    value = f'attachment; filename="{ascii_name}"'
+    stem = "".join(c for c in _stem(record) if c.isprintable() and c != '"').strip(" .")
+    name = f"{stem[:100]}-{kind.name}.csv"
+    if stem and name != ascii_name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
 
 
 def _row(item: BatchItem, upload: UploadInfo | None) -> list[str]:
