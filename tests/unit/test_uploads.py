@@ -360,6 +360,23 @@ def _rewrite(path: Path, out: Path, change: dict[str, bytes], rename: dict[str, 
     return out
 
 
+def test_a_zip_bomb_named_mimetype_is_not_read_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    bomb = tmp_path / "bomb.ods"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("mimetype", b"application/vnd.oasis.opendocument" + bytes(32 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        error = _error(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "OpenDocument" in str(error)
+    assert peak < 8 << 20  # the 32 MiB member was not read whole
+
+
 def test_a_part_read_whole_that_expands_too_far_is_refused(tmp_path: Path) -> None:
     # openpyxl parses xl/styles.xml whole even in read-only mode: a zip bomb there (a few
     # hundred kB of upload, gigabytes of memory) is refused before openpyxl opens it

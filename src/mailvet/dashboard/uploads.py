@@ -145,7 +145,8 @@ def _check_workbook(path: Path) -> None:
             members = archive.infolist()
             names = {info.filename for info in members}
             if "mimetype" in names and "xl/workbook.xml" not in names:
-                kind = archive.read("mimetype")[:100].decode("ascii", "replace")
+                with archive.open("mimetype") as member:  # its head only: no zip bomb
+                    kind = member.read(100).decode("ascii", "replace")
                 if "opendocument" in kind:
                     raise UploadError(
                         "This is an OpenDocument spreadsheet: save it as .xlsx or CSV."
