@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -315,6 +316,68 @@ def test_xlsx_value_right_of_the_header_is_an_error(tmp_path: Path) -> None:
 def test_xlsx_over_the_row_limit(tmp_path: Path) -> None:
     path = _xlsx(tmp_path / "w.xlsx", [["email"], *[[f"u{i}@a.test"] for i in range(6)]])
     assert _error(path, max_rows=5).status == 413
+
+
+def _sheet_xml(path: Path, out: Path, dimension: str, extra_rows: bytes) -> Path:
+    """``path`` with its sheet declaring ``dimension`` and ``extra_rows`` appended."""
+    with zipfile.ZipFile(path) as archive:
+        sheet = archive.read("xl/worksheets/sheet1.xml")
+    sheet = re.sub(
+        rb'<dimension ref="[^"]*"\s*/>', b'<dimension ref="%s"/>' % dimension.encode(), sheet
+    )
+    sheet = sheet.replace(b"</sheetData>", extra_rows + b"</sheetData>")
+    return _rewrite(path, out, {"xl/worksheets/sheet1.xml": sheet}, {})
+
+
+def _counting_cells(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import mailvet.dashboard.uploads as uploads
+
+    calls = [0]
+    real = uploads._xlsx_cell
+
+    def counted(value: Any) -> str:
+        calls[0] += 1
+        return real(value)
+
+    monkeypatch.setattr(uploads, "_xlsx_cell", counted)
+    return calls
+
+
+def test_a_sheet_declaring_a_huge_dimension_costs_only_its_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # <dimension ref="A1:XFD..."> in a file of a few kB padded every row to 16,384 cells
+    # (a million rows: hours of CPU); the cells the file holds are what is read
+    path = _xlsx(tmp_path / "d.xlsx", [["email"], ["a@a.test"]])
+    last = b'<row r="300"><c r="A300" t="inlineStr"><is><t>z@a.test</t></is></c></row>'
+    bomb = _sheet_xml(path, tmp_path / "dim.xlsx", "A1:XFD300", last)
+    calls = _counting_cells(monkeypatch)
+    preview = read_preview(bomb, "dim.xlsx", max_rows=MAX)
+    assert preview.rows == 2 and preview.columns == ["email"]
+    assert calls[0] < 1000
+
+
+def test_a_far_empty_cell_does_not_cost_the_columns_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _xlsx(tmp_path / "w.xlsx", [["email"]])
+    rows = b"".join(
+        b'<row r="%d"><c r="A%d" t="inlineStr"><is><t>u%d@a.test</t></is></c>'
+        b'<c r="XFD%d" t="inlineStr"><is><t></t></is></c></row>' % (n, n, n, n)
+        for n in range(2, 52)
+    )
+    wide = _sheet_xml(path, tmp_path / "wide.xlsx", "A1:XFD51", rows)
+    calls = _counting_cells(monkeypatch)
+    assert read_preview(wide, "wide.xlsx", max_rows=MAX).rows == 50
+    assert calls[0] < 1000  # not 50 x 16,384
+    stray = _sheet_xml(
+        path,
+        tmp_path / "stray.xlsx",
+        "A1:XFD2",
+        b'<row r="2"><c r="A2" t="inlineStr"><is><t>a@a.test</t></is></c>'
+        b'<c r="XFD2" t="inlineStr"><is><t>x</t></is></c></row>',
+    )
+    assert "right of the header" in str(_error(stray))
 
 
 def test_a_damaged_workbook_and_other_zips(tmp_path: Path) -> None:

@@ -379,6 +379,12 @@ def _open_xlsx(path: Path) -> _Source:
         sheet = workbook.active
         if sheet is None:
             sheet = workbook.worksheets[0]
+        # The <dimension> a sheet declares is the writer's word: "A1:XFD1048576" in a
+        # file of a few kB would pad every row to 16,384 cells and add a million empty
+        # rows. Without it, a row holds the cells the file has.
+        reset = getattr(sheet, "reset_dimensions", None)
+        if reset is not None:
+            reset()
         values = sheet.iter_rows(values_only=True)
         header: list[str] = []
         header_row = 0
@@ -420,15 +426,17 @@ def _xlsx_rows(
     try:
         for raw in values:
             row_no += 1
-            cells = [_xlsx_cell(v) for v in raw]
-            if len(cells) > width:
-                if any(c.strip() for c in cells[width:]):
+            if len(raw) > width:
+                # a row padded to a far cell (XFD: 16,384 columns) costs its distinct
+                # values past the header, not one call per padded cell
+                if any(_xlsx_cell(v).strip() for v in _distinct(raw[width:])):
                     raise UploadError(
                         f"Row {row_no} has a value right of the header's last column; "
                         "name that column in the header row."
                     )
-                del cells[width:]
-            elif len(cells) < width:
+                raw = raw[:width]
+            cells = [_xlsx_cell(v) for v in raw]
+            if len(cells) < width:
                 cells.extend([""] * (width - len(cells)))
             yield "", cells
     except UploadError:
@@ -439,6 +447,16 @@ def _xlsx_rows(
         ) from None
     finally:
         _close_xlsx(workbook, values)
+
+
+def _distinct(values: tuple[Any, ...]) -> list[Any]:
+    """The values other than None, each once (a set, at C speed, when they hash)."""
+    try:
+        found = set(values)
+    except TypeError:
+        return [v for v in values if v is not None]
+    found.discard(None)
+    return list(found)
 
 
 def _close_xlsx(workbook: Any, values: Iterator[Any] | None) -> None:
