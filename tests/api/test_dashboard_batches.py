@@ -465,3 +465,30 @@ async def test_a_double_click_on_start_starts_one_list(api: Api) -> None:
     assert (again.status_code, again.headers["location"]) == (303, batch_url)
     assert len(await api.store.list_batches(key.id, offset=0, limit=10)) == 1
     assert (await client.get(preview_url)).status_code == 404  # the file is gone
+
+
+async def test_the_preview_page_reads_the_file_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file of up to MAILVET_MAX_UPLOAD_BYTES is read when it arrives; showing (or
+    # reloading, or hammering) its preview does not read it again
+    client = await signed_in(api, api.paid)
+    reads: list[str] = []
+    real = batches.read_preview
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("encoding", ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batches, "read_preview", counted)
+    r = await upload(client, CSV)
+    preview_url = r.headers["location"]
+    for _ in range(3):
+        page = await client.get(preview_url)
+        assert page.status_code == 200 and 'id="file-rows">5<' in page.text
+    assert reads == ["utf-8"]
+    page = await client.get(preview_url, params={"encoding": "latin-1"})  # another reading
+    assert page.status_code == 200
+    assert reads == ["utf-8", "latin-1"]
+    await client.get(preview_url, params={"encoding": "latin-1"})
+    assert reads == ["utf-8", "latin-1"]

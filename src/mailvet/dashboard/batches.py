@@ -443,7 +443,7 @@ async def upload(request: Request, svc: ServiceDep) -> Response:
                 stash().save, file.file, filename, session.key.id, limit
             )
             try:
-                await asyncio.to_thread(
+                preview = await asyncio.to_thread(
                     read_preview,
                     saved.path,
                     filename,
@@ -453,6 +453,7 @@ async def upload(request: Request, svc: ServiceDep) -> Response:
             except BaseException:
                 stash().discard(saved.token)
                 raise
+            stash().keep_preview(saved, preview)
         except UploadError as exc:
             if exc.encoding and encoding == "utf-8":
                 encoding = "cp1252"  # offered next: what spreadsheets on Windows write
@@ -583,17 +584,20 @@ async def _preview(
     saved = stash().get(token, session.key.id)
     if saved is None:
         return _gone(request, session)
-    try:
-        preview = await asyncio.to_thread(
-            read_preview,
-            saved.path,
-            saved.filename,
-            encoding=encoding,
-            max_rows=max(1, svc.settings.max_batch_size),
-        )
-    except UploadError as exc:
-        stash().discard(token)
-        return _upload_form(request, session, svc, error=str(exc), status_code=exc.status)
+    preview = stash().kept_preview(saved, encoding)
+    if preview is None:
+        try:
+            preview = await asyncio.to_thread(
+                read_preview,
+                saved.path,
+                saved.filename,
+                encoding=encoding,
+                max_rows=max(1, svc.settings.max_batch_size),
+            )
+        except UploadError as exc:
+            stash().discard(token)
+            return _upload_form(request, session, svc, error=str(exc), status_code=exc.status)
+        stash().keep_preview(saved, preview)
     context = {
         "preview": preview,
         "token": token,

@@ -24,6 +24,7 @@ Keeping
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -689,6 +690,25 @@ class UploadStash:
         if meta.get("owner") != owner or not path.exists():
             return None
         return Stashed(token, path, str(meta["filename"]), int(meta["size"]), owner)
+
+    def keep_preview(self, saved: Stashed, preview: Preview) -> None:
+        """Keep the preview read from the file (by its encoding): showing the preview
+        page again does not read a file of up to ``MAILVET_MAX_UPLOAD_BYTES`` again."""
+        path = self.directory / f"{saved.token}.json"
+        try:
+            meta = json.loads(path.read_text())
+            meta.setdefault("previews", {})[preview.encoding] = dataclasses.asdict(preview)
+            path.write_text(json.dumps(meta))
+        except (OSError, ValueError):
+            pass  # the upload was discarded meanwhile
+
+    def kept_preview(self, saved: Stashed, encoding: str) -> Preview | None:
+        """The preview ``keep_preview`` kept for ``encoding``, if any."""
+        try:
+            meta = json.loads((self.directory / f"{saved.token}.json").read_text())
+            return Preview(**meta["previews"][encoding])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
     def claim(self, token: str, owner: str) -> Stashed | None:
         """Take the file of ``token`` to start its batch: of requests racing for it (a
