@@ -474,7 +474,7 @@ async def test_the_preview_page_reads_the_file_once(
     # reloading, or hammering) its preview does not read it again
     client = await signed_in(api, api.paid)
     reads: list[str] = []
-    real = batches.read_preview
+    from mailvet.dashboard.uploads import read_preview as real
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         reads.append(kwargs.get("encoding", ""))
