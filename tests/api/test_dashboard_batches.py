@@ -20,7 +20,7 @@ import pytest
 from mailvet.dashboard import auth, batches
 from mailvet.dashboard.batches import progress
 from mailvet.dashboard.uploads import UploadStash
-from mailvet.storage.base import BatchRecord
+from mailvet.storage.base import BatchRecord, Plan
 
 from .kit import Api, make_settings, running_api
 
@@ -492,3 +492,43 @@ async def test_the_preview_page_reads_the_file_once(
     assert reads == ["utf-8", "latin-1"]
     await client.get(preview_url, params={"encoding": "latin-1"})
     assert reads == ["utf-8", "latin-1"]
+
+
+async def test_every_dashboard_post_needs_the_csrf_token(api: Api) -> None:
+    """Every POST route of the dashboard's routers (listed from them, so a new one is
+    covered too) refuses a form without the session's token, and changes nothing."""
+    from fastapi.routing import APIRoute
+
+    _, admin_secret = await api.store.create_key("ops", Plan.PAID, admin=True)
+    client = await signed_in(api, admin_secret)
+    batch_url = await uploaded_batch(api, client)
+    preview = (await upload(client, CSV)).headers["location"]
+    other = next(k for k in await api.store.list_keys() if k.name == "other")
+    values = {
+        "key_id": other.id,
+        "batch_id": batch_url.rsplit("/", 1)[1],
+        "token": preview.rsplit("/", 1)[1],
+    }
+    from mailvet.dashboard.routes import router
+
+    routes = [
+        route
+        for route in [*router.routes, *batches.router.routes]  # every dashboard router
+        if isinstance(route, APIRoute) and "POST" in route.methods
+    ]
+    paths = {route.path for route in routes}
+    assert {"/signin", "/signout", "/check", "/keys", "/upload"} <= paths
+    assert {"/keys/{key_id}/revoke", "/keys/{key_id}/plan", "/upload/{token}"} <= paths
+    assert "/batches/{batch_id}/delete" in paths
+    before = (await api.store.list_keys(), await api.store.get_batch(other.id, values["batch_id"]))
+    for path in sorted(paths):
+        url = path.format(**values)
+        data = {"name": "x", "plan": "free", "email": "a@deliverable.test", "key": api.paid}
+        r = await client.post(url, data=data)
+        assert r.status_code == 403, (url, r.status_code)
+        r = await client.post(url, data={**data, "csrf": "forged"})
+        assert r.status_code == 403, (url, r.status_code)
+    after = (await api.store.list_keys(), await api.store.get_batch(other.id, values["batch_id"]))
+    assert after == before
+    assert (await client.get(batch_url)).status_code == 200  # not deleted
+    assert (await client.get(preview)).status_code == 200  # not started
