@@ -423,6 +423,33 @@ def _rewrite(path: Path, out: Path, change: dict[str, bytes], rename: dict[str, 
     return out
 
 
+def test_a_zip_of_too_many_members_is_refused_before_it_is_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailvet.dashboard.uploads as uploads
+
+    crowd = tmp_path / "crowd.xlsx"
+    with zipfile.ZipFile(crowd, "w") as out:
+        out.writestr("xl/workbook.xml", b"")
+        for n in range(2000):
+            out.writestr(f"x/{n}", b"")
+    listed: list[Path] = []
+    monkeypatch.setattr(zipfile, "ZipFile", lambda p, *a: listed.append(p))
+    monkeypatch.setattr(uploads, "XLSX_MAX_DIRECTORY", 50_000)  # 2,000 members: ~100 kB
+    error = _error(crowd)
+    assert error.status == 413 and "too many files" in str(error)
+    assert listed == []  # refused from the end record, before zipfile read the list
+
+
+def test_a_workbook_passes_the_member_list_bound(tmp_path: Path) -> None:
+    import mailvet.dashboard.uploads as uploads
+
+    path = _xlsx(tmp_path / "g.xlsx", [["email"], ["a@a.test"]])
+    size = uploads._directory_size(path)
+    assert size is not None and 0 < size < uploads.XLSX_MAX_DIRECTORY
+    assert uploads._directory_size(_file(tmp_path, "t.csv", b"email\n")) is None
+
+
 def test_a_zip_bomb_named_mimetype_is_not_read_whole(tmp_path: Path) -> None:
     import tracemalloc
 

@@ -82,6 +82,8 @@ STASH_TTL = 3600.0  # seconds an uploaded file waits for its batch to start
 XLSX_MAX_EXPANDED = 2 << 30
 XLSX_MAX_SHARED_STRINGS = 128 << 20
 XLSX_MAX_PART = 16 << 20  # any part but a worksheet and the shared strings
+XLSX_MAX_DIRECTORY = 1 << 20  # bytes of the zip's list of members (some 10,000 of them)
+_EOCD_SEARCH = 22 + 65535  # the zip's end record and its longest comment
 
 # encodings the upload form offers: UTF-8, and what spreadsheets on Windows save
 ENCODINGS: dict[str, str] = {
@@ -139,8 +141,27 @@ def sniff(head: bytes) -> str:
     return "text"
 
 
+def _directory_size(path: Path) -> int | None:
+    """The size of a zip's central directory as its end record states it (the bytes
+    ``zipfile`` reads into one object per member); None without an end record."""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - _EOCD_SEARCH))
+        tail = handle.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    return int.from_bytes(tail[at + 12 : at + 16], "little")
+
+
 def _check_workbook(path: Path) -> None:
     """A zip that is an XLSX workbook of bounded size, else ``UploadError``."""
+    directory = _directory_size(path)
+    if directory is not None and directory > XLSX_MAX_DIRECTORY:
+        # hundreds of thousands of members (or a ZIP64 archive, 0xFFFFFFFF): a workbook
+        # has a few dozen parts, and each member costs memory before any other check
+        raise UploadError(f"{_UNSUPPORTED}: it is a zip archive of too many files.", status=413)
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
