@@ -56,6 +56,7 @@ from mailvet.storage.common import dump_cells
 __all__ = [
     "DOWNLOADS",
     "ENCODINGS",
+    "MAX_COLUMNS",
     "PREVIEW_ROWS",
     "Download",
     "ParsedUpload",
@@ -71,6 +72,7 @@ __all__ = [
 ]
 
 PREVIEW_ROWS = 5  # rows shown before the batch starts
+MAX_COLUMNS = 1000  # columns a list may have (the preview shows them all)
 SNIFF_BYTES = 8192  # bytes looked at to tell a file's kind
 COPY_CHUNK = 1 << 16
 STREAM_CHUNK = 64 * 1024  # bytes of CSV gathered before a download hands them on
@@ -266,7 +268,7 @@ def _open(path: Path, filename: str, encoding: str) -> _Source:
         head = handle.read(SNIFF_BYTES)
     if sniff(head) == "xlsx":
         _check_workbook(path)
-        return _open_xlsx(path)
+        return _bounded(_open_xlsx(path))
     if head.startswith(b"\xef\xbb\xbf") and not head[3:].strip():
         raise UploadError("The file is empty.")
     if not head.strip():
@@ -316,14 +318,29 @@ def _open(path: Path, filename: str, encoding: str) -> _Source:
     rows = _text_rows(opened.fmt, opened.rows(), columns)
     if email_column is None and opened.fmt == "csv":
         columns, email_column, rows = _headerless(columns, rows)
-    return _Source(
-        fmt=opened.fmt,
-        columns=columns,
-        email_column=email_column,
-        delimiter=opened.delimiter,
-        rows=rows,
-        closers=[stream],
+    return _bounded(
+        _Source(
+            fmt=opened.fmt,
+            columns=columns,
+            email_column=email_column,
+            delimiter=opened.delimiter,
+            rows=rows,
+            closers=[stream],
+        )
     )
+
+
+def _bounded(source: _Source) -> _Source:
+    """``source`` unless it has more than ``MAX_COLUMNS`` columns (then closed, and
+    ``UploadError``): every page and download of the list shows or writes them all."""
+    if len(source.columns) > MAX_COLUMNS:
+        source.close()
+        raise UploadError(
+            f"The file has {len(source.columns):,} columns; a list may have at most "
+            f"{MAX_COLUMNS:,}. Keep the address's column and the ones you need, and "
+            "upload it again."
+        )
+    return source
 
 
 _ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
