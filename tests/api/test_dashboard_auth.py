@@ -293,6 +293,23 @@ async def test_usage_counts_api_and_dashboard_verdicts_per_key(api: Api) -> None
     assert "3 verdicts" in page.text
 
 
+async def test_a_dashboard_check_shows_in_the_metrics(api: Api) -> None:
+    # it is a probe as the API's are: operators watching /metrics see it too
+    await sign_in(api.client, api.paid)
+    token = await session_csrf(api.client)
+    await api.client.post("/check", data={"email": "b@rejecting.test", "csrf": token})
+    text = (await api.client.get("/metrics")).text
+    line = next(
+        (
+            x
+            for x in text.splitlines()
+            if x.startswith("mailvet_verdicts_total{") and "dashboard" in x
+        ),
+        "",
+    )
+    assert 'result="undeliverable"' in line and line.endswith(" 1.0"), text
+
+
 async def test_the_last_counts_are_written_when_the_app_stops() -> None:
     store = MemoryStore()
     async with running_api(store=store) as api:

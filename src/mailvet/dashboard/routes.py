@@ -148,6 +148,8 @@ async def check(
     checked = await svc.require_engine().verify(email, deadline=svc.settings.deadline)
     data = checked.verdict.as_dict()
     svc.record_usage(session.key.id, data["result"])
+    svc.metrics.observe_verdict(checked.verdict, "dashboard")  # a probe like the API's
+    svc.metrics.observe_facts(checked.facts)
     dns_lines, smtp_lines = explain.explain_transcript(checked.facts)
     context.update(
         {
