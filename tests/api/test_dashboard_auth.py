@@ -64,6 +64,12 @@ async def test_pages_send_a_visitor_without_a_session_to_sign_in(api: Api) -> No
     assert api.engine.calls == []
 
 
+async def test_the_usual_dashboard_addresses_lead_to_it(api: Api) -> None:
+    for path in ("/dashboard", "/ui"):
+        r = await api.client.get(path)
+        assert (r.status_code, r.headers["location"]) == (308, "/"), path
+
+
 async def test_sign_in_sets_a_signed_session_cookie_not_the_key(api: Api) -> None:
     r = await sign_in(api.client, api.paid, "/check")
     assert (r.status_code, r.headers["location"]) == (303, "/check")

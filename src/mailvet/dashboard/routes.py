@@ -113,6 +113,13 @@ async def overview(request: Request, session: SessionDep, svc: ServiceDep) -> Re
     return render(request, "overview.html", context, session=session)
 
 
+@router.get("/dashboard")
+@router.get("/ui")
+async def elsewhere() -> Response:
+    """Where people look for a dashboard first: it is at /."""
+    return RedirectResponse("/", status_code=308)
+
+
 # --- check one address ---
 
 
