@@ -532,3 +532,27 @@ async def test_every_dashboard_post_needs_the_csrf_token(api: Api) -> None:
     assert after == before
     assert (await client.get(batch_url)).status_code == 200  # not deleted
     assert (await client.get(preview)).status_code == 200  # not started
+
+
+async def test_a_start_over_the_rate_limit_keeps_the_preview(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await signed_in(api, api.paid)
+    preview_url = (await upload(client, CSV)).headers["location"]
+    token = await csrf_of(client, preview_url)
+    from mailvet.api.ratelimit import RateLimiter
+
+    key = await api.store.authenticate(api.paid)
+    assert key is not None
+    spent = RateLimiter(1, clock=lambda: 1000.0)  # one a minute, and the clock stands still
+    assert spent.check(key.id) == 0.0  # the one is taken
+    kept = api.app.state.service.limiter
+    monkeypatch.setattr(api.app.state.service, "limiter", spent)
+    r = await client.post(preview_url, data={"csrf": token, "name": "Later"})
+    assert r.status_code == 429
+    assert "Too many requests for this key: wait" in r.text
+    assert 'id="file-rows">5<' in r.text  # the preview, not the upload form
+    assert f'action="{preview_url}"' in r.text
+    monkeypatch.setattr(api.app.state.service, "limiter", kept)
+    r = await client.post(preview_url, data={"csrf": token, "name": "Later"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/batches/")

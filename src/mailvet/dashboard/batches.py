@@ -523,14 +523,14 @@ async def start(token: str, request: Request, svc: ServiceDep) -> Response:
     if session.key.plan is not Plan.PAID:
         return _upload_form(request, session, svc, error=PAID_ONLY, status_code=403)
     wait = svc.limiter.check(session.key.id)
-    if wait > 0.0:
-        return _upload_form(
-            request,
-            session,
-            svc,
-            error=f"Too many requests for this key: wait {svc.limiter.retry_after(wait)} s "
+    if wait > 0.0:  # the preview again (the file is kept), the wait above its form
+        slow_down = UploadError(
+            f"Too many requests for this key: wait {svc.limiter.retry_after(wait)} s "
             "and try again.",
-            status_code=429,
+            status=429,
+        )
+        return await _preview(
+            request, session, svc, token, _encoding(form.get("encoding")), slow_down
         )
     raw_column = form.get("column")
     column = None
