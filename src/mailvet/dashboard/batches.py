@@ -8,7 +8,8 @@ as that does.
 
 Upload: ``POST /upload`` keeps the file on disk (``uploads.UploadStash``) and redirects to
 its preview (``GET /upload/{token}``: size, rows, the columns and the one holding the
-addresses, the first rows); ``POST /upload/{token}`` starts the batch. The upload's
+addresses, the first rows: read once, kept with the file); ``POST /upload/{token}``
+starts the batch, once (``UploadStash.claim``: a double click starts one). The upload's
 body has limits of its own (``MAILVET_MAX_UPLOAD_BYTES``, see ``api.bodylimit``).
 
 Progress: the pages show it as they are rendered (no script needed; a reload refreshes
