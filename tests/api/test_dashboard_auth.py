@@ -64,6 +64,12 @@ async def test_pages_send_a_visitor_without_a_session_to_sign_in(api: Api) -> No
     assert api.engine.calls == []
 
 
+async def test_the_usual_dashboard_addresses_lead_to_it(api: Api) -> None:
+    for path in ("/dashboard", "/ui"):
+        r = await api.client.get(path)
+        assert (r.status_code, r.headers["location"]) == (308, "/"), path
+
+
 async def test_sign_in_sets_a_signed_session_cookie_not_the_key(api: Api) -> None:
     r = await sign_in(api.client, api.paid, "/check")
     assert (r.status_code, r.headers["location"]) == (303, "/check")
@@ -291,6 +297,23 @@ async def test_usage_counts_api_and_dashboard_verdicts_per_key(api: Api) -> None
     page = await api.client.get("/")
     assert 'aria-labelledby="usage-own-title usage-own-desc"' in page.text
     assert "3 verdicts" in page.text
+
+
+async def test_a_dashboard_check_shows_in_the_metrics(api: Api) -> None:
+    # it is a probe as the API's are: operators watching /metrics see it too
+    await sign_in(api.client, api.paid)
+    token = await session_csrf(api.client)
+    await api.client.post("/check", data={"email": "b@rejecting.test", "csrf": token})
+    text = (await api.client.get("/metrics")).text
+    line = next(
+        (
+            x
+            for x in text.splitlines()
+            if x.startswith("mailvet_verdicts_total{") and "dashboard" in x
+        ),
+        "",
+    )
+    assert 'result="undeliverable"' in line and line.endswith(" 1.0"), text
 
 
 async def test_the_last_counts_are_written_when_the_app_stops() -> None:

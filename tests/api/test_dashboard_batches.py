@@ -20,7 +20,7 @@ import pytest
 from mailvet.dashboard import auth, batches
 from mailvet.dashboard.batches import progress
 from mailvet.dashboard.uploads import UploadStash
-from mailvet.storage.base import BatchRecord
+from mailvet.storage.base import BatchRecord, Plan
 
 from .kit import Api, make_settings, running_api
 
@@ -388,6 +388,13 @@ async def test_a_key_revoked_after_signing_in_is_told_so(api: Api) -> None:
     forged.cookies.set(auth.SESSION_COOKIE, f"{key.id}.9999999999.nonce.{'0' * 64}")
     r = await forged.post("/upload", data={"csrf": token})
     assert r.status_code == 303 and r.headers["location"].startswith("/signin")
+    # nor is an expired one: auth.revoked_session checks the cookie as read_session does
+    key_hash = await api.store.key_hash(key.id)
+    assert key_hash is not None
+    expired = auth.session_token(key.id, key_hash, now=0.0)
+    forged.cookies.set(auth.SESSION_COOKIE, expired)
+    r = await forged.post("/upload", data={"csrf": token})
+    assert r.status_code == 303 and r.headers["location"].startswith("/signin")
 
 
 async def test_signed_out_pages_go_to_the_sign_in(api: Api) -> None:
@@ -424,3 +431,128 @@ def test_progress_numbers() -> None:
         BatchRecord("b", "k", None, 10, t0, t0, finished_at=t0 + timedelta(seconds=2), done=10)
     )
     assert done["eta_text"] == "done" and done["rate"] == 5.0
+
+
+async def test_the_preview_counts_one_row_as_a_row(api: Api) -> None:
+    client = await signed_in(api, api.paid)
+    r = await upload(client, b"email\nalice@deliverable.test\n", "one.csv")
+    page = await client.get(r.headers["location"])
+    assert "Start verifying 1 row</button>" in page.text
+    assert "The first row</caption>" in page.text
+    r = await upload(client, b"email\nalice@deliverable.test\nbob@rejecting.test\n", "two.csv")
+    page = await client.get(r.headers["location"])
+    assert "Start verifying 2 rows</button>" in page.text
+
+
+async def test_a_double_click_on_start_starts_one_list(api: Api) -> None:
+    client = await signed_in(api, api.paid)
+    r = await upload(client, CSV)
+    preview_url = r.headers["location"]
+    token = await csrf_of(client, preview_url)
+    first, second = await asyncio.gather(
+        client.post(preview_url, data={"csrf": token, "name": "Twice"}),
+        client.post(preview_url, data={"csrf": token, "name": "Twice"}),
+    )
+    key = await api.store.authenticate(api.paid)
+    assert key is not None
+    listed = await api.store.list_batches(key.id, offset=0, limit=10)
+    assert [b.name for b in listed] == ["Twice"]
+    batch_url = f"/batches/{listed[0].id}"
+    assert {first.status_code, second.status_code} == {303}
+    assert {first.headers["location"], second.headers["location"]} <= {batch_url, "/batches"}
+    # the form sent again later (the back button) goes to the list it started
+    again = await client.post(preview_url, data={"csrf": token, "name": "Twice"})
+    assert (again.status_code, again.headers["location"]) == (303, batch_url)
+    assert len(await api.store.list_batches(key.id, offset=0, limit=10)) == 1
+    assert (await client.get(preview_url)).status_code == 404  # the file is gone
+
+
+async def test_the_preview_page_reads_the_file_once(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # a file of up to MAILVET_MAX_UPLOAD_BYTES is read when it arrives; showing (or
+    # reloading, or hammering) its preview does not read it again
+    client = await signed_in(api, api.paid)
+    reads: list[str] = []
+    from mailvet.dashboard.uploads import read_preview as real
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        reads.append(kwargs.get("encoding", ""))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(batches, "read_preview", counted)
+    r = await upload(client, CSV)
+    preview_url = r.headers["location"]
+    for _ in range(3):
+        page = await client.get(preview_url)
+        assert page.status_code == 200 and 'id="file-rows">5<' in page.text
+    assert reads == ["utf-8"]
+    page = await client.get(preview_url, params={"encoding": "latin-1"})  # another reading
+    assert page.status_code == 200
+    assert reads == ["utf-8", "latin-1"]
+    await client.get(preview_url, params={"encoding": "latin-1"})
+    assert reads == ["utf-8", "latin-1"]
+
+
+async def test_every_dashboard_post_needs_the_csrf_token(api: Api) -> None:
+    """Every POST route of the dashboard's routers (listed from them, so a new one is
+    covered too) refuses a form without the session's token, and changes nothing."""
+    from fastapi.routing import APIRoute
+
+    _, admin_secret = await api.store.create_key("ops", Plan.PAID, admin=True)
+    client = await signed_in(api, admin_secret)
+    batch_url = await uploaded_batch(api, client)
+    preview = (await upload(client, CSV)).headers["location"]
+    other = next(k for k in await api.store.list_keys() if k.name == "other")
+    values = {
+        "key_id": other.id,
+        "batch_id": batch_url.rsplit("/", 1)[1],
+        "token": preview.rsplit("/", 1)[1],
+    }
+    from mailvet.dashboard.routes import router
+
+    routes = [
+        route
+        for route in [*router.routes, *batches.router.routes]  # every dashboard router
+        if isinstance(route, APIRoute) and "POST" in (route.methods or set())
+    ]
+    paths = {route.path for route in routes}
+    assert {"/signin", "/signout", "/check", "/keys", "/upload"} <= paths
+    assert {"/keys/{key_id}/revoke", "/keys/{key_id}/plan", "/upload/{token}"} <= paths
+    assert "/batches/{batch_id}/delete" in paths
+    before = (await api.store.list_keys(), await api.store.get_batch(other.id, values["batch_id"]))
+    for path in sorted(paths):
+        url = path.format(**values)
+        data = {"name": "x", "plan": "free", "email": "a@deliverable.test", "key": api.paid}
+        r = await client.post(url, data=data)
+        assert r.status_code == 403, (url, r.status_code)
+        r = await client.post(url, data={**data, "csrf": "forged"})
+        assert r.status_code == 403, (url, r.status_code)
+    after = (await api.store.list_keys(), await api.store.get_batch(other.id, values["batch_id"]))
+    assert after == before
+    assert (await client.get(batch_url)).status_code == 200  # not deleted
+    assert (await client.get(preview)).status_code == 200  # not started
+
+
+async def test_a_start_over_the_rate_limit_keeps_the_preview(
+    api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await signed_in(api, api.paid)
+    preview_url = (await upload(client, CSV)).headers["location"]
+    token = await csrf_of(client, preview_url)
+    from mailvet.api.ratelimit import RateLimiter
+
+    key = await api.store.authenticate(api.paid)
+    assert key is not None
+    spent = RateLimiter(1, clock=lambda: 1000.0)  # one a minute, and the clock stands still
+    assert spent.check(key.id) == 0.0  # the one is taken
+    kept = api.app.state.service.limiter
+    monkeypatch.setattr(api.app.state.service, "limiter", spent)
+    r = await client.post(preview_url, data={"csrf": token, "name": "Later"})
+    assert r.status_code == 429
+    assert "Too many requests for this key: wait" in r.text
+    assert 'id="file-rows">5<' in r.text  # the preview, not the upload form
+    assert f'action="{preview_url}"' in r.text
+    monkeypatch.setattr(api.app.state.service, "limiter", kept)
+    r = await client.post(preview_url, data={"csrf": token, "name": "Later"})
+    assert r.status_code == 303 and r.headers["location"].startswith("/batches/")

@@ -323,7 +323,7 @@ def test_a_free_key_is_told_lists_need_a_paid_plan(dashboard: Dashboard, page: P
 def test_another_keys_list_is_not_found(dashboard: Dashboard, page: Page, lists_key: str) -> None:
     sign_in(page, dashboard, lists_key)
     _upload(page, dashboard, "mine.csv", b"email\nalice@deliverable.test\n")
-    page.get_by_role("button", name="Start verifying 1 rows").click()
+    page.get_by_role("button", name="Start verifying 1 row").click()
     expect(page.get_by_role("heading", name="mine.csv")).to_be_visible()
     mine = page.url
     page.context.clear_cookies()
@@ -408,6 +408,8 @@ def test_a_windows_1252_file_reads_once_its_encoding_is_chosen(
     page.get_by_label("File: CSV, plain text").set_input_files(_file("latin.csv", latin))
     page.get_by_role("button", name="Upload and preview").click()
     expect(page.locator("#sample tbody td").nth(1)).to_have_text("René")
+    shot(page, "dashboard-batches-cp1252")
+    check_a11y(page)
 
 
 def test_the_progress_script_updates_the_rows_it_polls(
@@ -454,6 +456,8 @@ def test_the_progress_script_updates_the_rows_it_polls(
     expect(row.locator('[data-field="rate"]')).to_have_text("30.0 a minute")
     expect(row.locator("progress")).to_have_js_property("value", 1)
     assert answers and answers[0].endswith("/batches/progress?page=1")
+    shot(page, "dashboard-batches-polled")
+    check_a11y(page)
 
 
 def test_a_lists_page_reloads_itself_once_the_list_is_finished(
@@ -467,7 +471,7 @@ def test_a_lists_page_reloads_itself_once_the_list_is_finished(
 
     sign_in(page, dashboard, lists_key)
     _upload(page, dashboard, "waits.csv", b"email\nsomeone@greylist.test\n")
-    page.get_by_role("button", name="Start verifying 1 rows").click()
+    page.get_by_role("button", name="Start verifying 1 row").click()
     expect(page.locator('#progress [data-field="retry_waiting"]')).to_have_text(
         "1", timeout=FINISH
     )  # a reload shows it: the list waits for its retry
@@ -483,3 +487,4 @@ def test_a_lists_page_reloads_itself_once_the_list_is_finished(
     with page.expect_event("load", timeout=15_000):
         pass  # the script's reload
     expect(page.locator('#progress [data-field="status"]')).to_have_text("running")
+    shot(page, "dashboard-batches-reloaded")

@@ -5,10 +5,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import re
 import zipfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import openpyxl
 import pytest
@@ -16,12 +18,14 @@ import pytest
 from mailvet.batchfile import MAX_LINE
 from mailvet.dashboard.uploads import (
     DOWNLOADS,
+    MAX_COLUMNS,
     PREVIEW_ROWS,
     SNIFF_BYTES,
     STASH_TTL,
     UploadError,
     UploadStash,
     download_csv,
+    download_disposition,
     download_filename,
     read_preview,
     read_upload,
@@ -258,6 +262,20 @@ def test_sniff() -> None:
         sniff(b"")
 
 
+def test_too_many_columns_is_an_error_not_a_huge_page(tmp_path: Path) -> None:
+    # 200,000 columns in a 2 MB file made a 24 MB preview page, rendered for 7 s on
+    # the event loop at each view
+    wide = b"email" + b",c" * MAX_COLUMNS + b"\n" + b"a@a.test" + b",x" * MAX_COLUMNS + b"\n"
+    error = _error(_file(tmp_path, "wide.csv", wide))
+    assert f"{MAX_COLUMNS + 1:,} columns" in str(error) and "at most" in str(error)
+    fits = b"email" + b",c" * (MAX_COLUMNS - 1) + b"\n" + b"a@a.test" + b",x" * (MAX_COLUMNS - 1)
+    assert len(
+        read_preview(_file(tmp_path, "fits.csv", fits), "fits.csv", max_rows=MAX).columns
+    ) == (MAX_COLUMNS)
+    book = _xlsx(tmp_path / "wide.xlsx", [["email", *(["c"] * MAX_COLUMNS)], ["a@a.test"]])
+    assert "columns" in str(_error(book))
+
+
 # --- XLSX ---
 
 
@@ -315,6 +333,68 @@ def test_xlsx_over_the_row_limit(tmp_path: Path) -> None:
     assert _error(path, max_rows=5).status == 413
 
 
+def _sheet_xml(path: Path, out: Path, dimension: str, extra_rows: bytes) -> Path:
+    """``path`` with its sheet declaring ``dimension`` and ``extra_rows`` appended."""
+    with zipfile.ZipFile(path) as archive:
+        sheet = archive.read("xl/worksheets/sheet1.xml")
+    sheet = re.sub(
+        rb'<dimension ref="[^"]*"\s*/>', b'<dimension ref="%s"/>' % dimension.encode(), sheet
+    )
+    sheet = sheet.replace(b"</sheetData>", extra_rows + b"</sheetData>")
+    return _rewrite(path, out, {"xl/worksheets/sheet1.xml": sheet}, {})
+
+
+def _counting_cells(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    import mailvet.dashboard.uploads as uploads
+
+    calls = [0]
+    real = uploads._xlsx_cell
+
+    def counted(value: Any) -> str:
+        calls[0] += 1
+        return real(value)
+
+    monkeypatch.setattr(uploads, "_xlsx_cell", counted)
+    return calls
+
+
+def test_a_sheet_declaring_a_huge_dimension_costs_only_its_cells(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # <dimension ref="A1:XFD..."> in a file of a few kB padded every row to 16,384 cells
+    # (a million rows: hours of CPU); the cells the file holds are what is read
+    path = _xlsx(tmp_path / "d.xlsx", [["email"], ["a@a.test"]])
+    last = b'<row r="300"><c r="A300" t="inlineStr"><is><t>z@a.test</t></is></c></row>'
+    bomb = _sheet_xml(path, tmp_path / "dim.xlsx", "A1:XFD300", last)
+    calls = _counting_cells(monkeypatch)
+    preview = read_preview(bomb, "dim.xlsx", max_rows=MAX)
+    assert preview.rows == 2 and preview.columns == ["email"]
+    assert calls[0] < 1000
+
+
+def test_a_far_empty_cell_does_not_cost_the_columns_before_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _xlsx(tmp_path / "w.xlsx", [["email"]])
+    rows = b"".join(
+        b'<row r="%d"><c r="A%d" t="inlineStr"><is><t>u%d@a.test</t></is></c>'
+        b'<c r="XFD%d" t="inlineStr"><is><t></t></is></c></row>' % (n, n, n, n)
+        for n in range(2, 52)
+    )
+    wide = _sheet_xml(path, tmp_path / "wide.xlsx", "A1:XFD51", rows)
+    calls = _counting_cells(monkeypatch)
+    assert read_preview(wide, "wide.xlsx", max_rows=MAX).rows == 50
+    assert calls[0] < 1000  # not 50 x 16,384
+    stray = _sheet_xml(
+        path,
+        tmp_path / "stray.xlsx",
+        "A1:XFD2",
+        b'<row r="2"><c r="A2" t="inlineStr"><is><t>a@a.test</t></is></c>'
+        b'<c r="XFD2" t="inlineStr"><is><t>x</t></is></c></row>',
+    )
+    assert "right of the header" in str(_error(stray))
+
+
 def test_a_damaged_workbook_and_other_zips(tmp_path: Path) -> None:
     good = _xlsx(tmp_path / "g.xlsx", [["email"], ["a@a.test"]]).read_bytes()
     broken = _file(tmp_path, "b.xlsx", good[: len(good) // 2])
@@ -346,6 +426,116 @@ def test_a_workbook_that_expands_too_far_is_refused(
     path = _xlsx(tmp_path / "g.xlsx", [["email"], ["a@a.test"]])
     monkeypatch.setattr(uploads, "XLSX_MAX_EXPANDED", 100)
     assert _error(path).status == 413
+
+
+def _rewrite(path: Path, out: Path, change: dict[str, bytes], rename: dict[str, str]) -> Path:
+    """A copy of the workbook ``path`` with parts replaced (``change``, by their old
+    name) and renamed (``rename``: old name -> new name)."""
+    with zipfile.ZipFile(path) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for info in src.infolist():
+            data = change.get(info.filename, src.read(info.filename))
+            dst.writestr(rename.get(info.filename, info.filename), data)
+    return out
+
+
+def test_a_zip_of_too_many_members_is_refused_before_it_is_listed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailvet.dashboard.uploads as uploads
+
+    crowd = tmp_path / "crowd.xlsx"
+    with zipfile.ZipFile(crowd, "w") as out:
+        out.writestr("xl/workbook.xml", b"")
+        for n in range(2000):
+            out.writestr(f"x/{n}", b"")
+    listed: list[Path] = []
+    monkeypatch.setattr(zipfile, "ZipFile", lambda p, *a: listed.append(p))
+    monkeypatch.setattr(uploads, "XLSX_MAX_DIRECTORY", 50_000)  # 2,000 members: ~100 kB
+    error = _error(crowd)
+    assert error.status == 413 and "too many files" in str(error)
+    assert listed == []  # refused from the end record, before zipfile read the list
+
+
+def test_a_workbook_passes_the_member_list_bound(tmp_path: Path) -> None:
+    import mailvet.dashboard.uploads as uploads
+
+    path = _xlsx(tmp_path / "g.xlsx", [["email"], ["a@a.test"]])
+    size = uploads._directory_size(path)
+    assert size is not None and 0 < size < uploads.XLSX_MAX_DIRECTORY
+    assert uploads._directory_size(_file(tmp_path, "t.csv", b"email\n")) is None
+
+
+def test_a_zip_bomb_named_mimetype_is_not_read_whole(tmp_path: Path) -> None:
+    import tracemalloc
+
+    bomb = tmp_path / "bomb.ods"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as out:
+        out.writestr("mimetype", b"application/vnd.oasis.opendocument" + bytes(32 << 20))
+    assert bomb.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        error = _error(bomb)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert "OpenDocument" in str(error)
+    assert peak < 8 << 20  # the 32 MiB member was not read whole
+
+
+def test_a_part_read_whole_that_expands_too_far_is_refused(tmp_path: Path) -> None:
+    # openpyxl parses xl/styles.xml whole even in read-only mode: a zip bomb there (a few
+    # hundred kB of upload, gigabytes of memory) is refused before openpyxl opens it
+    import mailvet.dashboard.uploads as uploads
+
+    good = _xlsx(tmp_path / "g.xlsx", [["email"], ["a@a.test"]])
+    with zipfile.ZipFile(good) as archive:
+        styles = archive.read("xl/styles.xml")
+    head, tail = styles.rsplit(b"</styleSheet>", 1)
+    padded = head + b"<extLst>" + b"<ext uri='x'/>" * (uploads.XLSX_MAX_PART // 14 + 1)
+    padded += b"</extLst></styleSheet>" + tail
+    bomb = _rewrite(good, tmp_path / "bomb.xlsx", {"xl/styles.xml": padded}, {})
+    assert bomb.stat().st_size < 1 << 20  # the upload is small; the part is not
+    error = _error(bomb)
+    assert error.status == 413 and "expands" in str(error)
+
+
+def test_the_sheet_streams_past_the_part_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailvet.dashboard.uploads as uploads
+
+    rows: list[list[Any]] = [["email", "n"], *[[f"u{i}@a.test", i] for i in range(3000)]]
+    path = _xlsx(tmp_path / "big.xlsx", rows)
+    with zipfile.ZipFile(path) as archive:
+        sheet = archive.getinfo("xl/worksheets/sheet1.xml").file_size
+    monkeypatch.setattr(uploads, "XLSX_MAX_PART", sheet // 2)
+    assert read_preview(path, "big.xlsx", max_rows=MAX).rows == 3000
+
+
+def test_shared_strings_under_another_name_keep_their_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # openpyxl reads the shared strings whole, found by the content types under any name
+    import mailvet.dashboard.uploads as uploads
+
+    path = _xlsx(tmp_path / "s.xlsx", [["email"], ["a@a.test"]])
+    words = b"".join(b"<si><t>word %d</t></si>" % i for i in range(2000))
+    sst = b'<sst xmlns="http://schemas.openxmlformats.org/spreadsheetml/2006/main">%s</sst>'
+    kind = b"application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+    with zipfile.ZipFile(path) as archive:
+        types = archive.read("[Content_Types].xml")
+    types = types.replace(
+        b"</Types>", b'<Override PartName="/xl/words.xml" ContentType="%s" /></Types>' % kind
+    )
+    moved = _rewrite(
+        path,
+        tmp_path / "moved.xlsx",
+        {"[Content_Types].xml": types, "xl/styles.xml": sst % words},
+        {"xl/styles.xml": "xl/words.xml"},
+    )
+    assert read_preview(moved, "moved.xlsx", max_rows=MAX).rows == 1  # still a workbook
+    monkeypatch.setattr(uploads, "XLSX_MAX_SHARED_STRINGS", len(words) // 2)
+    assert _error(moved).status == 413
 
 
 # --- the stash ---
@@ -457,6 +647,23 @@ async def test_a_batch_without_a_file_downloads_an_email_column(tmp_path: Path) 
     await store.save_verdicts(record.id, [(0, {"result": "deliverable"})])
     assert await _download(store, record, "deliverable") == [["email"], ["a@a.test"]]
     assert download_filename(record, DOWNLOADS["deliverable"]) == f"{record.id}-deliverable.csv"
+    assert download_disposition(record, DOWNLOADS["deliverable"]) == (
+        f'attachment; filename="{record.id}-deliverable.csv"'
+    )
+
+
+async def test_a_file_named_in_other_letters_keeps_its_name(tmp_path: Path) -> None:
+    path = _file(tmp_path, "k.csv", b"email\na@a.test\n")
+    store = MemoryStore()
+    record = await _batch(store, path, 'C:\\Users\\me\\Контакты "мая".csv')
+    assert download_filename(record, DOWNLOADS["all"]) == "_ _-all.csv"  # the ASCII fallback
+    value = download_disposition(record, DOWNLOADS["all"])
+    assert value.startswith("attachment; filename=\"_ _-all.csv\"; filename*=UTF-8''")
+    encoded = value.split("UTF-8''", 1)[1]
+    assert unquote(encoded) == "Контакты мая-all.csv"
+    assert encoded.isascii() and ";" not in encoded and " " not in encoded
+    plain = await _batch(store, path, "shop.csv")
+    assert download_disposition(plain, DOWNLOADS["all"]) == 'attachment; filename="shop-all.csv"'
 
 
 class _CountingStore(MemoryStore):
@@ -482,3 +689,23 @@ async def test_a_download_streams_rather_than_reading_the_whole_batch(tmp_path: 
     rest = [chunk async for chunk in stream]
     assert store.handed == 20_000
     assert sum(c.count(b"\r\n") for c in [first, *rest]) == 20_001
+
+
+def test_the_stash_gives_a_file_to_one_claim(tmp_path: Path) -> None:
+    stash = UploadStash(tmp_path)
+    saved = stash.save(io.BytesIO(b"email\na@a.test\n"), "l.csv", "key-1", 1000)
+    assert stash.claim(saved.token, "key-2") is None  # not theirs
+    claimed = stash.claim(saved.token, "key-1")
+    assert claimed is not None and claimed.path.read_bytes() == b"email\na@a.test\n"
+    assert stash.claim(saved.token, "key-1") is None
+    assert stash.started(saved.token, "key-1") == ""  # being started
+    assert stash.started(saved.token, "key-2") is None
+    stash.release(claimed)  # the start failed: it can be claimed again
+    claimed = stash.claim(saved.token, "key-1")
+    assert claimed is not None
+    stash.finish(claimed, "batch-1")
+    assert stash.get(saved.token, "key-1") is None
+    assert stash.started(saved.token, "key-1") == "batch-1"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{saved.token}.json"]
+    stash.discard(saved.token)
+    assert list(tmp_path.iterdir()) == []

@@ -4,7 +4,8 @@
   route *template* (``/v1/batch/{batch_id}``), never the raw path (``unmatched`` when
   no route matched), and by method from a fixed set (anything else is ``OTHER``), so
   no request can mint a new series;
-- ``mailvet_verdicts_total{result,reason,source}``: verdicts given (api / batch / cache);
+- ``mailvet_verdicts_total{result,reason,source}``: verdicts given (api / batch / cache /
+  dashboard);
 - ``mailvet_smtp_duration_seconds``: length of the SMTP conversation of a validation;
 - ``mailvet_request_duration_seconds{route}``: wall time of each request;
 - on PostgreSQL only, the batch machinery as ``mailvet status`` reads it, at scrape time
@@ -81,7 +82,7 @@ class Metrics:
         )
         self.verdicts = Counter(
             "mailvet_verdicts",
-            "Verdicts given, by result, reason and source (api, cache, batch)",
+            "Verdicts given, by result, reason and source (api, cache, batch, dashboard)",
             ("result", "reason", "source"),
             registry=self.registry,
         )

@@ -55,6 +55,7 @@ __all__ = [
     "current_key",
     "current_session",
     "read_session",
+    "revoked_session",
     "safe_next",
     "set_session",
     "set_signin_cookie",
@@ -110,9 +111,17 @@ def session_token(key_id: str, key_hash: str, *, now: float | None = None) -> st
     return f"{body}.{_mac(key_hash, 'session', body)}"
 
 
-async def read_session(request: Request, svc: Service) -> Session | None:
-    """The live session the request's cookie carries, or None (absent, forged, expired,
-    or its key unknown or revoked)."""
+@dataclass(frozen=True, slots=True)
+class _Signed:
+    key: ApiKey
+    key_hash: str
+    nonce: str
+    expires: int
+
+
+async def _signed(request: Request, svc: Service) -> _Signed | None:
+    """The key the request's session cookie names, its MAC and expiry checked (the key
+    may be revoked); None when absent, forged, expired or of an unknown key."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token or len(token) > _MAX_TOKEN_CHARS:
         return None
@@ -135,9 +144,27 @@ async def read_session(request: Request, svc: Service) -> Session | None:
     ):
         return None
     key = await store.get_key(key_id)
-    if key is None or key.revoked_at is not None:
+    if key is None:
         return None
-    return Session(key=key, csrf=_mac(key_hash, "csrf", nonce), expires=expires)
+    return _Signed(key=key, key_hash=key_hash, nonce=nonce, expires=expires)
+
+
+async def read_session(request: Request, svc: Service) -> Session | None:
+    """The live session the request's cookie carries, or None (absent, forged, expired,
+    or its key unknown or revoked)."""
+    signed = await _signed(request, svc)
+    if signed is None or signed.key.revoked_at is not None:
+        return None
+    return Session(
+        key=signed.key, csrf=_mac(signed.key_hash, "csrf", signed.nonce), expires=signed.expires
+    )
+
+
+async def revoked_session(request: Request, svc: Service) -> bool:
+    """Whether the request carries a genuine, unexpired session cookie of a key revoked
+    since it signed in (a page can say so rather than show the bare sign-in form)."""
+    signed = await _signed(request, svc)
+    return signed is not None and signed.key.revoked_at is not None
 
 
 def _secure(request: Request) -> bool:

@@ -8,7 +8,8 @@ as that does.
 
 Upload: ``POST /upload`` keeps the file on disk (``uploads.UploadStash``) and redirects to
 its preview (``GET /upload/{token}``: size, rows, the columns and the one holding the
-addresses, the first rows); ``POST /upload/{token}`` starts the batch. The upload's
+addresses, the first rows: read once, kept with the file); ``POST /upload/{token}``
+starts the batch, once (``UploadStash.claim``: a double click starts one). The upload's
 body has limits of its own (``MAILVET_MAX_UPLOAD_BYTES``, see ``api.bodylimit``).
 
 Progress: the pages show it as they are rendered (no script needed; a reload refreshes
@@ -19,7 +20,6 @@ it) and ``static/batches.js`` polls ``/batches/progress`` or ``/batches/{id}/pro
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import unicodedata
 import uuid
@@ -43,7 +43,7 @@ from mailvet.dashboard.uploads import (
     UploadError,
     UploadStash,
     download_csv,
-    download_filename,
+    download_disposition,
     read_preview,
     read_upload,
     too_big,
@@ -308,9 +308,8 @@ async def batch_download(
     record = await _owned(svc, session, batch_id)
     if record is None or chosen is None or record.deleted_at is not None:
         return _not_found(request, session)
-    filename = download_filename(record, chosen)
     headers = {
-        "content-disposition": f'attachment; filename="{filename}"',
+        "content-disposition": download_disposition(record, chosen),
         "cache-control": "no-store",
         "x-content-type-options": "nosniff",
     }
@@ -386,27 +385,9 @@ async def _upload_session(request: Request, svc: Service) -> Session:
     session = await auth.read_session(request, svc)
     if session is not None:
         return session
-    if await _revoked_session(request, svc):
+    if await auth.revoked_session(request, svc):
         raise _KeyRevoked
     raise auth.SignInRequired("/")
-
-
-async def _revoked_session(request: Request, svc: Service) -> bool:
-    """Whether the request carries a genuine session cookie (its MAC checked, as
-    ``auth.read_session`` checks it) of a key revoked since."""
-    token = request.cookies.get(auth.SESSION_COOKIE) or ""
-    parts = token.split(".")
-    if len(parts) != 4 or len(token) > 256:
-        return False
-    store = svc.require_store()
-    key_hash = await store.key_hash(parts[0])
-    if key_hash is None:
-        return False
-    expected = auth._mac(key_hash, "session", ".".join(parts[:3]))
-    if not hmac.compare_digest(parts[3].encode("ascii", "replace"), expected.encode()):
-        return False
-    key = await store.get_key(parts[0])
-    return key is not None and key.revoked_at is not None
 
 
 def _revoked_page(request: Request) -> Response:
@@ -463,7 +444,7 @@ async def upload(request: Request, svc: ServiceDep) -> Response:
                 stash().save, file.file, filename, session.key.id, limit
             )
             try:
-                await asyncio.to_thread(
+                preview = await asyncio.to_thread(
                     read_preview,
                     saved.path,
                     filename,
@@ -473,6 +454,7 @@ async def upload(request: Request, svc: ServiceDep) -> Response:
             except BaseException:
                 stash().discard(saved.token)
                 raise
+            stash().keep_preview(saved, preview)
         except UploadError as exc:
             if exc.encoding and encoding == "utf-8":
                 encoding = "cp1252"  # offered next: what spreadsheets on Windows write
@@ -524,25 +506,8 @@ def _gone(request: Request, session: Session) -> Response:
 async def preview_page(
     token: str, request: Request, session: SessionDep, svc: ServiceDep
 ) -> Response:
-    saved = stash().get(token, session.key.id)
-    if saved is None:
-        return _gone(request, session)
     encoding = _encoding(request.query_params.get("encoding"))
-    try:
-        preview = await asyncio.to_thread(
-            read_preview,
-            saved.path,
-            saved.filename,
-            encoding=encoding,
-            max_rows=max(1, svc.settings.max_batch_size),
-        )
-    except UploadError as exc:
-        stash().discard(token)
-        return _upload_form(request, session, svc, error=str(exc), status_code=exc.status)
-    context = {"preview": preview, "token": token, "paid_only": PAID_ONLY}
-    context["paid"] = session.key.plan is Plan.PAID
-    context["name"] = saved.filename
-    return render(request, "upload_preview.html", context, session=session)
+    return await _preview(request, session, svc, token, encoding)
 
 
 @router.post(UPLOAD_PATH + "/{token}")
@@ -555,18 +520,18 @@ async def start(token: str, request: Request, svc: ServiceDep) -> Response:
     auth.check_csrf(form, session)
     saved = stash().get(token, session.key.id)
     if saved is None:
-        return _gone(request, session)
+        return _already_started(request, session, token)
     if session.key.plan is not Plan.PAID:
         return _upload_form(request, session, svc, error=PAID_ONLY, status_code=403)
     wait = svc.limiter.check(session.key.id)
-    if wait > 0.0:
-        return _upload_form(
-            request,
-            session,
-            svc,
-            error=f"Too many requests for this key: wait {svc.limiter.retry_after(wait)} s "
+    if wait > 0.0:  # the preview again (the file is kept), the wait above its form
+        slow_down = UploadError(
+            f"Too many requests for this key: wait {svc.limiter.retry_after(wait)} s "
             "and try again.",
-            status_code=429,
+            status=429,
+        )
+        return await _preview(
+            request, session, svc, token, _encoding(form.get("encoding")), slow_down
         )
     raw_column = form.get("column")
     column = None
@@ -574,56 +539,73 @@ async def start(token: str, request: Request, svc: ServiceDep) -> Response:
         column = int(raw_column.strip()[:7])
     raw_name = form.get("name")
     name = _clean(raw_name, wire.MAX_NAME_CHARS) or _clean(saved.filename, wire.MAX_NAME_CHARS)
+    claimed = stash().claim(token, session.key.id)
+    if claimed is None:  # another request (a double click) took it first
+        return _already_started(request, session, token)
     try:
         parsed = await asyncio.to_thread(
             read_upload,
-            saved.path,
-            saved.filename,
+            claimed.path,
+            claimed.filename,
             column=column,
             encoding=_encoding(form.get("encoding")),
             max_rows=max(1, svc.settings.max_batch_size),
         )
+        record = await svc.submit_batch(
+            session.key, name, parsed.emails, upload=parsed.upload, cells=parsed.cells
+        )
     except UploadError as exc:
+        stash().release(claimed)
         encoding = _encoding(form.get("encoding"))
-        return await _preview_error(request, session, svc, token, encoding, exc)
-    record = await svc.submit_batch(
-        session.key, name, parsed.emails, upload=parsed.upload, cells=parsed.cells
-    )
-    stash().discard(token)
+        return await _preview(request, session, svc, token, encoding, exc)
+    except BaseException:
+        stash().release(claimed)
+        raise
+    stash().finish(claimed, record.id)
     return RedirectResponse(f"/batches/{record.id}", status_code=303)
 
 
-async def _preview_error(
+def _already_started(request: Request, session: Session, token: str) -> Response:
+    """An upload another request started (or is starting): its list, else the lists."""
+    batch_id = stash().started(token, session.key.id)
+    if batch_id is None:
+        return _gone(request, session)
+    return RedirectResponse(f"/batches/{batch_id}" if batch_id else "/batches", status_code=303)
+
+
+async def _preview(
     request: Request,
     session: Session,
     svc: Service,
     token: str,
     encoding: str,
-    error: UploadError,
+    error: UploadError | None = None,
 ) -> Response:
-    """The preview again, with the error (a column not chosen) above the form."""
+    """The preview of a kept upload; with ``error`` (a column not chosen) above the form."""
     saved = stash().get(token, session.key.id)
     if saved is None:
         return _gone(request, session)
-    try:
-        preview = await asyncio.to_thread(
-            read_preview,
-            saved.path,
-            saved.filename,
-            encoding=encoding,
-            max_rows=max(1, svc.settings.max_batch_size),
-        )
-    except UploadError as exc:
-        stash().discard(token)
-        return _upload_form(request, session, svc, error=str(exc), status_code=exc.status)
+    preview = stash().kept_preview(saved, encoding)
+    if preview is None:
+        try:
+            preview = await asyncio.to_thread(
+                read_preview,
+                saved.path,
+                saved.filename,
+                encoding=encoding,
+                max_rows=max(1, svc.settings.max_batch_size),
+            )
+        except UploadError as exc:
+            stash().discard(token)
+            return _upload_form(request, session, svc, error=str(exc), status_code=exc.status)
+        stash().keep_preview(saved, preview)
     context = {
         "preview": preview,
         "token": token,
-        "error": str(error),
+        "error": None if error is None else str(error),
         "paid": session.key.plan is Plan.PAID,
         "paid_only": PAID_ONLY,
         "name": saved.filename,
     }
-    return render(
-        request, "upload_preview.html", context, session=session, status_code=error.status
-    )
+    status = 200 if error is None else error.status
+    return render(request, "upload_preview.html", context, session=session, status_code=status)

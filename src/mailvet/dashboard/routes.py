@@ -113,6 +113,13 @@ async def overview(request: Request, session: SessionDep, svc: ServiceDep) -> Re
     return render(request, "overview.html", context, session=session)
 
 
+@router.get("/dashboard")
+@router.get("/ui")
+async def elsewhere() -> Response:
+    """Where people look for a dashboard first: it is at /."""
+    return RedirectResponse("/", status_code=308)
+
+
 # --- check one address ---
 
 
@@ -148,6 +155,8 @@ async def check(
     checked = await svc.require_engine().verify(email, deadline=svc.settings.deadline)
     data = checked.verdict.as_dict()
     svc.record_usage(session.key.id, data["result"])
+    svc.metrics.observe_verdict(checked.verdict, "dashboard")  # a probe like the API's
+    svc.metrics.observe_facts(checked.facts)
     dns_lines, smtp_lines = explain.explain_transcript(checked.facts)
     context.update(
         {

@@ -24,6 +24,7 @@ Keeping
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as dt
 import io
 import json
@@ -37,6 +38,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import quote
 
 from mailvet.batchfile import (
     VERDICT_COLUMNS,
@@ -54,6 +56,7 @@ from mailvet.storage.common import dump_cells
 __all__ = [
     "DOWNLOADS",
     "ENCODINGS",
+    "MAX_COLUMNS",
     "PREVIEW_ROWS",
     "Download",
     "ParsedUpload",
@@ -61,6 +64,7 @@ __all__ = [
     "UploadError",
     "UploadStash",
     "download_csv",
+    "download_disposition",
     "download_filename",
     "read_preview",
     "read_upload",
@@ -68,14 +72,20 @@ __all__ = [
 ]
 
 PREVIEW_ROWS = 5  # rows shown before the batch starts
+MAX_COLUMNS = 1000  # columns a list may have (the preview shows them all)
 SNIFF_BYTES = 8192  # bytes looked at to tell a file's kind
 COPY_CHUNK = 1 << 16
 STREAM_CHUNK = 64 * 1024  # bytes of CSV gathered before a download hands them on
 STASH_TTL = 3600.0  # seconds an uploaded file waits for its batch to start
 # A workbook is a zip of XML: bound what it may expand to before openpyxl opens it. In
-# read-only mode the sheets stream, but the shared strings are read whole.
+# read-only mode the worksheets stream, but every other part it reads (the shared
+# strings, the styles, the theme, relationships, properties, chartsheets ...) is read and
+# parsed whole: a few hundred kB of zip can expand into a part that takes gigabytes.
 XLSX_MAX_EXPANDED = 2 << 30
 XLSX_MAX_SHARED_STRINGS = 128 << 20
+XLSX_MAX_PART = 16 << 20  # any part but a worksheet and the shared strings
+XLSX_MAX_DIRECTORY = 1 << 20  # bytes of the zip's list of members (some 10,000 of them)
+_EOCD_SEARCH = 22 + 65535  # the zip's end record and its longest comment
 
 # encodings the upload form offers: UTF-8, and what spreadsheets on Windows save
 ENCODINGS: dict[str, str] = {
@@ -133,14 +143,34 @@ def sniff(head: bytes) -> str:
     return "text"
 
 
+def _directory_size(path: Path) -> int | None:
+    """The size of a zip's central directory as its end record states it (the bytes
+    ``zipfile`` reads into one object per member); None without an end record."""
+    with path.open("rb") as handle:
+        handle.seek(0, os.SEEK_END)
+        size = handle.tell()
+        handle.seek(max(0, size - _EOCD_SEARCH))
+        tail = handle.read()
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return None
+    return int.from_bytes(tail[at + 12 : at + 16], "little")
+
+
 def _check_workbook(path: Path) -> None:
     """A zip that is an XLSX workbook of bounded size, else ``UploadError``."""
+    directory = _directory_size(path)
+    if directory is not None and directory > XLSX_MAX_DIRECTORY:
+        # hundreds of thousands of members (or a ZIP64 archive, 0xFFFFFFFF): a workbook
+        # has a few dozen parts, and each member costs memory before any other check
+        raise UploadError(f"{_UNSUPPORTED}: it is a zip archive of too many files.", status=413)
     try:
         with zipfile.ZipFile(path) as archive:
             members = archive.infolist()
             names = {info.filename for info in members}
             if "mimetype" in names and "xl/workbook.xml" not in names:
-                kind = archive.read("mimetype")[:100].decode("ascii", "replace")
+                with archive.open("mimetype") as member:  # its head only: no zip bomb
+                    kind = member.read(100).decode("ascii", "replace")
                 if "opendocument" in kind:
                     raise UploadError(
                         "This is an OpenDocument spreadsheet: save it as .xlsx or CSV."
@@ -149,13 +179,64 @@ def _check_workbook(path: Path) -> None:
         raise UploadError(f"{_UNSUPPORTED}: it is a damaged zip archive.") from None
     if "xl/workbook.xml" not in names:
         raise UploadError(f"{_UNSUPPORTED}: it is a zip archive; unpack it first.")
-    expanded = sum(info.file_size for info in members)
-    shared = sum(i.file_size for i in members if i.filename == "xl/sharedStrings.xml")
-    if expanded > XLSX_MAX_EXPANDED or shared > XLSX_MAX_SHARED_STRINGS:
-        raise UploadError(
-            "This workbook expands to more data than an upload may hold: save the sheet as CSV.",
-            status=413,
-        )
+    refused = UploadError(
+        "This workbook expands to more data than an upload may hold: save the sheet as CSV.",
+        status=413,
+    )
+    if sum(info.file_size for info in members) > XLSX_MAX_EXPANDED:
+        raise refused
+    sizes = {info.filename: info.file_size for info in members}
+    sheets, shared = _streamed_parts(path, sizes)
+    for name, size in sizes.items():
+        bound = XLSX_MAX_SHARED_STRINGS if name == shared else XLSX_MAX_PART
+        if name not in sheets and size > bound:
+            raise refused
+
+
+def _streamed_parts(path: Path, sizes: dict[str, int]) -> tuple[set[str], str | None]:
+    """The parts openpyxl streams in read-only mode (the worksheets the workbook's
+    relationships name) and the shared strings part, found as openpyxl finds them (the
+    content types, then the workbook's relationships). The files read to find them are
+    bounded first; a part read whole by its fixed name never counts as a worksheet."""
+    from openpyxl.packaging.manifest import Manifest
+    from openpyxl.packaging.relationship import get_dependents, get_rels_path
+    from openpyxl.reader.excel import _find_workbook_part
+    from openpyxl.xml.constants import (
+        ARC_APP,
+        ARC_CONTENT_TYPES,
+        ARC_CORE,
+        ARC_CUSTOM,
+        ARC_STYLE,
+        ARC_THEME,
+        SHARED_STRINGS,
+    )
+    from openpyxl.xml.functions import fromstring
+
+    def bounded(name: str) -> bool:
+        return name in sizes and sizes[name] <= XLSX_MAX_PART
+
+    if not bounded(ARC_CONTENT_TYPES):
+        return set(), None  # the check by size refuses it, or openpyxl cannot read it
+    try:
+        with zipfile.ZipFile(path) as archive:
+            package = Manifest.from_tree(fromstring(archive.read(ARC_CONTENT_TYPES)))
+            found = package.find(SHARED_STRINGS)
+            shared = found.PartName[1:] if found is not None else None
+            workbook = _find_workbook_part(package).PartName[1:]
+            rels = get_rels_path(workbook)
+            if not bounded(rels):
+                return set(), shared
+            targets = {
+                rel.target
+                for rel in get_dependents(archive, rels)
+                if rel.Type.endswith("/worksheet") and rel.TargetMode != "External"
+            }
+    except Exception:  # a damaged workbook: openpyxl says so when it opens it
+        return set(), None
+    whole = {ARC_CONTENT_TYPES, ARC_CORE, ARC_APP, ARC_CUSTOM, ARC_STYLE, ARC_THEME, workbook}
+    return {t for t in targets if t not in whole and t != shared and not t.endswith(".rels")}, (
+        shared
+    )
 
 
 # ---- reading --------------------------------------------------------------------------
@@ -187,7 +268,7 @@ def _open(path: Path, filename: str, encoding: str) -> _Source:
         head = handle.read(SNIFF_BYTES)
     if sniff(head) == "xlsx":
         _check_workbook(path)
-        return _open_xlsx(path)
+        return _bounded(_open_xlsx(path))
     if head.startswith(b"\xef\xbb\xbf") and not head[3:].strip():
         raise UploadError("The file is empty.")
     if not head.strip():
@@ -237,14 +318,29 @@ def _open(path: Path, filename: str, encoding: str) -> _Source:
     rows = _text_rows(opened.fmt, opened.rows(), columns)
     if email_column is None and opened.fmt == "csv":
         columns, email_column, rows = _headerless(columns, rows)
-    return _Source(
-        fmt=opened.fmt,
-        columns=columns,
-        email_column=email_column,
-        delimiter=opened.delimiter,
-        rows=rows,
-        closers=[stream],
+    return _bounded(
+        _Source(
+            fmt=opened.fmt,
+            columns=columns,
+            email_column=email_column,
+            delimiter=opened.delimiter,
+            rows=rows,
+            closers=[stream],
+        )
     )
+
+
+def _bounded(source: _Source) -> _Source:
+    """``source`` unless it has more than ``MAX_COLUMNS`` columns (then closed, and
+    ``UploadError``): every page and download of the list shows or writes them all."""
+    if len(source.columns) > MAX_COLUMNS:
+        source.close()
+        raise UploadError(
+            f"The file has {len(source.columns):,} columns; a list may have at most "
+            f"{MAX_COLUMNS:,}. Keep the address's column and the ones you need, and "
+            "upload it again."
+        )
+    return source
 
 
 _ADDRESS = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -322,6 +418,12 @@ def _open_xlsx(path: Path) -> _Source:
         sheet = workbook.active
         if sheet is None:
             sheet = workbook.worksheets[0]
+        # The <dimension> a sheet declares is the writer's word: "A1:XFD1048576" in a
+        # file of a few kB would pad every row to 16,384 cells and add a million empty
+        # rows. Without it, a row holds the cells the file has.
+        reset = getattr(sheet, "reset_dimensions", None)
+        if reset is not None:
+            reset()
         values = sheet.iter_rows(values_only=True)
         header: list[str] = []
         header_row = 0
@@ -363,15 +465,17 @@ def _xlsx_rows(
     try:
         for raw in values:
             row_no += 1
-            cells = [_xlsx_cell(v) for v in raw]
-            if len(cells) > width:
-                if any(c.strip() for c in cells[width:]):
+            if len(raw) > width:
+                # a row padded to a far cell (XFD: 16,384 columns) costs its distinct
+                # values past the header, not one call per padded cell
+                if any(_xlsx_cell(v).strip() for v in _distinct(raw[width:])):
                     raise UploadError(
                         f"Row {row_no} has a value right of the header's last column; "
                         "name that column in the header row."
                     )
-                del cells[width:]
-            elif len(cells) < width:
+                raw = raw[:width]
+            cells = [_xlsx_cell(v) for v in raw]
+            if len(cells) < width:
                 cells.extend([""] * (width - len(cells)))
             yield "", cells
     except UploadError:
@@ -382,6 +486,16 @@ def _xlsx_rows(
         ) from None
     finally:
         _close_xlsx(workbook, values)
+
+
+def _distinct(values: tuple[Any, ...]) -> list[Any]:
+    """The values other than None, each once (a set, at C speed, when they hash)."""
+    try:
+        found = set(values)
+    except TypeError:
+        return [v for v in values if v is not None]
+    found.discard(None)
+    return list(found)
 
 
 def _close_xlsx(workbook: Any, values: Iterator[Any] | None) -> None:
@@ -615,9 +729,72 @@ class UploadStash:
             return None
         return Stashed(token, path, str(meta["filename"]), int(meta["size"]), owner)
 
+    def keep_preview(self, saved: Stashed, preview: Preview) -> None:
+        """Keep the preview read from the file (by its encoding): showing the preview
+        page again does not read a file of up to ``MAILVET_MAX_UPLOAD_BYTES`` again."""
+        path = self.directory / f"{saved.token}.json"
+        try:
+            meta = json.loads(path.read_text())
+            meta.setdefault("previews", {})[preview.encoding] = dataclasses.asdict(preview)
+            path.write_text(json.dumps(meta))
+        except (OSError, ValueError):
+            pass  # the upload was discarded meanwhile
+
+    def kept_preview(self, saved: Stashed, encoding: str) -> Preview | None:
+        """The preview ``keep_preview`` kept for ``encoding``, if any."""
+        try:
+            meta = json.loads((self.directory / f"{saved.token}.json").read_text())
+            return Preview(**meta["previews"][encoding])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def claim(self, token: str, owner: str) -> Stashed | None:
+        """Take the file of ``token`` to start its batch: of requests racing for it (a
+        double click, two API processes) one only gets it, by an atomic rename; the
+        others get None (see ``started``). ``release`` gives it back when the start
+        fails, ``finish`` records the batch it started."""
+        saved = self.get(token, owner)
+        if saved is None:
+            return None
+        claimed = self.directory / f"{token}.claimed"
+        try:
+            os.rename(saved.path, claimed)
+        except FileNotFoundError:  # another request took it first
+            return None
+        return Stashed(token, claimed, saved.filename, saved.size, owner)
+
+    def release(self, saved: Stashed) -> None:
+        """Give back a claimed file (its batch did not start)."""
+        try:
+            os.rename(saved.path, self.directory / f"{saved.token}.upload")
+        except FileNotFoundError:
+            pass
+
+    def finish(self, saved: Stashed, batch_id: str) -> None:
+        """The claimed file started ``batch_id``: drop the file, keep a note of the batch
+        (until ``STASH_TTL``) for a request that comes again with the same token."""
+        meta = {"owner": saved.owner, "batch": batch_id}
+        (self.directory / f"{saved.token}.json").write_text(json.dumps(meta))
+        saved.path.unlink(missing_ok=True)
+
+    def started(self, token: str, owner: str) -> str | None:
+        """For an upload ``owner`` cannot claim: the id of the batch it started, ``""``
+        while another request is starting it, None when it is not kept (or not theirs)."""
+        if not _TOKEN.match(token):
+            return None
+        try:
+            meta = json.loads((self.directory / f"{token}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if meta.get("owner") != owner:
+            return None
+        if isinstance(meta.get("batch"), str):
+            return str(meta["batch"])
+        return "" if (self.directory / f"{token}.claimed").exists() else None
+
     def discard(self, token: str) -> None:
         if _TOKEN.match(token):
-            for suffix in (".upload", ".json"):
+            for suffix in (".upload", ".claimed", ".json"):
                 (self.directory / f"{token}{suffix}").unlink(missing_ok=True)
 
     def sweep(self, now: float | None = None) -> None:
@@ -670,13 +847,31 @@ DOWNLOADS: dict[str, Download] = {
 }
 
 
+def _stem(record: BatchRecord) -> str:
+    """The uploaded file's name without its folders (``/`` or ``\\``) and extension."""
+    if record.upload is None:
+        return ""
+    return os.path.splitext(record.upload.filename.replace("\\", "/").rsplit("/", 1)[-1])[0]
+
+
 def download_filename(record: BatchRecord, kind: Download) -> str:
     """``<the uploaded file's stem>-<kind>.csv`` (a batch without a file: its id)."""
-    stem = record.id
-    if record.upload is not None:
-        stem = os.path.splitext(os.path.basename(record.upload.filename))[0] or record.id
+    stem = _stem(record) or record.id
     safe = re.sub(r"[^A-Za-z0-9._ -]+", "_", stem).strip(" .") or record.id
     return f"{safe[:100]}-{kind.name}.csv"
+
+
+def download_disposition(record: BatchRecord, kind: Download) -> str:
+    """The download's ``content-disposition``: the ASCII ``download_filename`` and, for
+    a file named in other letters ("Контакты.csv"), its own name too (RFC 6266
+    ``filename*``, which browsers prefer)."""
+    ascii_name = download_filename(record, kind)
+    value = f'attachment; filename="{ascii_name}"'
+    stem = "".join(c for c in _stem(record) if c.isprintable() and c != '"').strip(" .")
+    name = f"{stem[:100]}-{kind.name}.csv"
+    if stem and name != ascii_name:
+        value += f"; filename*=UTF-8''{quote(name, safe='')}"
+    return value
 
 
 def _row(item: BatchItem, upload: UploadInfo | None) -> list[str]:
