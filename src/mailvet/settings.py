@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from platformdirs import user_data_path
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = ["Settings", "default_database_url", "parse_nameserver", "uses_postgres"]
@@ -157,6 +157,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = 100 * 1024 * 1024
     batch_concurrency: int = 20
     log_level: str = "INFO"
+    # the dashboard's session cookies are signed with it too (dashboard/auth.py): without
+    # it, whoever reads the database (the keys' stored hashes) could forge a session
+    session_secret: SecretStr | None = None
 
     @field_validator("max_upload_bytes")
     @classmethod

@@ -20,7 +20,7 @@ from mailvet.storage.memory import MemoryStore
 from mailvet.testing.engine import FakeEngine
 from mailvet.verdict import Reason, Result
 
-from .kit import Api, running_api
+from .kit import Api, make_settings, running_api
 
 _CSRF = re.compile(r'name="csrf" value="([^"]*)"')
 
@@ -163,6 +163,30 @@ async def test_forged_expired_or_revoked_sessions_are_refused(api: Api) -> None:
     assert (await api.client.get("/")).status_code == 200
     assert await api.store.revoke_key(key_id)
     assert (await api.client.get("/")).status_code == 303  # revoking ends the session
+
+
+async def test_with_a_session_secret_the_database_alone_cannot_sign_a_session() -> None:
+    settings = make_settings(session_secret="a server secret no database holds")
+    async with running_api(settings) as api:
+        await sign_in(api.client, api.paid)
+        good = api.client.cookies["mailvet_session"]
+        key_id = good.split(".")[0]
+        key_hash = await api.store.key_hash(key_id)
+        assert key_hash is not None
+        # what someone with a copy of the database (the keys' hashes) could make
+        api.client.cookies.set("mailvet_session", auth.session_token(key_id, key_hash))
+        assert (await api.client.get("/")).status_code == 303
+        api.client.cookies.set("mailvet_session", good)
+        assert (await api.client.get("/")).status_code == 200
+    # another server secret (or none) does not take this server's sessions
+    async with running_api(make_settings(session_secret="another")) as other:
+        key_hash = await other.store.key_hash((await other.store.list_keys())[0].id)
+        assert key_hash is not None
+        token = auth.session_token(
+            (await other.store.list_keys())[0].id, key_hash, secret="a server secret"
+        )
+        other.client.cookies.set("mailvet_session", token)
+        assert (await other.client.get("/")).status_code == 303
 
 
 async def test_sign_out_clears_the_session(api: Api) -> None:

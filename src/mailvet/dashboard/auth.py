@@ -4,9 +4,10 @@ CSRF tokens for every form.
 The cookie ``mailvet_session`` (HttpOnly, SameSite=Strict, Secure over https) holds
 ``<key id>.<expiry>.<nonce>.<mac>``: the MAC is an HMAC-SHA256 under the key's stored
 secret hash (server-side only: the secret itself is never stored, and the hash never
-leaves the server), so every API process verifies it without a shared session table,
-and revoking the key ends its sessions at once (each page reads the key). The raw API
-key is read once, by the sign-in form, and never kept.
+leaves the server), mixed with ``MAILVET_SESSION_SECRET`` when set (then a copy of the
+database is not enough to forge a session), so every API process verifies it without a
+shared session table, and revoking the key ends its sessions at once (each page reads
+the key). The raw API key is read once, by the sign-in form, and never kept.
 
 Every POST form carries the session's CSRF token (an HMAC of the session's nonce, so
 it changes with each sign-in); a form without the right one is refused with 403. The
@@ -99,16 +100,27 @@ class Session:
     expires: int
 
 
-def _mac(key_hash: str, purpose: str, body: str) -> str:
+def _mac(key_hash: str, purpose: str, body: str, secret: str = "") -> str:
+    # The server's MAILVET_SESSION_SECRET (when set) and the key's stored hash together:
+    # a copy of the database alone does not sign a session.
+    mac_key = f"{secret}|{key_hash}" if secret else key_hash
     message = f"mailvet-{purpose}|{body}".encode()
-    return hmac.new(key_hash.encode("ascii"), message, hashlib.sha256).hexdigest()
+    return hmac.new(mac_key.encode("utf-8"), message, hashlib.sha256).hexdigest()
 
 
-def session_token(key_id: str, key_hash: str, *, now: float | None = None) -> str:
-    """A new session token for a key (whose stored secret hash is ``key_hash``)."""
+def _secret(svc: Service) -> str:
+    value = svc.settings.session_secret
+    return "" if value is None else value.get_secret_value()
+
+
+def session_token(
+    key_id: str, key_hash: str, *, now: float | None = None, secret: str = ""
+) -> str:
+    """A new session token for a key (whose stored secret hash is ``key_hash``), signed
+    with the server's ``secret`` (MAILVET_SESSION_SECRET) too when there is one."""
     expires = int(time.time() if now is None else now) + SESSION_SECONDS
     body = f"{key_id}.{expires}.{secrets.token_urlsafe(16)}"
-    return f"{body}.{_mac(key_hash, 'session', body)}"
+    return f"{body}.{_mac(key_hash, 'session', body, secret)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +152,7 @@ async def _signed(request: Request, svc: Service) -> _Signed | None:
         return None
     body = f"{key_id}.{expires_text}.{nonce}"
     if not hmac.compare_digest(
-        mac.encode("ascii", "replace"), _mac(key_hash, "session", body).encode()
+        mac.encode("ascii", "replace"), _mac(key_hash, "session", body, _secret(svc)).encode()
     ):
         return None
     key = await store.get_key(key_id)
@@ -156,7 +168,9 @@ async def read_session(request: Request, svc: Service) -> Session | None:
     if signed is None or signed.key.revoked_at is not None:
         return None
     return Session(
-        key=signed.key, csrf=_mac(signed.key_hash, "csrf", signed.nonce), expires=signed.expires
+        key=signed.key,
+        csrf=_mac(signed.key_hash, "csrf", signed.nonce, _secret(svc)),
+        expires=signed.expires,
     )
 
 
@@ -178,7 +192,7 @@ async def set_session(response: Response, request: Request, svc: Service, key: A
         raise RuntimeError("signed-in key has no stored hash")
     response.set_cookie(
         SESSION_COOKIE,
-        session_token(key.id, key_hash),
+        session_token(key.id, key_hash, secret=_secret(svc)),
         max_age=SESSION_SECONDS,
         path="/",
         httponly=True,
