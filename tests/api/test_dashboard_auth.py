@@ -393,3 +393,24 @@ async def test_batch_verdicts_count_as_the_owners_usage(api: Api) -> None:
         "undeliverable": 1,
         "unknown": 1,
     }
+
+
+async def test_sign_in_attempts_are_limited_per_client_address(api: Api) -> None:
+    from mailvet.api.deps import SIGNIN_ATTEMPTS_PER_MINUTE
+
+    fine = [
+        (await sign_in(api.client, api.paid)).status_code
+        for _ in range(SIGNIN_ATTEMPTS_PER_MINUTE + 5)
+    ]
+    assert set(fine) == {303}  # signing in successfully is not counted: only failures are
+    api.client.cookies.clear()
+    answers = [
+        (await sign_in(api.client, f"mv_wrong_{n}")).status_code
+        for n in range(SIGNIN_ATTEMPTS_PER_MINUTE)
+    ]
+    assert set(answers) == {401}  # each guess read and refused
+    refused = await sign_in(api.client, api.paid)  # even the right key, until the wait ends
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert "Too many sign-in attempts" in refused.text
+    assert "mailvet_session" not in api.client.cookies

@@ -27,6 +27,19 @@ def test_bucket_bursts_then_refills() -> None:
     assert limiter.check("other") == 0.0  # keys are independent
 
 
+def test_wait_tells_without_taking() -> None:
+    clock = Clock()
+    limiter = RateLimiter(2, clock=clock)  # a token every 30 s, burst of 2
+    assert limiter.wait("k") == 0.0  # never seen
+    assert limiter.check("k") == 0.0
+    assert [limiter.wait("k") for _ in range(5)] == [0.0] * 5  # asking takes nothing
+    assert limiter.check("k") == 0.0
+    assert 29.9 <= limiter.wait("k") <= 30.0
+    clock.now += 30.0
+    assert limiter.wait("k") == 0.0
+    assert RateLimiter(0).wait("k") == 0.0
+
+
 def test_disabled_and_retry_after() -> None:
     limiter = RateLimiter(0)
     assert not limiter.enabled

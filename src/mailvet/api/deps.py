@@ -38,6 +38,7 @@ RESULT_CACHE_SIZE = 100_000
 RESULT_CACHE_BYTES = 256 * 1024 * 1024  # hostile servers make long transcripts: bound bytes too
 MAX_SHARED_PROBES = 10_000  # addresses whose running probe concurrent requests may join
 MAX_KEY_CHARS = 512
+SIGNIN_ATTEMPTS_PER_MINUTE = 30  # failed dashboard sign-ins, per client address
 
 
 @dataclass(eq=False)
@@ -61,6 +62,10 @@ class Service:
     keys: TTLCache[tuple[ApiKey | None]] = field(default_factory=lambda: TTLCache(AUTH_CACHE_SIZE))
     probes: SingleFlight[CachedResult] = field(
         default_factory=lambda: SingleFlight(MAX_SHARED_PROBES)
+    )
+    # a failed sign-in costs a scan of the keys: bounded per client address (dashboard)
+    signins: RateLimiter = field(
+        default_factory=lambda: RateLimiter(SIGNIN_ATTEMPTS_PER_MINUTE, max_keys=10_000)
     )
     started_at: float = field(default_factory=time.time)
     usage: UsageCounter = field(default_factory=UsageCounter)  # real-time verdicts per key

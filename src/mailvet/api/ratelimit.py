@@ -51,6 +51,14 @@ class RateLimiter:
         self._buckets[key] = (tokens, now)
         return (1.0 - tokens) / self._rate
 
+    def wait(self, key: str) -> float:
+        """Seconds until ``key`` has a token again (0.0: it has one now); takes nothing."""
+        if self._capacity <= 0 or key not in self._buckets:
+            return 0.0
+        tokens, last = self._buckets[key]
+        tokens = min(self._capacity, tokens + (self._clock() - last) * self._rate)
+        return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self._rate
+
     @staticmethod
     def retry_after(wait: float) -> str:
         """The ``Retry-After`` header value: whole seconds, at least 1."""

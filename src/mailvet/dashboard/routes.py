@@ -35,6 +35,7 @@ SIGNIN_ERRORS = {
     "missing": "Enter your API key.",
     "unknown": "This API key is not valid. Check it and try again.",
     "revoked": "This API key has been revoked. Ask your administrator for a new one.",
+    "too_many": "Too many sign-in attempts from your address. Wait a minute and try again.",
 }
 
 
@@ -70,9 +71,16 @@ async def signin(request: Request, svc: ServiceDep) -> Response:
     secret = auth.submitted_key(form)
     if secret is None:
         return _signin_form(request, next_path, SIGNIN_ERRORS["missing"], 400)
+    client = request.client.host if request.client else ""
+    wait = svc.signins.wait(client)  # failed attempts only are counted, below
+    if wait:
+        page = _signin_form(request, next_path, SIGNIN_ERRORS["too_many"], 429)
+        page.headers["Retry-After"] = svc.signins.retry_after(wait)
+        return page
     store = svc.require_store()
     key = await store.authenticate(secret)
     if key is None:
+        svc.signins.check(client)
         reason = "revoked" if await _revoked(svc, secret) else "unknown"
         return _signin_form(request, next_path, SIGNIN_ERRORS[reason], 401)
     response = RedirectResponse(next_path, status_code=303)
