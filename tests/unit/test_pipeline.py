@@ -389,3 +389,18 @@ def test_offline_template_keeps_role_and_typo_apart() -> None:
     role = engine.offline_template("info@gmial.com")
     assert person is not None and role is not None and person[0] is not role[0]
     assert person[3] == "jane.doe@gmail.com" and role[0].isv_nogeneric is False
+
+
+def test_an_engine_without_settings_is_the_default_settings_engine() -> None:
+    from mailvet.settings import default_settings
+
+    lean = Engine(None)
+    full = Engine(default_settings())
+    assert lean._policy == full._policy
+    assert (lean._lists._allow, lean._lists._deny) == (full._lists._allow, full._lists._deny)
+    assert lean._lists.sizes == full._lists.sizes
+    for raw in [*[f"{local}@{domain}" for domain in DOMAINS for local in LOCALS], "a@shop.test"]:
+        assert lean.verdict_offline(raw)._replace(id="") == full.verdict_offline(raw)._replace(
+            id=""
+        ), raw
+    assert lean.settings == default_settings(), "a network stage gets the defaults"

@@ -8,7 +8,6 @@ DNS facts filled in and ``deadline_hit`` set.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from mailvet.engine.facts import DnsFacts, DnsOutcome, Facts, MxHost, SmtpFacts
@@ -18,12 +17,13 @@ from mailvet.engine.providers import provider_for
 from mailvet.engine.scoring import decide
 from mailvet.engine.syntax import SyntaxPolicy, check_syntax, fast_local, fast_split
 from mailvet.engine.transcript import Transcript
-from mailvet.settings import Settings
 from mailvet.verdict import Verdict, new_id
 
-if TYPE_CHECKING:  # imported when first used: the offline path never loads dnspython or ssl
+if TYPE_CHECKING:  # imported when first used: the offline path never loads dnspython, ssl,
+    # asyncio or pydantic (the offline commands' start-up, bench/cli_offline.py)
     from mailvet.engine.dns import DnsStage
     from mailvet.engine.smtp import SmtpStage
+    from mailvet.settings import Settings
 
 __all__ = ["Checked", "Engine"]
 
@@ -77,13 +77,17 @@ class Engine:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | None,
         *,
         dns: DnsStage | None = None,
         smtp: SmtpStage | None = None,
     ) -> None:
-        self.settings = settings
-        self._policy = SyntaxPolicy.from_settings(settings)
+        """``settings`` None: every setting at its default, without building a
+        ``Settings`` (importing pydantic) until a network stage asks for one; the
+        offline commands start this way when no ``MAILVET_*`` variable is set
+        (``mailvet.cli_offline``)."""
+        self._settings = settings
+        self._policy = SyntaxPolicy() if settings is None else SyntaxPolicy.from_settings(settings)
         self._lists = Lists(settings)
         self._memo: dict[str, _MemoEntry | tuple[()]] = {}  # () = no memo for this domain
         self._memo_get = self._memo.get
@@ -97,6 +101,14 @@ class Engine:
             raise AssertionError("verdict_offline probes: role list changed")  # pragma: no cover
         self._dns = dns
         self._smtp = smtp
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from mailvet.settings import default_settings
+
+            self._settings = default_settings()
+        return self._settings
 
     @property
     def dns(self) -> DnsStage:
@@ -253,6 +265,8 @@ class Engine:
             facts.transcript = transcript.entries
             return Checked(decide(facts), facts)
         facts.offline = False
+        import asyncio
+
         limit = self.settings.deadline if deadline is None else max(0.0, deadline)
         try:
             async with asyncio.timeout(limit):
