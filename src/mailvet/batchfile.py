@@ -44,7 +44,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from mailvet.verdict import Verdict, new_id
+from mailvet.verdict import Verdict, new_ids
 
 if TYPE_CHECKING:
     from mailvet.engine.pipeline import Engine
@@ -512,6 +512,7 @@ class OutputFile:
             self._out = open(self._tmp, "wb")
         self._buf: list[str] = []
         self.end = "\r\n" if fmt == "csv" else "\n"
+        self._end_bytes = self.end.encode("ascii")
         self.input_columns = list(source.columns)
         self.verdict_names = _verdict_names(self.input_columns)
         self._clash = _VERDICT_SET.intersection(self.input_columns)
@@ -596,7 +597,9 @@ class OutputFile:
         """Whole rows without their line ends (a block of them is joined at once)."""
         self.flush()
         if lines:
-            self._out.write((self.end.join(lines) + self.end).encode("utf-8"))
+            # the last line end written apart: adding it to the text would copy it all
+            self._out.write(self.end.join(lines).encode("utf-8"))
+            self._out.write(self._end_bytes)
 
     def flush(self) -> None:
         if self._buf:
@@ -790,37 +793,41 @@ def run_offline(
         return new
 
     if source.fmt == "plain" and fast:
-        # the hot loop of `mailvet batch --offline LIST`: bench/cli_offline.py
+        # the hot loop of `mailvet batch --offline LIST` (bench/cli_offline.py): the
+        # row's text per domain and kind of local part, in pieces around the address
+        # (_RowTexts); the address's own checks (fast_local, is_role) are the engine's
+        texts = _RowTexts(engine, enc, "csv" if csv_out else "jsonl", delimiter)
+        text_of = texts.get
+        fast_local = _fast_local()
+        is_role = engine.is_role
+        head = "" if csv_out else '{"input":"'
         for block in source.plain_blocks():
             lines: list[str] = []
             append = lines.append
             for raw in block:
-                parts = template_of(raw) if raw[0] not in "=+-" else None
-                if parts is None:
-                    verdict = verdict_of(raw)
-                    result = verdict.result.value
-                    by_result[result] = by_result.get(result, 0) + 1
-                    append(out.body(raw, verdict))
+                local, _, domain = raw.partition("@")
+                ent = text_of(domain)
+                if ent is None:
+                    ent = texts.add(domain)
+                if ent and raw[0] not in "=+-" and fast_local(raw, local):
+                    t = ent[1] if is_role(local) else ent[0]
+                    t[6] += 1
+                    if ent[2]:
+                        append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
+                    elif ent[3]:
+                        append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[2]}")
+                    else:
+                        append(f"{head}{raw}{t[0]}{raw}{t[1]}{local}{t[2]}")
                     continue
-                template, email, username, dym = parts
-                ent = entry_of(id(template))
-                if ent is None or ent[0] is not template:
-                    ent = entry(template)
-                ent[5] += 1
-                if csv_out:
-                    append(
-                        f"{raw}{delimiter}{ent[1]}{email}{ent[2]}{username}{ent[3]}{dym or ''}"
-                        f"{ent[4]}"
-                    )
-                else:
-                    d = "null" if dym is None else f'"{dym}"'
-                    append(
-                        f'{{"input":"{raw}",{ent[1]}{email}{ent[2]}{username}{ent[3]}{d}{ent[4]}}}'
-                    )
+                verdict = verdict_of(raw)
+                result = verdict.result.value
+                by_result[result] = by_result.get(result, 0) + 1
+                append(out.body(raw, verdict))
             out.extend_lines(lines)
             done += len(block)
             if progress is not None:
                 progress(done)
+        texts.add_counts(by_text)
     else:
         lines = []
         for raw, row in source.rows():
@@ -865,39 +872,125 @@ def write_validate_json(engine: Engine, blocks: Iterable[list[str]], out: IO[byt
     every address of every block, a block written at a time; returns how many."""
     enc = _Encoder("jsonl", [(f, f) for f in Verdict._fields])
     fast = enc.per_address == ("id", "email", "username", "domain", "did_you_mean")
-    template_of = engine.offline_template
     verdict_of = engine.verdict_offline
-    segments = enc.segments
-    # per template object: the text around id, email, username, did_you_mean (JSON needs
-    # no formula guard, and offline_template's addresses need no escaping)
-    entries: dict[int, tuple[Verdict, str, str, str, str, str]] = {}
+    # the row's text per domain and kind of local part, in pieces around the id and the
+    # address (_RowTexts; JSON needs no formula guard, and these addresses no escaping)
+    texts = _RowTexts(engine, enc, "validate", "")
+    text_of = texts.get
+    fast_local = _fast_local()
+    is_role = engine.is_role
     n = 0
     for block in blocks:
         lines: list[str] = []
         append = lines.append
-        for raw in block:
-            parts = template_of(raw) if fast else None
-            if parts is None:
-                append(orjson.dumps(verdict_of(raw).as_dict()).decode())
+        for raw, new in zip(block, new_ids(len(block)), strict=True):
+            local, _, domain = raw.partition("@")
+            ent = text_of(domain) if fast else False
+            if ent is None:
+                ent = texts.add(domain)
+            if ent and fast_local(raw, local):
+                t = ent[1] if is_role(local) else ent[0]
+                if ent[2]:
+                    append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
+                elif ent[3]:
+                    append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[2]}")
+                else:
+                    append(f"{t[8]}{new}{t[0]}{raw}{t[1]}{local}{t[2]}")
                 continue
-            template, email, username, dym = parts
-            ent = entries.get(id(template))
-            if ent is None or ent[0] is not template:
-                if len(entries) >= _CACHE_SIZE:
-                    entries.clear()
-                s0, s1, s2, s3, s4, s5 = segments(template)
-                ent = (
-                    template,
-                    f'{{{s0}"',
-                    f'"{s1}"',
-                    f'"{s2}"',
-                    f'"{s3}"{template.domain}"{s4}',
-                    s5 + "}",
-                )
-                entries[id(template)] = ent
-            d = "null" if dym is None else f'"{dym}"'
-            append(f"{ent[1]}{new_id()}{ent[2]}{email}{ent[3]}{username}{ent[4]}{d}{ent[5]}")
+            append(orjson.dumps(verdict_of(raw).as_dict()).decode())
         if lines:
-            out.write(("\n".join(lines) + "\n").encode("utf-8"))
+            # the last line end written apart: adding it to the text would copy it all
+            out.write("\n".join(lines).encode("utf-8"))
+            out.write(b"\n")
         n += len(block)
     return n
+
+
+def _fast_local() -> Callable[[str, str], bool]:
+    from mailvet.engine.syntax import fast_local
+
+    return fast_local
+
+
+class _RowTexts:
+    """Per typed domain, the text of a row for the addresses ``Engine.offline_domain``
+    answers, in pieces around what differs from one address to the next.
+
+    An entry is ``[person, role, suggested, renamed]`` (``suggested``: the domain has a
+    typo suggestion; ``renamed``: its normalised form differs from the typed one, upper
+    case), or ``False`` for a domain the engine does not answer. ``person`` and ``role``
+    are ``[m, n, t, n2, t1, t2, count, last, head]``, and a row is (``X`` the id for
+    ``validate``, whose rows start with ``head``; the input's cell for ``batch``, whose
+    JSON rows start with ``{"input":"``):
+
+    - ``X m raw n local t``: the email as typed, no suggestion;
+    - ``X m local n2 local t``: the email with the normalised domain (``n2`` starts
+      with it), no suggestion;
+    - ``X m local n2 local t1 local t2``: with a suggestion (``t2`` starts with its
+      domain).
+
+    The pieces are cut from ``_Encoder.segments`` of the engine's templates, so rows are
+    the encoder's text (tests/unit/test_batchfile.py compares whole files with it);
+    ``count`` counts the rows of a kind and ``last`` (the last segment) gives their
+    result (``_Encoder.result_of``)."""
+
+    def __init__(self, engine: Engine, enc: _Encoder, mode: str, delimiter: str) -> None:
+        self._domain_of = engine.offline_domain
+        self._enc = enc
+        self._mode = mode  # "csv", "jsonl" (batch) or "validate"
+        self._delimiter = delimiter
+        self._entries: dict[str, list[Any] | Literal[False]] = {}
+        self.get = self._entries.get
+        self._counts: dict[str, int] = {}  # rows by ``last``, of entries cleared since
+
+    def add(self, domain: str) -> list[Any] | Literal[False]:
+        """The entry for ``domain``, made now."""
+        if len(self._entries) >= _CACHE_SIZE:
+            self.add_counts(self._counts)
+            self._entries.clear()
+        found = self._domain_of(domain)
+        entry: list[Any] | Literal[False] = False
+        if found is not None:
+            person, role, email_domain, suggestion = found
+            entry = [
+                self._pieces(person, email_domain, suggestion),
+                self._pieces(role, email_domain, suggestion),
+                suggestion is not None,
+                email_domain != domain,
+            ]
+        self._entries[domain] = entry
+        return entry
+
+    def add_counts(self, by_text: dict[str, int]) -> None:
+        """Add the rows counted so far to ``by_text`` (and forget them)."""
+        for text, n in self._counts.items():
+            by_text[text] = by_text.get(text, 0) + n
+        self._counts.clear()
+        for entry in self._entries.values():
+            if entry:
+                for kind in entry[:2]:
+                    by_text[kind[7]] = by_text.get(kind[7], 0) + kind[6]
+                    kind[6] = 0
+
+    def _pieces(self, template: Verdict, email_domain: str, suggestion: str | None) -> list[Any]:
+        segs = self._enc.segments(template)
+        domain = template.domain
+        head = ""
+        if self._mode == "csv":  # segments around email, username, domain, did_you_mean
+            s0, s1, s2, s3, last = segs
+            m, n, middle, end = f"{self._delimiter}{s0}", s1, f"{s2}{domain}{s3}", last
+            no_suggestion, quote = "", ""
+        elif self._mode == "jsonl":  # the same, after {"input":"raw
+            s0, s1, s2, s3, last = segs
+            m, n, middle, end = f'",{s0}"', f'"{s1}"', f'"{s2}"{domain}"{s3}', f"{last}}}"
+            no_suggestion, quote = "null", '"'
+        else:  # validate: segments around id, email, username, domain, did_you_mean
+            s0, s1, s2, s3, s4, last = segs
+            head = f'{{{s0}"'
+            m, n, middle, end = f'"{s1}"', f'"{s2}"', f'"{s3}"{domain}"{s4}', f"{last}}}"
+            no_suggestion, quote = "null", '"'
+        t = f"{middle}{no_suggestion}{end}"
+        t1, t2 = t, ""
+        if suggestion is not None:
+            t1, t2 = f"{middle}{quote}", f"@{suggestion}{quote}{end}"
+        return [m, n, t, f"@{email_domain}{n}", t1, t2, 0, last, head]

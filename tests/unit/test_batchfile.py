@@ -236,6 +236,11 @@ ADDRESSES = [
     "jörg@bücher.de",
     "a" * 70 + "@gmail.com",
     "x@" + "b" * 63 + ".com",
+    # a typo suggestion and a normalised domain at once, for a person and a role
+    "Bob.Smith@GMIAL.com",
+    "Sales@Gmial.Com",
+    "x" * 64 + "@gmail.com",
+    "a@" + "c" * 63 + "." + "d" * 63 + "." + "e" * 63 + "." + "f" * 57 + ".com",
 ]
 
 

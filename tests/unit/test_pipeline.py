@@ -19,6 +19,7 @@ from mailvet.engine import pipeline
 from mailvet.engine.facts import Facts
 from mailvet.engine.pipeline import Engine
 from mailvet.engine.scoring import decide
+from mailvet.engine.syntax import fast_local
 from mailvet.settings import Settings
 from mailvet.verdict import Reason, Result, Verdict
 
@@ -381,6 +382,44 @@ def test_offline_template_every_listed_pair(engine: Engine) -> None:
     for domain in DOMAINS:
         for local in LOCALS:
             _template_agrees(engine, f"{local}@{domain}")
+
+
+def _domain_agrees(engine: Engine, raw: str) -> None:
+    local, _, domain = raw.partition("@")
+    found = engine.offline_domain(domain)
+    full = engine.verdict_offline(raw)
+    if found is None:
+        assert engine.offline_template(raw) is None, raw
+        return
+    person, role, email_domain, suggestion = found
+    if not fast_local(raw, local):
+        assert engine.offline_template(raw) is None, raw
+        return
+    template = role if engine.is_role(local) else person
+    rebuilt = template._replace(
+        id=full.id,
+        email=f"{local}@{email_domain}",
+        username=local,
+        did_you_mean=None if suggestion is None else f"{local}@{suggestion}",
+    )
+    assert rebuilt == full, raw
+    assert set(raw) <= _ATEXT_DOT_AT, "only plain ASCII addresses"
+    again = engine.offline_domain(domain)
+    assert again is not None and again[0] is person and again[1] is role
+
+
+@SETTINGS
+@given(raw=address)
+def test_offline_domain_is_verdict_offline(engine: Engine, raw: str) -> None:
+    _domain_agrees(engine, raw)
+
+
+def test_offline_domain_every_listed_pair(engine: Engine) -> None:
+    for domain in [*DOMAINS, "GMIAL.com", "Gmail.Com", "x." + "a" * 63 + ".com"]:
+        for local in [*LOCALS, "Info", "x" * 65, "a..b"]:
+            _domain_agrees(engine, f"{local}@{domain}")
+    assert engine.offline_domain("a@b.com") is None and engine.offline_domain("") is None
+    assert engine.offline_domain("b" * 250 + ".com") is None, "no address on it is short enough"
 
 
 def test_offline_template_keeps_role_and_typo_apart() -> None:

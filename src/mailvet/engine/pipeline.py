@@ -15,7 +15,13 @@ from mailvet.engine.lists import Lists, role_local_parts
 from mailvet.engine.protocol import Checked
 from mailvet.engine.providers import provider_for
 from mailvet.engine.scoring import decide
-from mailvet.engine.syntax import SyntaxPolicy, check_syntax, fast_local, fast_split
+from mailvet.engine.syntax import (
+    SyntaxPolicy,
+    check_syntax,
+    fast_domain,
+    fast_local,
+    fast_split,
+)
 from mailvet.engine.transcript import Transcript
 from mailvet.verdict import Verdict, new_id
 
@@ -92,6 +98,9 @@ class Engine:
         self._memo: dict[str, _MemoEntry | tuple[()]] = {}  # () = no memo for this domain
         self._memo_get = self._memo.get
         self._is_role = self._lists.is_role
+        # whether a local part is a role one (the rule verdict_offline applies; for
+        # bulk writers with offline_domain)
+        self.is_role = self._lists.is_role
         # probes: the shortest role local part the fast path accepts, and a personal one
         self._role_probe = min(
             (r for r in sorted(role_local_parts()) if fast_split(f"{r}@a.com")),
@@ -197,6 +206,30 @@ class Engine:
                 None if suggestion is None else f"{local}@{suggestion}",
             )
         return None
+
+    def offline_domain(self, typed_domain: str) -> tuple[Verdict, Verdict, str, str | None] | None:
+        """For bulk writers, per domain: ``(person, role, email_domain, suggestion)``
+        where ``verdict_offline`` answers the addresses on ``typed_domain`` from its
+        memo, else ``None`` (call ``verdict_offline`` for each of them).
+
+        For an address ``raw`` with local part ``local`` (the text before its first
+        "@") and this domain, when ``fast_local(raw, local)`` holds,
+        ``verdict_offline(raw)`` is the template (``role`` when ``is_role(local)``,
+        else ``person``) with a fresh ``id``, ``email`` ``f"{local}@{email_domain}"``,
+        ``username`` ``local`` and ``did_you_mean`` ``f"{local}@{suggestion}"`` (None
+        without a suggestion); otherwise ``verdict_offline(raw)`` takes the full path.
+        Only domains the syntax stage's fast path accepts get one (LDH, ASCII), so with
+        a ``fast_local`` local part the text needs no quoting or escaping.
+        """
+        entry = self._memo_get(typed_domain)
+        if entry is None:
+            if not fast_domain(typed_domain):
+                return None
+            entry = self._memo_entry(f"{_PERSON_PROBE}@{typed_domain}")
+        if not entry:
+            return None
+        email_domain, suggestion, _, _, _, _, person, role = entry
+        return person, role, typed_domain if email_domain is None else email_domain, suggestion
 
     def _memo_entry(self, raw: str) -> _MemoEntry | tuple[()] | None:
         """The memo entry for the domain of ``raw``, made now; ``None`` when the fast
