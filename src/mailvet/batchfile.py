@@ -798,8 +798,8 @@ def run_offline(
         # (_RowTexts); the address's own checks (fast_local, is_role) are the engine's
         texts = _RowTexts(engine, enc, "csv" if csv_out else "jsonl", delimiter)
         text_of = texts.get
-        fast_local = _fast_local()
-        is_role = engine.is_role
+        kinds = _LocalKinds(engine, guard=True)
+        kind_of = kinds.get
         head = "" if csv_out else '{"input":"'
         for block in source.plain_blocks():
             lines: list[str] = []
@@ -809,16 +809,20 @@ def run_offline(
                 ent = text_of(domain)
                 if ent is None:
                     ent = texts.add(domain)
-                if ent and raw[0] not in "=+-" and fast_local(raw, local):
-                    t = ent[1] if is_role(local) else ent[0]
-                    t[6] += 1
-                    if ent[2]:
-                        append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
-                    elif ent[3]:
-                        append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[2]}")
-                    else:
-                        append(f"{head}{raw}{t[0]}{raw}{t[1]}{local}{t[2]}")
-                    continue
+                if ent and len(raw) <= _MAX_PATH:
+                    kind = kind_of(local)
+                    if kind is None:
+                        kind = kinds.add(local)
+                    if kind:
+                        t = ent[kind]
+                        t[6] += 1
+                        if ent[0]:
+                            append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
+                        elif ent[3]:
+                            append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[2]}")
+                        else:
+                            append(f"{head}{raw}{t[0]}{raw}{t[1]}{local}{t[2]}")
+                        continue
                 verdict = verdict_of(raw)
                 result = verdict.result.value
                 by_result[result] = by_result.get(result, 0) + 1
@@ -876,27 +880,31 @@ def write_validate_json(engine: Engine, blocks: Iterable[list[str]], out: IO[byt
     # the row's text per domain and kind of local part, in pieces around the id and the
     # address (_RowTexts; JSON needs no formula guard, and these addresses no escaping)
     texts = _RowTexts(engine, enc, "validate", "")
-    text_of = texts.get
-    fast_local = _fast_local()
-    is_role = engine.is_role
+    text_of = texts.get if fast else _never
+    kinds = _LocalKinds(engine, guard=False)
+    kind_of = kinds.get
     n = 0
     for block in blocks:
         lines: list[str] = []
         append = lines.append
         for raw, new in zip(block, new_ids(len(block)), strict=True):
             local, _, domain = raw.partition("@")
-            ent = text_of(domain) if fast else False
+            ent = text_of(domain)
             if ent is None:
                 ent = texts.add(domain)
-            if ent and fast_local(raw, local):
-                t = ent[1] if is_role(local) else ent[0]
-                if ent[2]:
-                    append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
-                elif ent[3]:
-                    append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[2]}")
-                else:
-                    append(f"{t[8]}{new}{t[0]}{raw}{t[1]}{local}{t[2]}")
-                continue
+            if ent and len(raw) <= _MAX_PATH:
+                kind = kind_of(local)
+                if kind is None:
+                    kind = kinds.add(local)
+                if kind:
+                    t = ent[kind]
+                    if ent[0]:
+                        append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
+                    elif ent[3]:
+                        append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[2]}")
+                    else:
+                        append(f"{t[8]}{new}{t[0]}{raw}{t[1]}{local}{t[2]}")
+                    continue
             append(orjson.dumps(verdict_of(raw).as_dict()).decode())
         if lines:
             # the last line end written apart: adding it to the text would copy it all
@@ -906,17 +914,46 @@ def write_validate_json(engine: Engine, blocks: Iterable[list[str]], out: IO[byt
     return n
 
 
-def _fast_local() -> Callable[[str, str], bool]:
-    from mailvet.engine.syntax import fast_local
+_MAX_PATH = 254  # syntax.MAX_PATH (tests/unit/test_batchfile.py checks they agree)
 
-    return fast_local
+
+def _never(domain: str) -> Literal[False]:
+    return False
+
+
+class _LocalKinds:
+    """Per local part, what the offline fast path makes of it: 0 when the engine's
+    ``fast_local_part`` rule refuses it (or, with ``guard``, when it starts like a
+    spreadsheet formula: such rows take the general writer), 1 for a personal and 2 for
+    a role local part (``Engine.is_role``). Many addresses of a list share one (info,
+    sales, first names), and the answer is a dict look-up; the caller checks the
+    whole address's length (``fast_local`` is ``len(raw) <= MAX_PATH`` and this)."""
+
+    def __init__(self, engine: Engine, *, guard: bool) -> None:
+        from mailvet.engine.syntax import fast_local_part
+
+        self._rule = fast_local_part
+        self._is_role = engine.is_role
+        self._guard = guard
+        self._kinds: dict[str, int] = {}
+        self.get = self._kinds.get
+
+    def add(self, local: str) -> int:
+        if len(self._kinds) >= _CACHE_SIZE:
+            self._kinds.clear()
+        if not self._rule(local) or (self._guard and local[0] in "=+-"):
+            kind = 0
+        else:
+            kind = 2 if self._is_role(local) else 1
+        self._kinds[local] = kind
+        return kind
 
 
 class _RowTexts:
     """Per typed domain, the text of a row for the addresses ``Engine.offline_domain``
     answers, in pieces around what differs from one address to the next.
 
-    An entry is ``[person, role, suggested, renamed]`` (``suggested``: the domain has a
+    An entry is ``[suggested, person, role, renamed]`` (``suggested``: the domain has a
     typo suggestion; ``renamed``: its normalised form differs from the typed one, upper
     case), or ``False`` for a domain the engine does not answer. ``person`` and ``role``
     are ``[m, n, t, n2, t1, t2, count, last, head]``, and a row is (``X`` the id for
@@ -953,9 +990,9 @@ class _RowTexts:
         if found is not None:
             person, role, email_domain, suggestion = found
             entry = [
+                suggestion is not None,
                 self._pieces(person, email_domain, suggestion),
                 self._pieces(role, email_domain, suggestion),
-                suggestion is not None,
                 email_domain != domain,
             ]
         self._entries[domain] = entry
@@ -968,7 +1005,7 @@ class _RowTexts:
         self._counts.clear()
         for entry in self._entries.values():
             if entry:
-                for kind in entry[:2]:
+                for kind in entry[1:3]:
                     by_text[kind[7]] = by_text.get(kind[7], 0) + kind[6]
                     kind[6] = 0
 
