@@ -708,7 +708,7 @@ class _Encoder:
         hit = self._cache.get(key)
         if hit is not None and hit[0] is template:
             return hit[1]
-        shared = tuple(template[i] for i in self._shared)
+        shared = self._shared_of(template)
         segs = self._texts.get(shared)
         if segs is None:
             segs = self._segments(template)
@@ -815,6 +815,9 @@ def run_offline(
                         kind = kinds.add(local)
                     if kind:
                         t = ent[kind]
+                        if t is None:
+                            t = texts.role(domain, ent)
+                    if kind and t:
                         t[6] += 1
                         if ent[0]:
                             append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
@@ -898,6 +901,9 @@ def write_validate_json(engine: Engine, blocks: Iterable[list[str]], out: IO[byt
                     kind = kinds.add(local)
                 if kind:
                     t = ent[kind]
+                    if t is None:
+                        t = texts.role(domain, ent)
+                if kind and t:
                     if ent[0]:
                         append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
                     elif ent[3]:
@@ -953,9 +959,11 @@ class _RowTexts:
     """Per typed domain, the text of a row for the addresses ``Engine.offline_domain``
     answers, in pieces around what differs from one address to the next.
 
-    An entry is ``[suggested, person, role, renamed]`` (``suggested``: the domain has a
-    typo suggestion; ``renamed``: its normalised form differs from the typed one, upper
-    case), or ``False`` for a domain the engine does not answer. ``person`` and ``role``
+    An entry is ``[suggested, person, role, renamed, email_domain, suggestion]``
+    (``suggested``: the domain has a typo suggestion; ``renamed``: its normalised form
+    differs from the typed one, upper case), or ``False`` for a domain the engine does
+    not answer. ``role`` is None until the domain's first role address (``role()``),
+    False when the engine does not answer role addresses there. ``person`` and ``role``
     are ``[m, n, t, n2, t1, t2, count, last, head]``, and a row is (``X`` the id for
     ``validate``, whose rows start with ``head``; the input's cell for ``batch``, whose
     JSON rows start with ``{"input":"``):
@@ -973,6 +981,7 @@ class _RowTexts:
 
     def __init__(self, engine: Engine, enc: _Encoder, mode: str, delimiter: str) -> None:
         self._domain_of = engine.offline_domain
+        self._role_of = engine.offline_role
         self._enc = enc
         self._mode = mode  # "csv", "jsonl" (batch) or "validate"
         self._delimiter = delimiter
@@ -988,15 +997,27 @@ class _RowTexts:
         found = self._domain_of(domain)
         entry: list[Any] | Literal[False] = False
         if found is not None:
-            person, role, email_domain, suggestion = found
+            person, email_domain, suggestion = found
             entry = [
                 suggestion is not None,
                 self._pieces(person, email_domain, suggestion),
-                self._pieces(role, email_domain, suggestion),
+                None,  # the role pieces, made for the domain's first role address
                 email_domain != domain,
+                email_domain,
+                suggestion,
             ]
         self._entries[domain] = entry
         return entry
+
+    def role(self, domain: str, entry: list[Any]) -> list[Any] | Literal[False]:
+        """``entry``'s role pieces, made now (False: role addresses of this domain
+        take the general writer)."""
+        template = self._role_of(domain)
+        pieces: list[Any] | Literal[False] = False
+        if template is not None:
+            pieces = self._pieces(template, entry[4], entry[5])
+        entry[2] = pieces
+        return pieces
 
     def add_counts(self, by_text: dict[str, int]) -> None:
         """Add the rows counted so far to ``by_text`` (and forget them)."""
@@ -1006,8 +1027,9 @@ class _RowTexts:
         for entry in self._entries.values():
             if entry:
                 for kind in entry[1:3]:
-                    by_text[kind[7]] = by_text.get(kind[7], 0) + kind[6]
-                    kind[6] = 0
+                    if kind:
+                        by_text[kind[7]] = by_text.get(kind[7], 0) + kind[6]
+                        kind[6] = 0
 
     def _pieces(self, template: Verdict, email_domain: str, suggestion: str | None) -> list[Any]:
         segs = self._enc.segments(template)

@@ -227,8 +227,25 @@ def test_domains_the_probes_cannot_take_use_the_full_path() -> None:
     assert len(domain) == size
     raw = f"x@{domain}"
     _same(engine, raw)
+    entry = engine._memo[domain]
+    assert entry and entry[7] is None, "the role probe runs for the first role address"
+    assert engine.offline_role(domain) is None  # it cannot take the fast path here
     assert engine._memo[domain] == ()
     _same(engine, raw)
+
+
+def test_the_role_probe_runs_for_the_first_role_address() -> None:
+    engine = Engine(Settings())
+    person = _same(engine, "jane@Example.com")
+    before = engine._memo["Example.com"]
+    assert before and before[7] is None
+    role = _same(engine, "Info+x@Example.com")
+    after = engine._memo["Example.com"]
+    assert after and after[7] is not None and after[6] is before[6]
+    assert person.isv_nogeneric is True and role.isv_nogeneric is False
+    assert role.email == "Info+x@example.com"
+    _same(engine, "sales@Example.com")
+    assert engine.offline_template("info@Example.com") is not None
 
 
 def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -391,11 +408,14 @@ def _domain_agrees(engine: Engine, raw: str) -> None:
     if found is None:
         assert engine.offline_template(raw) is None, raw
         return
-    person, role, email_domain, suggestion = found
+    person, email_domain, suggestion = found
     if not fast_local(raw, local):
         assert engine.offline_template(raw) is None, raw
         return
-    template = role if engine.is_role(local) else person
+    template = engine.offline_role(domain) if engine.is_role(local) else person
+    if template is None:  # role addresses here take the full path
+        assert engine.offline_template(raw) is None, raw
+        return
     rebuilt = template._replace(
         id=full.id,
         email=f"{local}@{email_domain}",
@@ -405,7 +425,8 @@ def _domain_agrees(engine: Engine, raw: str) -> None:
     assert rebuilt == full, raw
     assert set(raw) <= _ATEXT_DOT_AT, "only plain ASCII addresses"
     again = engine.offline_domain(domain)
-    assert again is not None and again[0] is person and again[1] is role
+    assert again is not None and again[0] is person
+    assert engine.offline_role(domain) is engine.offline_role(domain)
 
 
 @SETTINGS
