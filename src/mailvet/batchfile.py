@@ -1007,7 +1007,7 @@ class _RowTexts:
     def add(self, domain: str) -> list[Any] | Literal[False]:
         """The entry for ``domain``, made now."""
         if len(self._entries) >= _CACHE_SIZE:
-            self.add_counts(self._counts)
+            self._take_counts(self._counts)
             self._entries.clear()
         found = self._domain_of(domain)
         entry: list[Any] | Literal[False] = False
@@ -1039,6 +1039,10 @@ class _RowTexts:
         for text, n in self._counts.items():
             by_text[text] = by_text.get(text, 0) + n
         self._counts.clear()
+        self._take_counts(by_text)
+
+    def _take_counts(self, by_text: dict[str, int]) -> None:
+        """Move the entries' row counts into ``by_text``."""
         for entry in self._entries.values():
             if entry:
                 for kind in entry[1:3]:

@@ -404,3 +404,29 @@ def test_max_path_is_the_syntax_stages() -> None:
     from mailvet.engine.syntax import MAX_PATH
 
     assert batchfile._MAX_PATH == MAX_PATH
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_counts_survive_the_row_text_cache_being_cleared(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    monkeypatch.setattr(batchfile, "_CACHE_SIZE", 3)  # cleared every few domains
+    addresses = [
+        f"{local}@{domain}"
+        for domain in ("gmail.com", "mailinator.com", "a.de", "gmial.com", "b.de", "Gmail.Com")
+        for local in ("ann", "info", "x.y", "=1", "bob")
+    ] * 3
+    src = tmp_path / "l.txt"
+    src.write_text("\n".join(addresses) + "\n")
+    with open_input(str(src)) as source:
+        sink = OutputFile(str(tmp_path / f"o.{fmt}"), fmt, source)  # type: ignore[arg-type]
+        counts = run_offline(engine, source, sink)
+        sink.commit()
+    want: dict[str, int] = {}
+    for raw in addresses:
+        result = engine.verdict_offline(raw).result.value
+        want[result] = want.get(result, 0) + 1
+    assert counts.rows == len(addresses) and counts.by_result == want
+    monkeypatch.undo()
+    _run(engine, tmp_path, "l.txt", src.read_bytes(), out=f"ref.{fmt}")
+    assert (tmp_path / f"o.{fmt}").read_bytes() == (tmp_path / f"ref.{fmt}").read_bytes()
