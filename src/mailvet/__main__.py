@@ -1,5 +1,5 @@
 """``python -m mailvet`` is the ``mailvet`` command."""
 
-from mailvet.cli import main
+from mailvet.entry import main
 
 main()

@@ -44,7 +44,7 @@ from typing import IO, TYPE_CHECKING, Any, Literal
 
 import orjson
 
-from mailvet.verdict import Verdict, new_id
+from mailvet.verdict import Verdict, new_ids
 
 if TYPE_CHECKING:
     from mailvet.engine.pipeline import Engine
@@ -550,6 +550,7 @@ class OutputFile:
             self._out = open(self._tmp, "wb")
         self._buf: list[str] = []
         self.end = "\r\n" if fmt == "csv" else "\n"
+        self._end_bytes = self.end.encode("ascii")
         self.input_columns = list(source.columns)
         self.verdict_names = _verdict_names(self.input_columns)
         self._clash = _VERDICT_SET.intersection(self.input_columns)
@@ -630,11 +631,13 @@ class OutputFile:
         if len(self._buf) >= _FLUSH_ROWS:
             self.flush()
 
-    def extend_lines(self, lines: list[str]) -> None:
-        """Whole rows without their line ends (a block of them is joined at once)."""
+    def extend_lines(self, lines: list[str], *, ascii: bool = False) -> None:
+        """Whole rows without their line ends, a block of them written at once
+        (``ascii``: the caller knows every row is ASCII; see ``_encode_lines``)."""
         self.flush()
         if lines:
-            self._out.write((self.end.join(lines) + self.end).encode("utf-8"))
+            self._out.write(_encode_lines(lines, self._end_bytes, ascii=ascii))
+            self._out.write(self._end_bytes)  # the last line end
 
     def flush(self) -> None:
         if self._buf:
@@ -743,7 +746,7 @@ class _Encoder:
         hit = self._cache.get(key)
         if hit is not None and hit[0] is template:
             return hit[1]
-        shared = tuple(template[i] for i in self._shared)
+        shared = self._shared_of(template)
         segs = self._texts.get(shared)
         if segs is None:
             segs = self._segments(template)
@@ -828,37 +831,51 @@ def run_offline(
         return new
 
     if source.fmt == "plain" and fast:
-        # the hot loop of `mailvet batch --offline LIST`: bench/cli_offline.py
+        # the hot loop of `mailvet batch --offline LIST` (bench/cli_offline.py): the
+        # row's text per domain and kind of local part, in pieces around the address
+        # (_RowTexts); the address's own checks (fast_local, is_role) are the engine's
+        texts = _RowTexts(engine, enc, "csv" if csv_out else "jsonl", delimiter)
+        text_of = texts.get
+        kinds = _LocalKinds(engine, guard=True)
+        kind_of = kinds.get
+        head = "" if csv_out else '{"input":"'
         for block in source.plain_blocks():
             lines: list[str] = []
             append = lines.append
+            ascii = True  # the fast rows are: their addresses are ASCII atext and LDH
             for raw in block:
-                parts = template_of(raw) if raw[0] not in "=+-" else None
-                if parts is None:
-                    verdict = verdict_of(raw)
-                    result = verdict.result.value
-                    by_result[result] = by_result.get(result, 0) + 1
-                    append(out.body(raw, verdict))
-                    continue
-                template, email, username, dym = parts
-                ent = entry_of(id(template))
-                if ent is None or ent[0] is not template:
-                    ent = entry(template)
-                ent[5] += 1
-                if csv_out:
-                    append(
-                        f"{raw}{delimiter}{ent[1]}{email}{ent[2]}{username}{ent[3]}{dym or ''}"
-                        f"{ent[4]}"
-                    )
-                else:
-                    d = "null" if dym is None else f'"{dym}"'
-                    append(
-                        f'{{"input":"{raw}",{ent[1]}{email}{ent[2]}{username}{ent[3]}{d}{ent[4]}}}'
-                    )
-            out.extend_lines(lines)
+                local, _, domain = raw.partition("@")
+                ent = text_of(domain)
+                if ent is None:
+                    ent = texts.add(domain)
+                if ent and len(raw) <= _MAX_PATH:
+                    kind = kind_of(local)
+                    if kind is None:
+                        kind = kinds.add(local)
+                    if kind:
+                        t = ent[kind]
+                        if t is None:
+                            t = texts.role(domain, ent)
+                    if kind and t:
+                        t[6] += 1
+                        if ent[0]:
+                            append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
+                        elif ent[3]:
+                            append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[2]}")
+                        else:
+                            append(f"{head}{raw}{t[0]}{raw}{t[1]}{local}{t[2]}")
+                        continue
+                verdict = verdict_of(raw)
+                result = verdict.result.value
+                by_result[result] = by_result.get(result, 0) + 1
+                line = out.body(raw, verdict)
+                ascii = ascii and line.isascii()
+                append(line)
+            out.extend_lines(lines, ascii=ascii)
             done += len(block)
             if progress is not None:
                 progress(done)
+        texts.add_counts(by_text)
     else:
         lines = []
         for raw, row in source.rows():
@@ -903,39 +920,193 @@ def write_validate_json(engine: Engine, blocks: Iterable[list[str]], out: IO[byt
     every address of every block, a block written at a time; returns how many."""
     enc = _Encoder("jsonl", [(f, f) for f in Verdict._fields])
     fast = enc.per_address == ("id", "email", "username", "domain", "did_you_mean")
-    template_of = engine.offline_template
     verdict_of = engine.verdict_offline
-    segments = enc.segments
-    # per template object: the text around id, email, username, did_you_mean (JSON needs
-    # no formula guard, and offline_template's addresses need no escaping)
-    entries: dict[int, tuple[Verdict, str, str, str, str, str]] = {}
+    # the row's text per domain and kind of local part, in pieces around the id and the
+    # address (_RowTexts; JSON needs no formula guard, and these addresses no escaping)
+    texts = _RowTexts(engine, enc, "validate", "")
+    text_of = texts.get if fast else _never
+    kinds = _LocalKinds(engine, guard=False)
+    kind_of = kinds.get
     n = 0
     for block in blocks:
         lines: list[str] = []
         append = lines.append
-        for raw in block:
-            parts = template_of(raw) if fast else None
-            if parts is None:
-                append(orjson.dumps(verdict_of(raw).as_dict()).decode())
-                continue
-            template, email, username, dym = parts
-            ent = entries.get(id(template))
-            if ent is None or ent[0] is not template:
-                if len(entries) >= _CACHE_SIZE:
-                    entries.clear()
-                s0, s1, s2, s3, s4, s5 = segments(template)
-                ent = (
-                    template,
-                    f'{{{s0}"',
-                    f'"{s1}"',
-                    f'"{s2}"',
-                    f'"{s3}"{template.domain}"{s4}',
-                    s5 + "}",
-                )
-                entries[id(template)] = ent
-            d = "null" if dym is None else f'"{dym}"'
-            append(f"{ent[1]}{new_id()}{ent[2]}{email}{ent[3]}{username}{ent[4]}{d}{ent[5]}")
+        ascii = True  # the fast rows are: their addresses are ASCII atext and LDH
+        for raw, new in zip(block, new_ids(len(block)), strict=True):
+            local, _, domain = raw.partition("@")
+            ent = text_of(domain)
+            if ent is None:
+                ent = texts.add(domain)
+            if ent and len(raw) <= _MAX_PATH:
+                kind = kind_of(local)
+                if kind is None:
+                    kind = kinds.add(local)
+                if kind:
+                    t = ent[kind]
+                    if t is None:
+                        t = texts.role(domain, ent)
+                if kind and t:
+                    if ent[0]:
+                        append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
+                    elif ent[3]:
+                        append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[2]}")
+                    else:
+                        append(f"{t[8]}{new}{t[0]}{raw}{t[1]}{local}{t[2]}")
+                    continue
+            line = orjson.dumps(verdict_of(raw).as_dict()).decode()
+            ascii = ascii and line.isascii()
+            append(line)
         if lines:
-            out.write(("\n".join(lines) + "\n").encode("utf-8"))
+            out.write(_encode_lines(lines, b"\n", ascii=ascii))
+            out.write(b"\n")  # the last line end
         n += len(block)
     return n
+
+
+def _encode_lines(lines: list[str], end: bytes, *, ascii: bool) -> bytes:
+    """``lines`` joined by ``end``, UTF-8 (no end after the last: writing it apart saves
+    copying the whole text once more). One non-ASCII row makes a joined block text of
+    wider characters, slow to join and to encode (a block of ~2,600 JSON rows: ~0.8 ms
+    against ~0.25 ms), so such a block is encoded row by row."""
+    if ascii:
+        return end.decode("ascii").join(lines).encode("utf-8")
+    return end.join([line.encode("utf-8") for line in lines])
+
+
+_MAX_PATH = 254  # syntax.MAX_PATH (tests/unit/test_batchfile.py checks they agree)
+
+
+def _never(domain: str) -> Literal[False]:
+    return False
+
+
+class _LocalKinds:
+    """Per local part, what the offline fast path makes of it: 0 when the engine's
+    ``fast_local_part`` rule refuses it (or, with ``guard``, when it starts like a
+    spreadsheet formula: such rows take the general writer), 1 for a personal and 2 for
+    a role local part (``Engine.is_role``). Many addresses of a list share one (info,
+    sales, first names), and the answer is a dict look-up; the caller checks the
+    whole address's length (``fast_local`` is ``len(raw) <= MAX_PATH`` and this)."""
+
+    def __init__(self, engine: Engine, *, guard: bool) -> None:
+        from mailvet.engine.syntax import fast_local_part
+
+        self._rule = fast_local_part
+        self._is_role = engine.is_role
+        self._guard = guard
+        self._kinds: dict[str, int] = {}
+        self.get = self._kinds.get
+
+    def add(self, local: str) -> int:
+        if len(self._kinds) >= _CACHE_SIZE:
+            self._kinds.clear()
+        if not self._rule(local) or (self._guard and local[0] in "=+-"):
+            kind = 0
+        else:
+            kind = 2 if self._is_role(local) else 1
+        self._kinds[local] = kind
+        return kind
+
+
+class _RowTexts:
+    """Per typed domain, the text of a row for the addresses ``Engine.offline_domain``
+    answers, in pieces around what differs from one address to the next.
+
+    An entry is ``[suggested, person, role, renamed, email_domain, suggestion]``
+    (``suggested``: the domain has a typo suggestion; ``renamed``: its normalised form
+    differs from the typed one, upper case), or ``False`` for a domain the engine does
+    not answer. ``role`` is None until the domain's first role address (``role()``),
+    False when the engine does not answer role addresses there. ``person`` and ``role``
+    are ``[m, n, t, n2, t1, t2, count, last, head]``, and a row is (``X`` the id for
+    ``validate``, whose rows start with ``head``; the input's cell for ``batch``, whose
+    JSON rows start with ``{"input":"``):
+
+    - ``X m raw n local t``: the email as typed, no suggestion;
+    - ``X m local n2 local t``: the email with the normalised domain (``n2`` starts
+      with it), no suggestion;
+    - ``X m local n2 local t1 local t2``: with a suggestion (``t2`` starts with its
+      domain).
+
+    The pieces are cut from ``_Encoder.segments`` of the engine's templates, so rows are
+    the encoder's text (tests/unit/test_batchfile.py compares whole files with it);
+    ``count`` counts the rows of a kind and ``last`` (the last segment) gives their
+    result (``_Encoder.result_of``)."""
+
+    def __init__(self, engine: Engine, enc: _Encoder, mode: str, delimiter: str) -> None:
+        self._domain_of = engine.offline_domain
+        self._role_of = engine.offline_role
+        self._enc = enc
+        self._mode = mode  # "csv", "jsonl" (batch) or "validate"
+        self._delimiter = delimiter
+        self._entries: dict[str, list[Any] | Literal[False]] = {}
+        self.get = self._entries.get
+        self._counts: dict[str, int] = {}  # rows by ``last``, of entries cleared since
+
+    def add(self, domain: str) -> list[Any] | Literal[False]:
+        """The entry for ``domain``, made now."""
+        if len(self._entries) >= _CACHE_SIZE:
+            self._take_counts(self._counts)
+            self._entries.clear()
+        found = self._domain_of(domain)
+        entry: list[Any] | Literal[False] = False
+        if found is not None:
+            person, email_domain, suggestion = found
+            entry = [
+                suggestion is not None,
+                self._pieces(person, email_domain, suggestion),
+                None,  # the role pieces, made for the domain's first role address
+                email_domain != domain,
+                email_domain,
+                suggestion,
+            ]
+        self._entries[domain] = entry
+        return entry
+
+    def role(self, domain: str, entry: list[Any]) -> list[Any] | Literal[False]:
+        """``entry``'s role pieces, made now (False: role addresses of this domain
+        take the general writer)."""
+        template = self._role_of(domain)
+        pieces: list[Any] | Literal[False] = False
+        if template is not None:
+            pieces = self._pieces(template, entry[4], entry[5])
+        entry[2] = pieces
+        return pieces
+
+    def add_counts(self, by_text: dict[str, int]) -> None:
+        """Add the rows counted so far to ``by_text`` (and forget them)."""
+        for text, n in self._counts.items():
+            by_text[text] = by_text.get(text, 0) + n
+        self._counts.clear()
+        self._take_counts(by_text)
+
+    def _take_counts(self, by_text: dict[str, int]) -> None:
+        """Move the entries' row counts into ``by_text``."""
+        for entry in self._entries.values():
+            if entry:
+                for kind in entry[1:3]:
+                    if kind:
+                        by_text[kind[7]] = by_text.get(kind[7], 0) + kind[6]
+                        kind[6] = 0
+
+    def _pieces(self, template: Verdict, email_domain: str, suggestion: str | None) -> list[Any]:
+        segs = self._enc.segments(template)
+        domain = template.domain
+        head = ""
+        if self._mode == "csv":  # segments around email, username, domain, did_you_mean
+            s0, s1, s2, s3, last = segs
+            m, n, middle, end = f"{self._delimiter}{s0}", s1, f"{s2}{domain}{s3}", last
+            no_suggestion, quote = "", ""
+        elif self._mode == "jsonl":  # the same, after {"input":"raw
+            s0, s1, s2, s3, last = segs
+            m, n, middle, end = f'",{s0}"', f'"{s1}"', f'"{s2}"{domain}"{s3}', f"{last}}}"
+            no_suggestion, quote = "null", '"'
+        else:  # validate: segments around id, email, username, domain, did_you_mean
+            s0, s1, s2, s3, s4, last = segs
+            head = f'{{{s0}"'
+            m, n, middle, end = f'"{s1}"', f'"{s2}"', f'"{s3}"{domain}"{s4}', f"{last}}}"
+            no_suggestion, quote = "null", '"'
+        t = f"{middle}{no_suggestion}{end}"
+        t1, t2 = t, ""
+        if suggestion is not None:
+            t1, t2 = f"{middle}{quote}", f"@{suggestion}{quote}{end}"
+        return [m, n, t, f"@{email_domain}{n}", t1, t2, 0, last, head]

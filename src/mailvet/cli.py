@@ -13,13 +13,23 @@ import os
 import sys
 from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 
+from mailvet.cli_offline import RESULT_STYLE as _RESULT_STYLE
+from mailvet.cli_offline import BatchArgs as _BatchArgs
+from mailvet.cli_offline import (
+    CommandError,
+    batch_option_error,
+    run_batch_offline,
+    run_validate_json,
+)
+from mailvet.cli_offline import Progress as _Progress
+from mailvet.cli_offline import open_files as _open_files
+from mailvet.cli_offline import summary as _summary
 from mailvet.settings import Settings
 
 if TYPE_CHECKING:
@@ -27,7 +37,6 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
-    from mailvet.batchfile import InputFile, OutputFile
     from mailvet.engine.facts import Facts
     from mailvet.jobs.status import ClusterStatus
     from mailvet.storage.base import BatchRecord, Store
@@ -41,12 +50,6 @@ db_app = typer.Typer(help="Database maintenance.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(db_app, name="db")
 
-_RESULT_STYLE = {
-    "deliverable": "green",
-    "undeliverable": "red",
-    "risky": "yellow",
-    "unknown": "blue",
-}
 _VALIDATE_CONCURRENCY = 32
 
 
@@ -74,18 +77,6 @@ def _addresses(args: list[str]) -> Iterator[str]:
                     yield line
         else:
             yield arg
-
-
-def _address_blocks(args: list[str]) -> Iterator[list[str]]:
-    """``_addresses`` a block at a time, stdin read in blocks of bytes (the bulk path)."""
-    from mailvet.batchfile import open_input
-
-    for arg in args:
-        if arg == "-":
-            with open_input("-", fmt="plain") as source:
-                yield from source.plain_blocks()
-        else:
-            yield [arg]
 
 
 async def _verify_all(
@@ -137,17 +128,12 @@ def validate(
     """Validate addresses and print the verdicts."""
     settings = _settings(ctx)
     if offline and json and not details:
-        # the bulk path: no event loop, no rich, rows written in blocks
-        from mailvet.batchfile import BatchFileError, write_validate_json
-        from mailvet.engine.pipeline import Engine
-
+        # the bulk path (mailvet.cli_offline, which also runs it without typer)
         try:
-            write_validate_json(Engine(settings), _address_blocks(addresses), sys.stdout.buffer)
-        except BatchFileError as exc:
-            sys.stdout.flush()
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
-        sys.stdout.flush()
+            run_validate_json(settings, addresses)
+        except CommandError as exc:
+            typer.echo(exc.message, err=True)
+            raise typer.Exit(exc.code) from exc
         return
     from rich.console import Console
     from rich.table import Table
@@ -202,19 +188,6 @@ def _print_row(console: Console, v: Verdict) -> None:
 
 
 # ---- mailvet batch: a file in, the same file with verdicts out ----
-
-
-@dataclass(frozen=True, slots=True)
-class _BatchArgs:
-    file: str
-    output: str
-    out_format: str | None
-    input_format: str | None
-    column: str | None
-    encoding: str
-    delimiter: str | None
-    show: bool
-    state_dir: Path | None
 
 
 _BATCH_HELP = (
@@ -272,32 +245,32 @@ def batch(
     from mailvet.batchfile import BatchFileError
 
     settings = _settings(ctx)
-    failures: tuple[type[Exception], ...] = ()  # the database or the runner failing
-    if not offline:
-        from mailvet.storage.common import StorageError
+    show = sys.stderr.isatty() if progress is None else progress
+    args = _BatchArgs(
+        file, output, out_format, input_format, column, encoding, delimiter, show, state_dir
+    )
+    if offline:  # mailvet.cli_offline, which also runs it without typer
+        try:
+            run_batch_offline(settings, args)
+        except CommandError as exc:
+            typer.echo(exc.message, err=True)
+            raise typer.Exit(exc.code) from exc
+        return
+    from mailvet.storage.common import StorageError
 
-        failures = (StorageError, RuntimeError)
-    if input_format is not None and input_format not in ("csv", "jsonl", "plain"):
-        typer.echo("error: --input-format must be csv, jsonl or plain", err=True)
+    failures = (StorageError, RuntimeError)  # the database or the runner failing
+    problem = batch_option_error(input_format, delimiter)
+    if problem is not None:
+        typer.echo(problem, err=True)
         raise typer.Exit(2)
-    if delimiter is not None and len(delimiter) != 1:
-        typer.echo("error: --delimiter must be one character", err=True)
-        raise typer.Exit(2)
-    if file == "-" and not offline:
+    if file == "-":
         typer.echo(
             "error: reading stdin needs --offline (a stored batch resumes from its file)",
             err=True,
         )
         raise typer.Exit(2)
-    show = sys.stderr.isatty() if progress is None else progress
-    args = _BatchArgs(
-        file, output, out_format, input_format, column, encoding, delimiter, show, state_dir
-    )
     try:
-        if offline:
-            _batch_offline(settings, args)
-        else:
-            asyncio.run(_batch_network(settings, args))
+        asyncio.run(_batch_network(settings, args))
     except BatchFileError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
@@ -311,49 +284,8 @@ def batch(
         typer.echo(f"error: {exc}; run the same command again to resume", err=True)
         raise typer.Exit(1) from exc
     except KeyboardInterrupt:
-        again = "" if offline else "; run the same command again to resume"
-        typer.echo(f"interrupted{again}", err=True)
+        typer.echo("interrupted; run the same command again to resume", err=True)
         raise typer.Exit(130) from None
-
-
-def _open_files(args: _BatchArgs) -> tuple[InputFile, OutputFile]:
-    from mailvet.batchfile import INPUT_FORMATS, OutputFile, open_input, output_format
-
-    source = open_input(
-        args.file,
-        fmt=INPUT_FORMATS.get(args.input_format or ""),
-        column=args.column,
-        encoding=args.encoding,
-        delimiter=args.delimiter,
-    )
-    try:
-        out = OutputFile(
-            args.output, output_format(args.output, args.out_format, source.fmt), source
-        )
-    except BaseException:
-        source.close()
-        raise
-    return source, out
-
-
-def _batch_offline(settings: Settings, args: _BatchArgs) -> None:
-    from mailvet.batchfile import run_offline
-    from mailvet.engine.pipeline import Engine
-
-    engine = Engine(settings)
-    source, out = _open_files(args)
-    bar = _Progress(None, "offline") if args.show else None
-    try:
-        with source:
-            counts = run_offline(engine, source, out, bar.update if bar else None)
-        out.commit()
-    except BaseException:
-        out.discard()
-        raise
-    finally:
-        if bar is not None:
-            bar.stop()
-    _summary(counts.rows, counts.by_result, args.output, offline=True)
 
 
 _CLI_KEY = "mailvet batch"  # the key that owns the stored batch (its database holds one)
@@ -527,71 +459,6 @@ async def _write_from_store(
         out.discard()
         raise
     return rows, by_result
-
-
-def _summary(rows: int, by_result: dict[str, int], output: str, *, offline: bool) -> None:
-    parts = ", ".join(
-        f"{name} {n:,}" for name, n in sorted(by_result.items(), key=lambda kv: -kv[1])
-    )
-    where = "stdout" if output == "-" else output
-    note = " (offline: syntax and lists only, no DNS or SMTP)" if offline else ""
-    typer.echo(f"{rows:,} rows -> {where}: {parts or 'nothing'}{note}", err=True)
-
-
-class _Progress:
-    """A rich progress bar on stderr: rows done (of ``total`` when known), rate, ETA and
-    counts by result. Built only when shown, so rich is not imported otherwise."""
-
-    def __init__(self, total: int | None, label: str) -> None:
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            SpinnerColumn,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        columns = [
-            SpinnerColumn() if total is None else BarColumn(),
-            MofNCompleteColumn() if total is not None else TextColumn("{task.completed:,} rows"),
-            TextColumn("{task.fields[rate]}"),
-            TimeElapsedColumn() if total is None else TimeRemainingColumn(),
-            TextColumn("{task.fields[counts]}"),
-        ]
-        self._progress = Progress(
-            TextColumn(label), *columns, console=Console(stderr=True), transient=False
-        )
-        self._task = self._progress.add_task(label, total=total, rate="", counts="")
-        self._started = self._now()
-        self._progress.start()
-
-    @staticmethod
-    def _now() -> float:
-        import time
-
-        return time.monotonic()
-
-    def update(
-        self, done: int, by_result: dict[str, int] | None = None, *, waiting: int = 0
-    ) -> None:
-        elapsed = max(self._now() - self._started, 1e-6)
-        counts = ""
-        if by_result:
-            counts = " ".join(
-                f"[{_RESULT_STYLE.get(k, 'white')}]{k} {v:,}[/]"
-                for k, v in sorted(by_result.items())
-            )
-        if waiting:
-            counts += f" [dim]waiting for a retry {waiting:,}[/]"
-        self._progress.update(
-            self._task, completed=done, rate=f"{done / elapsed:,.0f}/s", counts=counts
-        )
-
-    def stop(self) -> None:
-        self._progress.stop()
 
 
 @app.command()

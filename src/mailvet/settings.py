@@ -16,7 +16,13 @@ from platformdirs import user_data_path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "default_database_url", "parse_nameserver", "uses_postgres"]
+__all__ = [
+    "Settings",
+    "default_database_url",
+    "default_settings",
+    "parse_nameserver",
+    "uses_postgres",
+]
 
 
 def _split_csv(value: object) -> object:
@@ -309,3 +315,10 @@ class Settings(BaseSettings):
         for entry in value:
             parse_nameserver(entry)  # a bad entry fails here, at start-up, not per lookup
         return value
+
+
+def default_settings() -> Settings:
+    """Every setting at its default, whatever the environment holds (what
+    ``Engine(None)`` stands for; tests/unit/test_settings.py checks it equals
+    ``Settings()`` read from an environment without ``MAILVET_*`` variables)."""
+    return Settings.model_construct()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import orjson
 
+from mailvet.batchfile import MAX_LINE
 from mailvet.testing import smtp as sim
 from mailvet.testing.internet import sim_internet_thread
 
@@ -151,6 +153,118 @@ def test_offline_runs_load_no_network_stack_rich_or_storage(tmp_path: Path) -> N
         heavy = ("dns", "rich", "sqlalchemy", "mailvet.engine.smtp", "mailvet.engine.dns")
         for name in (*heavy, "mailvet.storage", "mailvet.api", "mailvet.jobs"):
             assert name not in loaded, (args[0], name)
+
+
+# ---- the typer-free way in (mailvet.entry, mailvet.cli_offline) against the typer app ----
+
+_TYPER = "import sys; from mailvet.cli import main; sys.argv[0] = 'mailvet'; main()"
+_NASTY = (
+    b"ann@gmail.com\r\nInfo@Gmial.com\r\n\r\n   \nbob@YAHOO.COM\n\x00@example.com\nNULL\n"
+    b"a\x00b@gmail.com\n=cmd@gmail.com\n+x@gmail.com\n-x@gmail.com\n@x@gmail.com\n"
+    b'"quoted"@gmail.com\n"a,b"@gmail.com\nz\xc3\xabe@b\xc3\xbccher.de\nx@shop.test\nx@localhost\n'
+    b"x@[127.0.0.1]\nno-reply@mailinator.com\nsales@company.de\ta\n"
+    + b"q" * 100_000
+    + b"@gmail.com\n"
+    + b"jane@gmail.com" * 3
+    + b"\nlast@gmail.com"  # no final line break
+)
+
+
+def _both(
+    args: list[str], env: dict[str, str], stdin: bytes | None = None, out: Path | None = None
+) -> list[bytes]:
+    """Status, stdout, stderr and the written file ``out`` of the command run through
+    ``python -m mailvet`` and through the typer app; ids blanked (fresh each run)."""
+    got: list[bytes] = []
+    for argv in (["-m", "mailvet"], ["-c", _TYPER]):
+        done = subprocess.run(
+            [sys.executable, *argv, *args],
+            env=env,
+            input=stdin,
+            stdin=None if stdin is not None else subprocess.DEVNULL,
+            capture_output=True,
+            timeout=_TIMEOUT,
+        )
+        written = b""
+        if out is not None and out.exists():
+            written = out.read_bytes()
+            out.unlink()
+        text = b"%d\n%s\n%s\n%s" % (done.returncode, done.stdout, done.stderr, written)
+        got.append(re.sub(rb'"id":"[0-9a-f-]{36}"', b'"id":""', text))
+    return got
+
+
+def _lean_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith("MAILVET_")}
+
+
+def test_typer_free_way_in_gives_the_typer_apps_bytes(tmp_path: Path) -> None:
+    lines = _NASTY.split(b"\n")
+    csv_in = b"email;note\r\n" + b"".join(
+        b'"%s";"n, %d"\r\n' % (line.replace(b'"', b'""'), i) for i, line in enumerate(lines)
+    )
+    files = {
+        "nasty.txt": _NASTY,
+        "nasty.csv": csv_in,
+        "broken.txt": b"ann@gmail.com\nb\xffd@gmail.com\n",
+        "huge.txt": b"ann@gmail.com\n" + b"x" * (MAX_LINE + 10) + b"\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    for env in (_lean_env(), _env()):  # no MAILVET_* variable: no Settings built at all
+        for name, data in files.items():
+            src = str(tmp_path / name)
+            for out in (tmp_path / "o.csv", tmp_path / "o.jsonl"):
+                fast, typer_way = _both(["batch", "--offline", src, "-o", str(out)], env, out=out)
+                assert fast == typer_way, (name, out.name)
+                assert fast.startswith(b"2\n" if name in ("broken.txt", "huge.txt") else b"0\n")
+            for args in (
+                ["batch", "--offline", "-", "-o", "-"],
+                ["validate", "--offline", "--json", "-"],
+            ):
+                fast, typer_way = _both(args, env, data)
+                assert fast == typer_way, (name, args)
+    argv = ["validate", "--json", "a@gmail.com", "--offline", "\x01x@y.com", "-"]
+    fast, typer_way = _both(argv, _lean_env(), b"b@gmail.com\n")
+    assert fast == typer_way and fast.count(b'"id":""') == 3
+    bad = _both(["validate", "--offline", "--json", "-"], _env({"MAILVET_PORT": "x"}), b"a@b.c")
+    assert bad[0] == bad[1] and bad[0].startswith(b"2\n\nerror: invalid settings: ")
+
+
+_LOADED_FAST = """
+import sys
+from mailvet.entry import main
+try:
+    main()
+finally:
+    sys.stderr.write("LOADED " + " ".join(sorted(sys.modules)) + "\\n")
+"""
+
+
+def test_the_typer_free_way_in_loads_no_typer_pydantic_or_asyncio(tmp_path: Path) -> None:
+    src = tmp_path / "l.txt"
+    src.write_text("ann@gmail.com\n")
+    for env, lean in ((_lean_env(), True), (_env(), False)):
+        for args in (
+            ["batch", "--offline", str(src), "-o", str(tmp_path / "o.csv")],
+            ["validate", "--offline", "--json", "-"],
+        ):
+            done = subprocess.run(
+                [sys.executable, "-c", _LOADED_FAST, *args],
+                env=env,
+                input=b"ann@gmail.com\n",
+                capture_output=True,
+                timeout=_TIMEOUT,
+            )
+            assert done.returncode == 0, done.stderr.decode()
+            loaded = set(done.stderr.decode().split("LOADED ", 1)[1].split())
+            assert "mailvet.engine.pipeline" in loaded
+            for name in ("typer", "click", "rich", "mailvet.cli", "mailvet.storage"):
+                assert name not in loaded, (args[0], name)
+            # MAILVET_* set: Settings() is built as the typer app builds it (pydantic-settings
+            # imports asyncio and importlib.metadata)
+            for name in ("pydantic", "mailvet.settings", "asyncio", "importlib.metadata"):
+                assert (name in loaded) is not lean, (args[0], name, lean)
 
 
 # ---- network: the batch engine on the simulated internet ----

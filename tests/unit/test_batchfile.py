@@ -24,7 +24,8 @@ from mailvet.batchfile import (
     write_validate_json,
 )
 from mailvet.engine.pipeline import Engine
-from mailvet.settings import Settings
+from mailvet.engine.scoring import decide
+from mailvet.settings import Settings, default_settings
 
 
 @pytest.fixture(scope="module")
@@ -236,6 +237,11 @@ ADDRESSES = [
     "jörg@bücher.de",
     "a" * 70 + "@gmail.com",
     "x@" + "b" * 63 + ".com",
+    # a typo suggestion and a normalised domain at once, for a person and a role
+    "Bob.Smith@GMIAL.com",
+    "Sales@Gmial.Com",
+    "x" * 64 + "@gmail.com",
+    "a@" + "c" * 63 + "." + "d" * 63 + "." + "e" * 63 + "." + "f" * 57 + ".com",
 ]
 
 
@@ -325,3 +331,102 @@ def test_fingerprint_names_path_size_and_content(tmp_path: Path) -> None:
     assert first != batchfile.file_fingerprint(str(b))  # another path
     a.write_bytes(b"email\nbob@gmail.com\n")  # same size, other content
     assert first != batchfile.file_fingerprint(str(a))
+
+
+# --- the optimised writers against the straightforward ones, on a nasty file ---
+
+NASTY = (
+    b"ann@gmail.com\r\nInfo@Gmial.com\r\n\r\n   \nbob@YAHOO.COM\n\x00@example.com\nNULL\n"
+    b"a\x00b@gmail.com\n=cmd@gmail.com\n+x@gmail.com\n-x@gmail.com\n@x@gmail.com\n"
+    b'"quoted"@gmail.com\n"a,b"@gmail.com\nz\xc3\xabe@b\xc3\xbccher.de\nx@shop.test\nx@localhost\n'
+    b"x@[127.0.0.1]\nno-reply@mailinator.com\nSales@Company.DE\nsales@company.de\ta\n"
+    b"Bob.Smith@GMIAL.com\ninfo@gmial.com\njane@gmial.com\nx@gmail.con\ninfo@Gmail.Con\n"
+    + b"q" * 300_000
+    + b"@gmail.com\n"
+    + b"y" * 64
+    + b"@gmail.com\n"
+    + b"y" * 65
+    + b"@gmail.com\n"
+    + b"".join(b"user%d@company%d.com\ninfo@company%d.com\n" % (i, i % 7, i % 5) for i in range(50))
+    + b"last@gmail.com"  # no final line break
+)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_offline_run_equals_the_plain_encoder_on_a_nasty_file(
+    engine: Engine, tmp_path: Path, fmt: str
+) -> None:
+    # Engine(None): as the command runs without MAILVET_* settings
+    for eng, ref in ((engine, engine), (Engine(None), Engine(default_settings()))):
+        fast = _run(eng, tmp_path, "nasty.txt", NASTY, out=f"fast.{fmt}")
+        ref_path = tmp_path / f"ref.{fmt}"
+        with open_input(str(tmp_path / "nasty.txt")) as source:
+            sink = OutputFile(str(ref_path), "csv" if fmt == "csv" else "jsonl", source)
+            for raw, row in source.rows():
+                sink.write(row, decide(ref.check_offline(raw)).as_dict())
+            sink.commit()
+        assert fast.read_bytes() == ref_path.read_bytes()
+
+
+def test_validate_json_equals_the_full_path_on_a_nasty_file(engine: Engine) -> None:
+    blocks = [
+        [x.strip() for x in block if x.strip()]
+        for block in (NASTY.decode().replace("\r\n", "\n").split("\n")[i : i + 7] for i in (0, 7))
+    ]
+    blocks.append([x.strip() for x in NASTY.decode().split("\n")[14:] if x.strip()])
+    for eng, ref in ((engine, engine), (Engine(None), Engine(default_settings()))):
+        out = io.BytesIO()
+        n = write_validate_json(eng, blocks, out)
+        got = out.getvalue().splitlines()
+        addresses = [a for block in blocks for a in block]
+        assert n == len(addresses) == len(got)
+        for raw, line in zip(addresses, got, strict=True):
+            want = decide(ref.check_offline(raw)).as_dict()
+            data = orjson.loads(line)
+            assert line == orjson.dumps({**want, "id": data["id"]}), raw
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"ann@gmail.com\nb\xffd@gmail.com\n", "line 2 is not valid utf-8"),
+        (b"ann@gmail.com\n" + b"x" * (MAX_LINE + 10) + b"\n", f"line 2 is over {MAX_LINE} bytes"),
+    ],
+)
+def test_unreadable_lines_end_the_offline_run(
+    engine: Engine, tmp_path: Path, data: bytes, message: str
+) -> None:
+    with pytest.raises(BatchFileError, match=message):
+        _run(engine, tmp_path, "bad.txt", data)
+
+
+def test_max_path_is_the_syntax_stages() -> None:
+    from mailvet.engine.syntax import MAX_PATH
+
+    assert batchfile._MAX_PATH == MAX_PATH
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_counts_survive_the_row_text_cache_being_cleared(
+    engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fmt: str
+) -> None:
+    monkeypatch.setattr(batchfile, "_CACHE_SIZE", 3)  # cleared every few domains
+    addresses = [
+        f"{local}@{domain}"
+        for domain in ("gmail.com", "mailinator.com", "a.de", "gmial.com", "b.de", "Gmail.Com")
+        for local in ("ann", "info", "x.y", "=1", "bob")
+    ] * 3
+    src = tmp_path / "l.txt"
+    src.write_text("\n".join(addresses) + "\n")
+    with open_input(str(src)) as source:
+        sink = OutputFile(str(tmp_path / f"o.{fmt}"), fmt, source)  # type: ignore[arg-type]
+        counts = run_offline(engine, source, sink)
+        sink.commit()
+    want: dict[str, int] = {}
+    for raw in addresses:
+        result = engine.verdict_offline(raw).result.value
+        want[result] = want.get(result, 0) + 1
+    assert counts.rows == len(addresses) and counts.by_result == want
+    monkeypatch.undo()
+    _run(engine, tmp_path, "l.txt", src.read_bytes(), out=f"ref.{fmt}")
+    assert (tmp_path / f"o.{fmt}").read_bytes() == (tmp_path / f"ref.{fmt}").read_bytes()

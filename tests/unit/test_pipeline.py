@@ -19,6 +19,7 @@ from mailvet.engine import pipeline
 from mailvet.engine.facts import Facts
 from mailvet.engine.pipeline import Engine
 from mailvet.engine.scoring import decide
+from mailvet.engine.syntax import fast_local
 from mailvet.settings import Settings
 from mailvet.verdict import Reason, Result, Verdict
 
@@ -226,8 +227,25 @@ def test_domains_the_probes_cannot_take_use_the_full_path() -> None:
     assert len(domain) == size
     raw = f"x@{domain}"
     _same(engine, raw)
+    entry = engine._memo[domain]
+    assert entry and entry[7] is None, "the role probe runs for the first role address"
+    assert engine.offline_role(domain) is None  # it cannot take the fast path here
     assert engine._memo[domain] == ()
     _same(engine, raw)
+
+
+def test_the_role_probe_runs_for_the_first_role_address() -> None:
+    engine = Engine(Settings())
+    person = _same(engine, "jane@Example.com")
+    before = engine._memo["Example.com"]
+    assert before and before[7] is None
+    role = _same(engine, "Info+x@Example.com")
+    after = engine._memo["Example.com"]
+    assert after and after[7] is not None and after[6] is before[6]
+    assert person.isv_nogeneric is True and role.isv_nogeneric is False
+    assert role.email == "Info+x@example.com"
+    _same(engine, "sales@Example.com")
+    assert engine.offline_template("info@Example.com") is not None
 
 
 def test_memo_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -383,9 +401,66 @@ def test_offline_template_every_listed_pair(engine: Engine) -> None:
             _template_agrees(engine, f"{local}@{domain}")
 
 
+def _domain_agrees(engine: Engine, raw: str) -> None:
+    local, _, domain = raw.partition("@")
+    found = engine.offline_domain(domain)
+    full = engine.verdict_offline(raw)
+    if found is None:
+        assert engine.offline_template(raw) is None, raw
+        return
+    person, email_domain, suggestion = found
+    if not fast_local(raw, local):
+        assert engine.offline_template(raw) is None, raw
+        return
+    template = engine.offline_role(domain) if engine.is_role(local) else person
+    if template is None:  # role addresses here take the full path
+        assert engine.offline_template(raw) is None, raw
+        return
+    rebuilt = template._replace(
+        id=full.id,
+        email=f"{local}@{email_domain}",
+        username=local,
+        did_you_mean=None if suggestion is None else f"{local}@{suggestion}",
+    )
+    assert rebuilt == full, raw
+    assert set(raw) <= _ATEXT_DOT_AT, "only plain ASCII addresses"
+    again = engine.offline_domain(domain)
+    assert again is not None and again[0] is person
+    assert engine.offline_role(domain) is engine.offline_role(domain)
+
+
+@SETTINGS
+@given(raw=address)
+def test_offline_domain_is_verdict_offline(engine: Engine, raw: str) -> None:
+    _domain_agrees(engine, raw)
+
+
+def test_offline_domain_every_listed_pair(engine: Engine) -> None:
+    for domain in [*DOMAINS, "GMIAL.com", "Gmail.Com", "x." + "a" * 63 + ".com"]:
+        for local in [*LOCALS, "Info", "x" * 65, "a..b"]:
+            _domain_agrees(engine, f"{local}@{domain}")
+    assert engine.offline_domain("a@b.com") is None and engine.offline_domain("") is None
+    assert engine.offline_domain("b" * 250 + ".com") is None, "no address on it is short enough"
+
+
 def test_offline_template_keeps_role_and_typo_apart() -> None:
     engine = Engine(Settings())
     person = engine.offline_template("jane.doe@gmial.com")
     role = engine.offline_template("info@gmial.com")
     assert person is not None and role is not None and person[0] is not role[0]
     assert person[3] == "jane.doe@gmail.com" and role[0].isv_nogeneric is False
+
+
+def test_an_engine_without_settings_is_the_default_settings_engine() -> None:
+    from mailvet.settings import default_settings
+
+    lean = Engine(None)
+    full = Engine(default_settings())
+    assert lean._policy == full._policy
+    assert (lean._lists._allow, lean._lists._deny) == (full._lists._allow, full._lists._deny)
+    assert lean._lists.sizes == full._lists.sizes
+    for raw in [*[f"{local}@{domain}" for domain in DOMAINS for local in LOCALS], "a@shop.test"]:
+        assert lean.verdict_offline(raw)._replace(id="") == full.verdict_offline(raw)._replace(
+            id=""
+        ), raw
+    assert lean.settings == default_settings(), "a network stage gets the defaults"

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -155,3 +156,17 @@ def test_cluster_settings(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_cluster_settings_are_refused(field: str, bad: Any) -> None:
     with pytest.raises(ValidationError, match=field):
         Settings(**{field: bad})
+
+
+def test_default_settings_are_settings_from_an_empty_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mailvet.settings import default_settings
+
+    for name in [k for k in os.environ if k.upper().startswith("MAILVET_")]:
+        monkeypatch.delenv(name)
+    assert default_settings() == Settings()
+    monkeypatch.setenv("MAILVET_SMTP_PORT", "2525")
+    monkeypatch.setenv("MAILVET_ALLOW_QUOTED_LOCAL", "true")
+    assert default_settings().smtp_port == 25, "the environment is not read"
+    assert default_settings().allow_quoted_local is False

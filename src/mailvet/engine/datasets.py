@@ -17,7 +17,6 @@ This module imports no other stage: ``engine.lists`` and ``engine.typo`` both im
 
 from __future__ import annotations
 
-import importlib.metadata
 from collections.abc import Iterable
 from functools import lru_cache
 from importlib import resources
@@ -107,6 +106,8 @@ def popular_domains() -> tuple[str, ...]:
 @lru_cache(maxsize=1)
 def data_versions() -> dict[str, str]:
     """Where the list data comes from, for ``mailvet doctor`` and the docs."""
+    import importlib.metadata  # here: ~0.02 s of start-up the offline commands do not need
+
     try:
         disposable = importlib.metadata.version(DISPOSABLE_PACKAGE)
     except importlib.metadata.PackageNotFoundError:  # pragma: no cover - a dependency

@@ -112,14 +112,17 @@ class _DomainAnswer:
 class Lists:
     """Loads the lists once; ``check`` answers for one syntactically valid address."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings | None) -> None:
+        """``settings`` None: every setting at its default (no operator lists)."""
         self._disposable = disposable_domains()
         self._free = free_domains()
         self._roles = role_local_parts()
-        self._allow = _operator_list(settings.allow_domains, settings.allow_list_file, "allow")
-        self._deny = _operator_list(settings.deny_domains, settings.deny_list_file, "deny")
+        self._allow: frozenset[str] = frozenset()
+        self._deny: frozenset[str] = frozenset()
+        if settings is not None:
+            self._allow = _operator_list(settings.allow_domains, settings.allow_list_file, "allow")
+            self._deny = _operator_list(settings.deny_domains, settings.deny_list_file, "deny")
         self._answers: dict[str, _DomainAnswer] = {}
-        self.versions = data_versions()
         self.sizes = {
             "disposable": len(self._disposable),
             "free": len(self._free),
@@ -129,6 +132,12 @@ class Lists:
             "deny": len(self._deny),
         }
         suggest_domain("warm.up")  # builds the typo index now, not on the first request
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """Where the list data comes from (asked when needed: importlib.metadata is a
+        start-up cost the offline commands do not pay)."""
+        return data_versions()
 
     def check(self, syntax: SyntaxFacts) -> ListFacts:
         """List facts for an address that passed the syntax stage."""

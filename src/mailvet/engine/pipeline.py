@@ -8,22 +8,27 @@ DNS facts filled in and ``deadline_hit`` set.
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
 from mailvet.engine.facts import DnsFacts, DnsOutcome, Facts, MxHost, SmtpFacts
 from mailvet.engine.lists import Lists, role_local_parts
 from mailvet.engine.protocol import Checked
-from mailvet.engine.providers import provider_for
 from mailvet.engine.scoring import decide
-from mailvet.engine.syntax import SyntaxPolicy, check_syntax, fast_local, fast_split
+from mailvet.engine.syntax import (
+    SyntaxPolicy,
+    check_syntax,
+    fast_domain,
+    fast_local,
+    fast_split,
+)
 from mailvet.engine.transcript import Transcript
-from mailvet.settings import Settings
 from mailvet.verdict import Verdict, new_id
 
-if TYPE_CHECKING:  # imported when first used: the offline path never loads dnspython or ssl
+if TYPE_CHECKING:  # imported when first used: the offline path never loads dnspython, ssl,
+    # asyncio or pydantic (the offline commands' start-up, bench/cli_offline.py)
     from mailvet.engine.dns import DnsStage
     from mailvet.engine.smtp import SmtpStage
+    from mailvet.settings import Settings
 
 __all__ = ["Checked", "Engine"]
 
@@ -40,16 +45,17 @@ _Slots = tuple[int, int, int, int] | None
 # it differs from the typed one, the typo suggestion, the field values of decide's
 # verdicts for a personal and a role probe address (after the _LEADING fields when
 # slots is None), the verdict type, the slots, and the two probe verdicts themselves
-# (offline_template hands them out).
+# (offline_template hands them out). The role probe runs when the domain's first role
+# address comes (None until then): most domains of a list have none.
 _MemoEntry = tuple[
     str | None,
     str | None,
     tuple[object, ...],
-    tuple[object, ...],
+    tuple[object, ...] | None,
     type[Verdict],
     _Slots,
     Verdict,
-    Verdict,
+    Verdict | None,
 ]
 _MEMO_SIZE = 100_000  # domains; cleared when full (the lists stage's cache does the same)
 _PERSON_PROBE = "x"
@@ -77,17 +83,24 @@ class Engine:
 
     def __init__(
         self,
-        settings: Settings,
+        settings: Settings | None,
         *,
         dns: DnsStage | None = None,
         smtp: SmtpStage | None = None,
     ) -> None:
-        self.settings = settings
-        self._policy = SyntaxPolicy.from_settings(settings)
+        """``settings`` None: every setting at its default, without building a
+        ``Settings`` (importing pydantic) until a network stage asks for one; the
+        offline commands start this way when no ``MAILVET_*`` variable is set
+        (``mailvet.cli_offline``)."""
+        self._settings = settings
+        self._policy = SyntaxPolicy() if settings is None else SyntaxPolicy.from_settings(settings)
         self._lists = Lists(settings)
         self._memo: dict[str, _MemoEntry | tuple[()]] = {}  # () = no memo for this domain
         self._memo_get = self._memo.get
         self._is_role = self._lists.is_role
+        # whether a local part is a role one (the rule verdict_offline applies; for
+        # bulk writers with offline_domain)
+        self.is_role = self._lists.is_role
         # probes: the shortest role local part the fast path accepts, and a personal one
         self._role_probe = min(
             (r for r in sorted(role_local_parts()) if fast_split(f"{r}@a.com")),
@@ -97,6 +110,14 @@ class Engine:
             raise AssertionError("verdict_offline probes: role list changed")  # pragma: no cover
         self._dns = dns
         self._smtp = smtp
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            from mailvet.settings import default_settings
+
+            self._settings = default_settings()
+        return self._settings
 
     @property
     def dns(self) -> DnsStage:
@@ -142,8 +163,16 @@ class Engine:
         # Every key of the memo passed the fast path's domain rule (it is the domain of an
         # address the fast path accepted), so the local part's rule completes it here.
         if entry and fast_local(raw, local):
-            email_domain, suggestion, person, role, cls, slots, _, _ = entry
-            template = role if self._is_role(local) else person
+            if self._is_role(local):
+                if entry[3] is None:
+                    entry = self._role_entry(typed_domain, entry)
+                    if entry is None:
+                        return decide(self.check_offline(raw))
+                template = entry[3]
+            else:
+                template = entry[2]
+            email_domain, suggestion, _, _, cls, slots, _, _ = entry
+            assert template is not None
             email = raw if email_domain is None else f"{local}@{email_domain}"
             if slots is None:  # the common case, and the cheapest
                 return _tuple_new(cls, (new_id(), email, local) + template)  # noqa: RUF005
@@ -176,15 +205,58 @@ class Engine:
         if entry is None:
             entry = self._memo_entry(raw)
         if entry and fast_local(raw, local):
+            template: Verdict | None = entry[6]
+            if self._is_role(local):
+                if entry[7] is None:
+                    entry = self._role_entry(typed_domain, entry)
+                    if entry is None:
+                        return None
+                template = entry[7]
+            assert template is not None
             email_domain = entry[0]
             suggestion = entry[1]
             return (
-                entry[7] if self._is_role(local) else entry[6],
+                template,
                 raw if email_domain is None else f"{local}@{email_domain}",
                 local,
                 None if suggestion is None else f"{local}@{suggestion}",
             )
         return None
+
+    def offline_domain(self, typed_domain: str) -> tuple[Verdict, str, str | None] | None:
+        """For bulk writers, per domain: ``(person, email_domain, suggestion)`` where
+        ``verdict_offline`` answers the addresses on ``typed_domain`` from its memo,
+        else ``None`` (call ``verdict_offline`` for each of them).
+
+        For an address ``raw`` with local part ``local`` (the text before its first
+        "@") and this domain, when ``fast_local(raw, local)`` holds and ``local`` is not
+        a role one (``is_role``), ``verdict_offline(raw)`` is ``person`` with a fresh
+        ``id``, ``email`` ``f"{local}@{email_domain}"``, ``username`` ``local`` and
+        ``did_you_mean`` ``f"{local}@{suggestion}"`` (None without a suggestion); for a
+        role local part, the same with ``offline_role(typed_domain)``; otherwise
+        ``verdict_offline(raw)`` takes the full path. Only domains the syntax stage's
+        fast path accepts get one (LDH, ASCII), so with a ``fast_local`` local part the
+        text needs no quoting or escaping.
+        """
+        entry = self._memo_get(typed_domain)
+        if entry is None:
+            if not fast_domain(typed_domain):
+                return None
+            entry = self._memo_entry(f"{_PERSON_PROBE}@{typed_domain}")
+        if not entry:
+            return None
+        email_domain, suggestion = entry[0], entry[1]
+        return entry[6], typed_domain if email_domain is None else email_domain, suggestion
+
+    def offline_role(self, typed_domain: str) -> Verdict | None:
+        """``offline_domain``'s template for role local parts (the role probe runs now if
+        it has not); None: role addresses on this domain take the full path."""
+        entry = self._memo_get(typed_domain)
+        if not entry:
+            return None
+        if entry[7] is None:
+            entry = self._role_entry(typed_domain, entry)
+        return None if entry is None else entry[7]
 
     def _memo_entry(self, raw: str) -> _MemoEntry | tuple[()] | None:
         """The memo entry for the domain of ``raw``, made now; ``None`` when the fast
@@ -200,43 +272,64 @@ class Engine:
         return entry
 
     def _probe(self, typed_domain: str) -> _MemoEntry | None:
-        """Run probe addresses on ``typed_domain`` through the full path and keep what
-        does not depend on the local part; ``None`` (the full path for every address
-        on this domain) when a probe does not take the fast path or the output does
-        not have the expected shape."""
-        probes = (_PERSON_PROBE, self._role_probe)
-        templates: list[Verdict] = []
-        for probe in probes:
-            address = f"{probe}@{typed_domain}"
-            if fast_split(address) is None:
-                return None
-            templates.append(decide(self.check_offline(address)))
-        person, role = templates
+        """Run a personal probe address on ``typed_domain`` through the full path and
+        keep what does not depend on the local part (the role probe: ``_role_entry``);
+        ``None`` (the full path for every address on this domain) when the probe does
+        not take the fast path or the output does not have the expected shape."""
+        address = f"{_PERSON_PROBE}@{typed_domain}"
+        if fast_split(address) is None:
+            return None
+        person = decide(self.check_offline(address))
         email_domain = person.email.partition("@")[2]
         suggestion = None
         if person.did_you_mean is not None:
             suggestion = person.did_you_mean.partition("@")[2]
-        for probe, verdict in zip(probes, templates, strict=True):
-            expected = None if suggestion is None else f"{probe}@{suggestion}"
-            if (
-                verdict.username != probe
-                or verdict.domain != person.domain
-                or verdict.email != f"{probe}@{email_domain}"
-                or verdict.did_you_mean != expected
-            ):
-                return None  # pragma: no cover - defensive: decide changed shape
+        if not self._shaped(person, _PERSON_PROBE, person, email_domain, suggestion):
+            return None  # pragma: no cover - defensive: decide changed shape
         email_domain_or_none = None if email_domain == typed_domain else email_domain
         cls = type(person)
         fields = cls._fields
-        if type(role) is not cls or not set(_PER_ADDRESS) <= set(fields):
+        if not set(_PER_ADDRESS) <= set(fields):
             return None  # pragma: no cover - defensive: decide changed shape
         if suggestion is None and fields[: len(_LEADING)] == _LEADING:
             cut = len(_LEADING)
-            return (email_domain_or_none, None, person[cut:], role[cut:], cls, None, person, role)
+            return (email_domain_or_none, None, person[cut:], None, cls, None, person, None)
         at_id, at_email, at_username, at_did_you_mean = (fields.index(f) for f in _PER_ADDRESS)
         slots = (at_id, at_email, at_username, at_did_you_mean)
-        values = (tuple(person), tuple(role))
-        return (email_domain_or_none, suggestion, *values, cls, slots, person, role)
+        return (email_domain_or_none, suggestion, tuple(person), None, cls, slots, person, None)
+
+    def _role_entry(self, typed_domain: str, entry: _MemoEntry) -> _MemoEntry | None:
+        """``entry`` with the role probe's template, stored; ``None`` when the role probe
+        does not fit (then every address on the domain takes the full path)."""
+        email_domain_or_none, suggestion, person_values, _, cls, slots, person, _ = entry
+        address = f"{self._role_probe}@{typed_domain}"
+        role = None
+        if fast_split(address) is not None:
+            role = decide(self.check_offline(address))
+        email_domain = email_domain_or_none or typed_domain
+        if role is None or not self._shaped(
+            role, self._role_probe, person, email_domain, suggestion
+        ):
+            self._memo[typed_domain] = ()
+            return None
+        values = role[len(_LEADING) :] if slots is None else tuple(role)
+        new = (email_domain_or_none, suggestion, person_values, values, cls, slots, person, role)
+        self._memo[typed_domain] = new
+        return new
+
+    @staticmethod
+    def _shaped(
+        verdict: Verdict, probe: str, person: Verdict, email_domain: str, suggestion: str | None
+    ) -> bool:
+        """Whether a probe's verdict has the fields the memo writes in where expected."""
+        expected = None if suggestion is None else f"{probe}@{suggestion}"
+        return (
+            type(verdict) is type(person)
+            and verdict.username == probe
+            and verdict.domain == person.domain
+            and verdict.email == f"{probe}@{email_domain}"
+            and verdict.did_you_mean == expected
+        )
 
     async def verify(
         self, raw: str, *, offline: bool = False, deadline: float | None = None
@@ -253,6 +346,8 @@ class Engine:
             facts.transcript = transcript.entries
             return Checked(decide(facts), facts)
         facts.offline = False
+        import asyncio
+
         limit = self.settings.deadline if deadline is None else max(0.0, deadline)
         try:
             async with asyncio.timeout(limit):
@@ -278,6 +373,8 @@ class Engine:
         # by preference, then name: not the random order of equal preferences the hosts
         # are tried in, so a domain's provider does not change from one check to the next
         ranked = sorted(dns.mx_hosts, key=lambda mx: (mx.preference, mx.host))
+        from mailvet.engine.providers import provider_for  # here: not an offline import
+
         provider = provider_for([mx.host for mx in ranked])
         facts.provider = provider.name if provider is not None else None
         # RCPT TO uses the A-label domain: every server understands it, SMTPUTF8 or not.

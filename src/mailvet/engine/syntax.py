@@ -193,8 +193,15 @@ def fast_split(raw: str) -> tuple[str, str] | None:
 
 def fast_local(raw: str, local: str) -> bool:
     """The fast path's rule for the address ``raw`` whose text before its first "@" is
-    ``local``, apart from the domain: a dot-atom of ASCII atext, within the limits."""
+    ``local``, apart from the domain: a dot-atom of ASCII atext, within the limits.
+    The same as ``len(raw) <= MAX_PATH and fast_local_part(local)``."""
     return len(raw) <= MAX_PATH and len(local) <= MAX_LOCAL and _FAST_LOCAL(local) is not None
+
+
+def fast_local_part(local: str) -> bool:
+    """``fast_local``'s rule on the local part alone (all of it but the whole address's
+    length), for bulk writers that keep its answer per local part."""
+    return len(local) <= MAX_LOCAL and _FAST_LOCAL(local) is not None
 
 
 def fast_domain(domain: str) -> bool:
