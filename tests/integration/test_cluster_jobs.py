@@ -33,7 +33,7 @@ from mailvet.jobs.cluster import (
     ClusterWorker,
     libpq_url,
 )
-from mailvet.jobs.limits import limits_for
+from mailvet.jobs.limits import Backoff, limits_for
 from mailvet.jobs.limits_pg import PgLimiter
 from mailvet.jobs.plan import dedupe_keys
 from mailvet.settings import Settings
@@ -290,6 +290,52 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
     assert got["alice@grey.test"]["result"] == "deliverable"
     for i, email in enumerate(emails):
         assert got[email]["result"] == ("deliverable" if i < 6 else "undeliverable"), email
+
+
+async def test_a_lane_backing_off_goes_to_a_later_job_not_a_sleeping_worker(
+    pg_fresh_url: str,
+) -> None:
+    """The MX refuses the session (421 at the banner): the lane backs off for 30-60 s.
+    The job does not sleep through the back-off in its worker: it hands the addresses
+    to a probe job scheduled at the back-off's end, which carries the lane's failures
+    (so a lane that keeps failing still gives up), and ends."""
+    sites = {"down.test": sim.banner_421()}
+    emails = ["a@down.test", "b@down.test"]
+    async with SimInternet(sites, {}) as net:
+        settings = cluster_settings(net, pg_fresh_url)
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        options = {"backoff": Backoff(base=60.0, cap=60.0), "max_lane_failures": 5}
+        try:
+            record = await submit(store, pg_fresh_url, emails)
+            async with workers(settings, 1, concurrency=2, scheduler_options=options):
+                async with asyncio.timeout(30):  # well under the back-off
+                    while not (
+                        later := sql(
+                            pg_fresh_url,
+                            "SELECT j.id, j.args, j.scheduled_at - now() FROM procrastinate_jobs j "
+                            "WHERE j.task_name = %s AND j.status = 'todo' "
+                            "AND j.args ? 'failures' AND NOT EXISTS (SELECT 1 FROM "
+                            "procrastinate_jobs d WHERE d.status = 'doing' AND d.task_name = %s)",
+                            PROBE_TASK,
+                            PROBE_TASK,
+                        )
+                    ):
+                        await asyncio.sleep(0.1)
+                job_id, args, wait = later[0]
+                held = sql(
+                    pg_fresh_url,
+                    "SELECT email FROM batch_items WHERE batch_id = %s AND job_id = %s "
+                    "AND verdict IS NULL ORDER BY position",
+                    record.id,
+                    job_id,
+                )
+        finally:
+            await store.close()
+    assert [e for (e,) in held] == emails  # handed over, nothing lost
+    assert args["failures"] == 1 and args["host"] == "mx.down.test"
+    assert "email" not in json.dumps(args) and "@" not in json.dumps(args)
+    assert wait.total_seconds() > 20.0  # scheduled at the back-off's end
 
 
 # --- the API side ---------------------------------------------------------------------

@@ -20,7 +20,11 @@ Jobs (task name, arguments; never an address in them, procrastinate logs argumen
   ``Scheduler``. Greylisted or temporarily refused items are handed to a new probe job
   deferred to the retry time (``schedule_at``: no worker sleeps); if the lane is at its
   cap (``lane_wait``: the limiter's ``try_session``), the items go to a new probe job a
-  moment later, without asking.
+  moment later, without asking. The worker's limiter never waits either: a lane that
+  filled up since that probe, or that backs off mid-job (a refused session), raises
+  ``LaneBusy`` and its items go to a probe job deferred by the wait, its arguments
+  carrying the lane's back-off state (``failures``, ``turn``: counts, no address) so
+  that a lane that keeps failing still gives up after ``max_lane_failures``.
 - ``mailvet.webhook(batch_id)``, queue ``mailvet_plan``: one delivery attempt of a
   finished batch's ``callback_url`` (jobs/webhook.py); deferred in the transaction
   that finishes the batch, again by the sweep while retries are due.
@@ -115,10 +119,11 @@ def new_worker_id() -> str:
 
 def make_limiter(settings: Settings, holder: str) -> Limiter:
     """The per-MX limiter of a worker: ``jobs/limits_pg.PgLimiter``, caps across the
-    cluster (started and closed by ``ClusterWorker.run``)."""
+    cluster (started and closed by ``ClusterWorker.run``). It never waits for a session
+    (``wait=False``): a lane that cannot start one is handed to a deferred job."""
     from mailvet.jobs.limits_pg import PgLimiter
 
-    return PgLimiter(settings.database_url, holder=holder, settings=settings)
+    return PgLimiter(settings.database_url, holder=holder, settings=settings, wait=False)
 
 
 async def lane_wait(limiter: Limiter, lane: str, limits: LaneLimits) -> float:
@@ -269,7 +274,9 @@ def _slices(
     return slices
 
 
-async def _probe(context: JobContext, batch_id: str, host: str) -> None:
+async def _probe(
+    context: JobContext, batch_id: str, host: str, failures: int = 0, turn: int = 0
+) -> None:
     ctx = _context(context)
     job_id = _job_id(context)
     items = await ctx.cluster.held(batch_id, job_id)
@@ -286,23 +293,32 @@ async def _probe(context: JobContext, batch_id: str, host: str) -> None:
                 "lane %s at its cap: %d addresses deferred %.1f s", route.host, len(works), wait
             )
             at = utcnow() + timedelta(seconds=wait)
-            args = {"batch_id": batch_id, "host": route.host}
+            args: dict[str, Any] = {"batch_id": batch_id, "host": route.host}
+            if route.host == host:  # the lane's back-off state goes on with its work
+                args.update((k, v) for k, v in (("failures", failures), ("turn", turn)) if v)
             probe.handovers.append(Handover(PROBE_TASK, args, [w.key for w in works], at=at))
         else:
             lanes.append((route, works))
     if lanes:
-        finals, retries = await ctx.ask(lanes)
-        probe.results.extend(finals)
-        groups: dict[tuple[str, datetime], list[str]] = {}
-        for key, lane, at in retries:
-            # one job per lane and second
-            second = at.replace(microsecond=0) + timedelta(seconds=1 if at.microsecond else 0)
-            groups.setdefault((lane, second), []).append(key)
-        for (lane, at), keys in groups.items():
-            args = {"batch_id": batch_id, "host": lane}
-            probe.handovers.append(Handover(PROBE_TASK, args, keys, at=at, retry=True))
+        asked = await ctx.ask(lanes, {host: {"failures": failures, "turn": turn}})
+        probe.results.extend(asked.finals)
+        _group(probe, batch_id, asked.retries, retry=True)
+        _group(probe, batch_id, asked.waits, retry=False)
     if await ctx.cluster.commit(batch_id, job_id, probe):
         log.info("batch %s finished", batch_id)
+
+
+def _group(probe: Probe, batch_id: str, items: Sequence[_Later], *, retry: bool) -> None:
+    """Hand ``items`` over to probe jobs: one per lane, second and lane state."""
+    groups: dict[tuple[str, datetime, tuple[tuple[str, int], ...]], list[str]] = {}
+    for item in items:
+        at = item.at
+        second = at.replace(microsecond=0) + timedelta(seconds=1 if at.microsecond else 0)
+        state = tuple(sorted((k, v) for k, v in item.state.items() if v))
+        groups.setdefault((item.lane, second, state), []).append(item.key)
+    for (lane, at, state), keys in groups.items():
+        args: dict[str, Any] = {"batch_id": batch_id, "host": lane, **dict(state)}
+        probe.handovers.append(Handover(PROBE_TASK, args, keys, at=at, retry=retry))
 
 
 async def _webhook(context: JobContext, batch_id: str) -> None:
@@ -330,6 +346,24 @@ async def _sweep(context: JobContext, timestamp: int) -> None:
 
 
 # --- a worker process ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Later:
+    """An address to ask again later: a greylist retry, or a lane that could not start a
+    session (``state``: the lane's back-off state to resume with)."""
+
+    key: str
+    lane: str
+    at: datetime
+    state: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Asked:
+    finals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    retries: list[_Later] = field(default_factory=list)
+    waits: list[_Later] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -360,26 +394,33 @@ class WorkerContext:
         return planner
 
     async def ask(
-        self, lanes: Sequence[tuple[Route, Sequence[LaneWork]]]
-    ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str, datetime]]]:
+        self,
+        lanes: Sequence[tuple[Route, Sequence[LaneWork]]],
+        states: dict[str, dict[str, int]] | None = None,
+    ) -> _Asked:
         """Ask the lanes' addresses through a ``Scheduler`` (one session a slice): the
-        verdicts, and the (key, lane, time) of the retries."""
-        finals: list[tuple[str, dict[str, Any]]] = []
-        retries: list[tuple[str, str, datetime]] = []
+        verdicts, the greylist retries, and the addresses of lanes that could not start
+        a session (backing off, at their cap: ``LaneBusy``), to be asked later.
+        ``states``: a lane's back-off state (failures, turn) by host, from ``waits``."""
+        asked = _Asked()
         lane_of = {id(work): route.host for route, works in lanes for work in works}
         total = len(lane_of)
         settled = asyncio.Event()
 
         def check() -> None:
-            if len(finals) + len(retries) >= total:
+            if len(asked.finals) + len(asked.retries) + len(asked.waits) >= total:
                 settled.set()
 
         def on_final(work: LaneWork, verdict: Verdict) -> None:
-            finals.append((work.key, verdict.as_dict()))
+            asked.finals.append((work.key, verdict.as_dict()))
             check()
 
         def on_retry(work: LaneWork, at: datetime) -> None:
-            retries.append((work.key, lane_of.get(id(work), ""), at))
+            asked.retries.append(_Later(work.key, lane_of.get(id(work), ""), at))
+            check()
+
+        def on_wait(work: LaneWork, at: datetime, state: dict[str, int]) -> None:
+            asked.waits.append(_Later(work.key, lane_of.get(id(work), ""), at, state))
             check()
 
         options: dict[str, Any] = {"catch_all_cached": self.catch_all_cached}
@@ -389,11 +430,12 @@ class WorkerContext:
             self.settings,
             on_final=on_final,
             on_retry=on_retry,
+            on_wait=on_wait,
             limiter=self.limiter,
             **options,
         )
         for route, works in lanes:
-            scheduler.submit(route, list(works))
+            scheduler.submit(route, list(works), **(states or {}).get(route.host, {}))
         try:
             await settled.wait()
             # every address is settled: let the sessions QUIT and release their slots
@@ -402,7 +444,7 @@ class WorkerContext:
             await scheduler.wait_sessions(SESSION_END_WAIT)
         finally:
             await scheduler.stop()
-        return finals, retries
+        return asked
 
 
 def _session_opener(smtp: Any, settings: Settings) -> OpenSession:
