@@ -33,6 +33,7 @@ from mailvet.jobs.cluster import (
     ClusterWorker,
     libpq_url,
 )
+from mailvet.jobs.cluster_store import SCAN_WINDOW, ClusterStore
 from mailvet.jobs.limits import Backoff, limits_for
 from mailvet.jobs.limits_pg import PgLimiter
 from mailvet.jobs.plan import dedupe_keys
@@ -336,6 +337,47 @@ async def test_a_lane_backing_off_goes_to_a_later_job_not_a_sleeping_worker(
     assert args["failures"] == 1 and args["host"] == "mx.down.test"
     assert "email" not in json.dumps(args) and "@" not in json.dumps(args)
     assert wait.total_seconds() > 20.0  # scheduled at the back-off's end
+
+
+async def test_a_re_plan_reads_a_bounded_window_of_a_batch_per_job(pg_fresh_url: str) -> None:
+    """Items mostly held by live jobs, one not: each plan job reads at most
+    ``SCAN_WINDOW`` chunks of positions (never the whole batch in one query) and the
+    chain of them still finds the free item, then ends."""
+    store = open_store(pg_fresh_url)
+    await store.migrate()
+    try:
+        emails = [f"u{i}@a.test" for i in range(50)]
+        key, _ = await store.create_key("window", Plan.PAID)
+        record = await store.create_batch(key.id, None, emails, keys=emails)
+        (live,) = sql(
+            pg_fresh_url,
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+            "VALUES ('mailvet_smtp', %s, '{}', 'todo') RETURNING id",
+            PROBE_TASK,
+        )[0]
+        sql(
+            pg_fresh_url,
+            "UPDATE batch_items SET job_id = %s WHERE batch_id = %s AND position < 49",
+            live,
+            record.id,
+        )
+        cluster = ClusterStore(
+            getattr(store, "engine"),  # noqa: B009 - the SqlStore's engine
+            lambda connection, jobs: asyncio.sleep(0, []),
+            plan_task=PLAN_TASK,
+            webhook_task="mailvet.webhook",
+        )
+        reads: list[tuple[int, int, list[str]]] = []
+        after, more = -1, True
+        while more:
+            items, last, more = await cluster.candidates(record.id, after, 2)
+            reads.append((after, last, [i.email for i in items]))
+            after = last
+    finally:
+        await store.close()
+    assert all(last - after <= 2 * SCAN_WINDOW for after, last, _ in reads)
+    assert [e for _, _, found in reads for e in found] == ["u49@a.test"]
+    assert reads[-1][1] >= 49 and len(reads) == 3  # positions 0-19, 20-39, 40-59
 
 
 # --- the API side ---------------------------------------------------------------------

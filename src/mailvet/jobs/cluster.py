@@ -9,7 +9,7 @@ Jobs (task name, arguments; never an address in them, procrastinate logs argumen
 
 - ``mailvet.plan(batch_id, after)``, queue ``mailvet_plan``, lock ``plan:<batch>`` (one
   at a time per batch): up to ``PLAN_CHUNK`` items past position ``after`` that no live
-  job holds. Offline verdicts (syntax, lists, DNS without mail) are saved at once; the
+  job holds, read from at most ``SCAN_WINDOW`` chunks of positions (cluster_store). Offline verdicts (syntax, lists, DNS without mail) are saved at once; the
   rest are grouped into lanes by MX host and cut into *slices* of at most one session's
   recipients (``rcpt_per_session``, a catch-all check counted per new domain), one
   probe job each; when the chunk was full, the next plan job (``after`` = the last
