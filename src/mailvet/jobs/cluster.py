@@ -9,10 +9,11 @@ Jobs (task name, arguments; never an address in them, procrastinate logs argumen
 
 - ``mailvet.plan(batch_id, after)``, queue ``mailvet_plan``, lock ``plan:<batch>`` (one
   at a time per batch): up to ``PLAN_CHUNK`` items past position ``after`` that no live
-  job holds, read from at most ``SCAN_WINDOW`` chunks of positions (cluster_store). Offline verdicts (syntax, lists, DNS without mail) are saved at once; the
-  rest are grouped into lanes by MX host and cut into *slices* of at most one session's
+  job holds, read from at most ``SCAN_WINDOW`` chunks of positions (cluster_store).
+  Offline verdicts (syntax, lists, DNS without mail) are saved at once; the rest are
+  grouped into lanes by MX host and cut into *slices* of at most one session's
   recipients (``rcpt_per_session``, a catch-all check counted per new domain), one
-  probe job each; when the chunk was full, the next plan job (``after`` = the last
+  probe job each; while positions are left, the next plan job (``after`` = the last
   position read) is deferred in the same transaction. A 10M-address list is thus
   planned a chunk at a time, never in one job.
 - ``mailvet.probe(batch_id, host)``, queue ``mailvet_smtp`` (the only jobs that need
@@ -44,10 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import secrets
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -104,17 +102,16 @@ _PLANNERS = 64  # batches whose planner (DNS memo) a worker keeps
 
 def libpq_url(database_url: str) -> str:
     """``postgresql://...`` for psycopg from a mailvet (SQLAlchemy) database URL."""
-    from sqlalchemy.engine import make_url
+    from mailvet.jobs.limits_pg import pg_conninfo
 
-    from mailvet.storage import normalise_url
-
-    url = make_url(normalise_url(database_url.strip())).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
+    return pg_conninfo(database_url)
 
 
 def new_worker_id() -> str:
     """host:pid:random, the holder of a worker's limiter leases and its name in logs."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    from mailvet.jobs.limits_pg import default_holder
+
+    return default_holder()
 
 
 def make_limiter(settings: Settings, holder: str) -> Limiter:
