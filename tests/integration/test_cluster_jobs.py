@@ -33,7 +33,7 @@ from mailvet.jobs.cluster import (
     ClusterWorker,
     libpq_url,
 )
-from mailvet.jobs.cluster_store import SCAN_WINDOW, ClusterStore
+from mailvet.jobs.cluster_store import SCAN_WINDOW, ClusterStore, Handover, Probe
 from mailvet.jobs.limits import Backoff, limits_for
 from mailvet.jobs.limits_pg import PgLimiter
 from mailvet.jobs.plan import dedupe_keys
@@ -378,6 +378,56 @@ async def test_a_re_plan_reads_a_bounded_window_of_a_batch_per_job(pg_fresh_url:
     assert all(last - after <= 2 * SCAN_WINDOW for after, last, _ in reads)
     assert [e for _, _, found in reads for e in found] == ["u49@a.test"]
     assert reads[-1][1] >= 49 and len(reads) == 3  # positions 0-19, 20-39, 40-59
+
+
+async def test_a_plan_job_run_twice_takes_nothing_a_live_job_holds(pg_fresh_url: str) -> None:
+    """A plan job's second run (its worker taken for dead while alive) read the same
+    items before the first run handed them to a probe job: its hand-over takes none of
+    them back from that live job (which may be asking already), and takes the rest."""
+    store = open_store(pg_fresh_url)
+    await store.migrate()
+    try:
+        emails = ["a@a.test", "b@a.test"]
+        key, _ = await store.create_key("twice", Plan.PAID)
+        record = await store.create_batch(key.id, None, emails, keys=emails)
+
+        async def defer(connection: Any, jobs: Any) -> list[int]:
+            ids = []
+            for task, args, _at in jobs:
+                cursor = await connection.execute(
+                    "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+                    "VALUES ('mailvet_smtp', %s, %s) RETURNING id",
+                    (task, json.dumps(args)),
+                )
+                ids.append((await cursor.fetchone())[0])
+            return ids
+
+        cluster = ClusterStore(
+            getattr(store, "engine"),  # noqa: B009 - the SqlStore's engine
+            defer,
+            plan_task=PLAN_TASK,
+            webhook_task="mailvet.webhook",
+        )
+        args = {"batch_id": record.id, "host": "mx.a.test"}
+        first = Probe(handovers=[Handover(PROBE_TASK, args, ["a@a.test"])])
+        await cluster.commit(record.id, None, first)
+        (held_by_first,) = sql(
+            pg_fresh_url,
+            "SELECT job_id FROM batch_items WHERE position = 0 AND batch_id = %s",
+            record.id,
+        )[0]
+        second = Probe(handovers=[Handover(PROBE_TASK, args, ["a@a.test", "b@a.test"])])
+        await cluster.commit(record.id, None, second)
+        holders = sql(
+            pg_fresh_url,
+            "SELECT job_id FROM batch_items WHERE batch_id = %s ORDER BY position",
+            record.id,
+        )
+    finally:
+        await store.close()
+    assert held_by_first is not None
+    assert holders[0][0] == held_by_first  # not taken back
+    assert holders[1][0] not in (None, held_by_first)  # the free one is taken
 
 
 # --- the API side ---------------------------------------------------------------------

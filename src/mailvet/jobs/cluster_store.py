@@ -77,10 +77,13 @@ _ADD_USAGE = text(
     "WHERE b.id = :batch_id "
     "ON CONFLICT (key_id, day, result) DO UPDATE SET count = usage_daily.count + excluded.count"
 )
+# A plan job (``job_id`` NULL) takes only items no live job holds, as it read them: run
+# twice (its worker taken for dead while alive), its second run never takes back what the
+# first handed to probe jobs that may be asking already.
 _HAND_OVER = text(
     "UPDATE batch_items AS i SET job_id = :new_job, updated_at = :now "
     "WHERE i.batch_id = :batch_id AND i.key = ANY(CAST(:keys AS text[])) "
-    "AND i.verdict IS NULL AND (CAST(:job_id AS bigint) IS NULL OR i.job_id = :job_id "
+    "AND i.verdict IS NULL AND (i.job_id = CAST(:job_id AS bigint) "
     f"OR i.job_id IS NULL OR NOT {_LIVE})"
 )
 _RETRY = text(
