@@ -38,6 +38,15 @@ Exactly once: see jobs/cluster_store.py. Every item is held by one live job at a
 handed from job to job in the transaction that defers the next, results are saved only
 by the holder and only where none is; a job run twice asks only what its first run did
 not settle.
+
+Known limits: planning runs ahead of probing (nothing bounds the queued probe jobs), and
+a slice whose lane is at its cap comes back about every ``SLOT_RETRY`` second (1-1.5 s),
+so a huge list on one provider with few sessions keeps its waiting slices cycling
+through the workers (a transaction each) until they get a slot; correct, but it costs
+database round trips in proportion to the backlog. A RCPT that meets a pause another
+worker stored waits in its session (``PgLimiter.rcpt``), at most that pause. Items held
+by a job whose row was deleted by hand (not failed or cancelled: deleted) are found
+only by a plan job running for another reason (cluster_store).
 """
 
 from __future__ import annotations
