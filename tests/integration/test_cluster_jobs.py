@@ -581,6 +581,47 @@ async def test_a_lane_at_its_cap_is_deferred_and_its_cap_holds(
     assert all(asked[e] == 1 for e in emails)
 
 
+async def test_a_slice_waiting_on_a_full_lane_waits_longer_each_time(pg_fresh_url: str) -> None:
+    """While another worker holds the lane's only slot, the slice is deferred 1, 2, 4 ...
+    seconds (up to LANE_WAIT_MAX), not every second: waiting slices do not cycle through
+    the workers; once the slot is free the batch still completes."""
+    sites = {"full.test": sim.mailboxes("u0", "u1", style="postfix")}
+    emails = ["u0@full.test", "u1@full.test"]
+    async with SimInternet(sites, {}) as net:
+        settings = cluster_settings(net, pg_fresh_url, mx_max_sessions=1)
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            limits = limits_for(None, settings)
+            async with (
+                PgLimiter(pg_fresh_url, holder="test", settings=settings) as other,
+                contextlib.AsyncExitStack() as held,
+            ):
+                await held.enter_async_context(other.session("mx.full.test", limits))
+                record = await submit(store, pg_fresh_url, emails)
+                async with workers(settings, 1, concurrency=2):
+                    async with asyncio.timeout(60):
+                        while not (
+                            later := sql(
+                                pg_fresh_url,
+                                "SELECT extract(epoch FROM scheduled_at - now()) "
+                                "FROM procrastinate_jobs WHERE task_name = %s "
+                                "AND status = 'todo' AND (args ->> 'waited')::int >= 3",
+                                PROBE_TASK,
+                            )
+                        ):
+                            await asyncio.sleep(0.05)
+                    assert net.smtp.sessions == []
+                    await held.aclose()
+                    await finished(store, record)
+            got = await verdicts(store, record)
+        finally:
+            await store.close()
+    # the third deferral in a row waits at least 4 s (seen within moments of it)
+    assert float(later[0][0]) > 2.0
+    assert all(got[e]["result"] == "deliverable" for e in emails)
+
+
 async def test_the_webhook_of_a_finished_batch_is_sent_and_retried(pg_fresh_url: str) -> None:
     async with SimInternet(STANDARD_SITES, STANDARD_ZONE) as net, receiver([500]) as hook:
         settings = cluster_settings(

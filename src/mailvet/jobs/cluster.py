@@ -39,14 +39,18 @@ handed from job to job in the transaction that defers the next, results are save
 by the holder and only where none is; a job run twice asks only what its first run did
 not settle.
 
-Known limits: planning runs ahead of probing (nothing bounds the queued probe jobs), and
-a slice whose lane is at its cap comes back about every ``SLOT_RETRY`` second (1-1.5 s),
-so a huge list on one provider with few sessions keeps its waiting slices cycling
-through the workers (a transaction each) until they get a slot; correct, but it costs
-database round trips in proportion to the backlog. A RCPT that meets a pause another
-worker stored waits in its session (``PgLimiter.rcpt``), at most that pause. Items held
-by a job whose row was deleted by hand (not failed or cancelled: deleted) are found
-only by a plan job running for another reason (cluster_store).
+A slice deferred for a busy lane ``n`` times in a row (``waited``, in its arguments)
+waits at least ``2 ** n`` s, up to ``LANE_WAIT_MAX``, so slices waiting on a full lane
+come back every few seconds, not every second.
+
+Known limits: planning runs ahead of probing (nothing bounds the queued probe jobs), so
+a huge list on one provider with few sessions keeps its waiting slices cycling through
+the workers (a transaction each, about every ``LANE_WAIT_MAX`` s a slice) until they
+get a slot: correct, but database round trips in proportion to the backlog. A RCPT
+that meets a pause another worker stored waits in its session (``PgLimiter.rcpt``), at
+most that pause. Items held by a job whose row was deleted by hand (not failed or
+cancelled: deleted) are found only by a plan job running for another reason
+(cluster_store).
 """
 
 from __future__ import annotations
@@ -102,6 +106,7 @@ QUEUES = (PLAN_QUEUE, PROBE_QUEUE)
 PLAN_CHUNK = 2_000  # items read by one plan job
 SWEEP_EVERY = 5  # seconds between sweeps (a divisor of 60)
 LANE_BUSY_DELAY = 1.0  # seconds a slice waits when its lane's sessions are all open
+LANE_WAIT_MAX = 10.0  # seconds: a slice deferred n times in a row waits 2**n s, at most this
 MAX_JOB_ATTEMPTS = 10  # a job that keeps raising (a database fault) is retried so often
 FETCH_POLL = 1.0  # seconds: scheduled jobs are not notified when due; the workers poll
 SESSION_END_WAIT = 6.0  # seconds a job waits for its sessions' QUIT (smtp: at most 5 s)
@@ -280,8 +285,23 @@ def _slices(
     return slices
 
 
+def _lane_deferral(wait: float, waited: int) -> float:
+    """Seconds a slice is deferred for a busy lane: the lane's own wait, and at least
+    ``2 ** waited`` s (up to ``LANE_WAIT_MAX``) for a slice deferred ``waited`` times
+    in a row, plus up to half again at random, so that slices waiting on a full lane
+    do not cycle through the workers every second."""
+    floor = min(LANE_WAIT_MAX, LANE_BUSY_DELAY * 2.0 ** min(max(0, waited), 16))
+    wait = max(wait, floor)
+    return wait + random.uniform(0, wait / 2)
+
+
 async def _probe(
-    context: JobContext, batch_id: str, host: str, failures: int = 0, turn: int = 0
+    context: JobContext,
+    batch_id: str,
+    host: str,
+    failures: int = 0,
+    turn: int = 0,
+    waited: int = 0,
 ) -> None:
     ctx = _context(context)
     job_id = _job_id(context)
@@ -294,14 +314,16 @@ async def _probe(
     for route, works in planned.lanes.values():
         wait = await lane_wait(ctx.limiter, route.host, route.limits)
         if wait > 0:  # the lane is at its cap: a new job a moment later, nobody waits
-            wait += random.uniform(0, wait / 2)
+            mine = route.host == host
+            wait = _lane_deferral(wait, waited if mine else 0)
             log.debug(
                 "lane %s at its cap: %d addresses deferred %.1f s", route.host, len(works), wait
             )
             at = utcnow() + timedelta(seconds=wait)
             args: dict[str, Any] = {"batch_id": batch_id, "host": route.host}
-            if route.host == host:  # the lane's back-off state goes on with its work
+            if mine:  # the lane's back-off state goes on with its work
                 args.update((k, v) for k, v in (("failures", failures), ("turn", turn)) if v)
+            args["waited"] = (waited if mine else 0) + 1
             probe.handovers.append(Handover(PROBE_TASK, args, [w.key for w in works], at=at))
         else:
             lanes.append((route, works))
@@ -309,6 +331,14 @@ async def _probe(
         asked = await ctx.ask(lanes, {host: {"failures": failures, "turn": turn}})
         probe.results.extend(asked.finals)
         _group(probe, batch_id, asked.retries, retry=True)
+        now = utcnow()
+        deferred: dict[str, datetime] = {}  # one time a lane: its slice stays one job
+        for item in asked.waits:  # LaneBusy: filled up since lane_wait, or backing off
+            if item.lane not in deferred:
+                left = (item.at - now).total_seconds()
+                deferred[item.lane] = now + timedelta(seconds=_lane_deferral(left, waited))
+            item.at = deferred[item.lane]
+            item.state["waited"] = waited + 1
         _group(probe, batch_id, asked.waits, retry=False)
     if await ctx.cluster.commit(batch_id, job_id, probe):
         log.info("batch %s finished", batch_id)
@@ -354,7 +384,7 @@ async def _sweep(context: JobContext, timestamp: int) -> None:
 # --- a worker process ---------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Later:
     """An address to ask again later: a greylist retry, or a lane that could not start a
     session (``state``: the lane's back-off state to resume with)."""
