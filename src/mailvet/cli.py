@@ -677,10 +677,19 @@ def status_command(
     settings = _settings(ctx)
 
     async def run() -> ClusterStatus | None:
+        from sqlalchemy.exc import SQLAlchemyError
+
+        from mailvet.storage import StorageError
+
         async with _store(settings) as store:
             if not isinstance(store, SqlStore):
                 return None
-            return await read_status(store.engine, settings)
+            try:
+                return await read_status(store.engine, settings)
+            except SQLAlchemyError as exc:  # one line (the driver's), not a traceback
+                cause = str(getattr(exc, "orig", None) or type(exc).__name__)
+                line = cause.strip().splitlines()[0] if cause.strip() else type(exc).__name__
+                raise StorageError(f"database error: {line}") from None
 
     found = asyncio.run(run())
     if found is None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from platformdirs import user_data_path
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 __all__ = [
@@ -254,6 +254,17 @@ class Settings(BaseSettings):
         if not value > 0 or value == float("inf"):  # NaN too
             raise ValueError("must be a positive number of seconds")
         return value
+
+    @model_validator(mode="after")
+    def _stalled_after_heartbeats(self) -> Self:
+        # shorter, a live worker is taken for dead between two of its heartbeats: its
+        # running jobs are run again elsewhere while it runs them (addresses asked twice)
+        if self.worker_stalled_timeout < 2 * self.worker_heartbeat_interval:
+            raise ValueError(
+                "MAILVET_WORKER_STALLED_TIMEOUT must be at least twice"
+                " MAILVET_WORKER_HEARTBEAT_INTERVAL (a few times is safer)"
+            )
+        return self
 
     def runs_batches_inprocess(self) -> bool:
         """Whether ``mailvet serve`` runs batch work itself (``inprocess_worker``, by default

@@ -33,7 +33,8 @@ from mailvet.jobs.cluster import (
     ClusterWorker,
     libpq_url,
 )
-from mailvet.jobs.limits import limits_for
+from mailvet.jobs.cluster_store import SCAN_WINDOW, ClusterStore, Handover, Probe
+from mailvet.jobs.limits import Backoff, limits_for
 from mailvet.jobs.limits_pg import PgLimiter
 from mailvet.jobs.plan import dedupe_keys
 from mailvet.settings import Settings
@@ -292,6 +293,143 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
         assert got[email]["result"] == ("deliverable" if i < 6 else "undeliverable"), email
 
 
+async def test_a_lane_backing_off_goes_to_a_later_job_not_a_sleeping_worker(
+    pg_fresh_url: str,
+) -> None:
+    """The MX refuses the session (421 at the banner): the lane backs off for 30-60 s.
+    The job does not sleep through the back-off in its worker: it hands the addresses
+    to a probe job scheduled at the back-off's end, which carries the lane's failures
+    (so a lane that keeps failing still gives up), and ends."""
+    sites = {"down.test": sim.banner_421()}
+    emails = ["a@down.test", "b@down.test"]
+    async with SimInternet(sites, {}) as net:
+        settings = cluster_settings(net, pg_fresh_url)
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        options = {"backoff": Backoff(base=60.0, cap=60.0), "max_lane_failures": 5}
+        try:
+            record = await submit(store, pg_fresh_url, emails)
+            async with workers(settings, 1, concurrency=2, scheduler_options=options):
+                async with asyncio.timeout(30):  # well under the back-off
+                    while not (
+                        later := sql(
+                            pg_fresh_url,
+                            "SELECT j.id, j.args, j.scheduled_at - now() FROM procrastinate_jobs j "
+                            "WHERE j.task_name = %s AND j.status = 'todo' "
+                            "AND j.args ? 'failures' AND NOT EXISTS (SELECT 1 FROM "
+                            "procrastinate_jobs d WHERE d.status = 'doing' AND d.task_name = %s)",
+                            PROBE_TASK,
+                            PROBE_TASK,
+                        )
+                    ):
+                        await asyncio.sleep(0.1)
+                job_id, args, wait = later[0]
+                held = sql(
+                    pg_fresh_url,
+                    "SELECT email FROM batch_items WHERE batch_id = %s AND job_id = %s "
+                    "AND verdict IS NULL ORDER BY position",
+                    record.id,
+                    job_id,
+                )
+        finally:
+            await store.close()
+    assert [e for (e,) in held] == emails  # handed over, nothing lost
+    assert args["failures"] == 1 and args["host"] == "mx.down.test"
+    assert "email" not in json.dumps(args) and "@" not in json.dumps(args)
+    assert wait.total_seconds() > 20.0  # scheduled at the back-off's end
+
+
+async def test_a_re_plan_reads_a_bounded_window_of_a_batch_per_job(pg_fresh_url: str) -> None:
+    """Items mostly held by live jobs, one not: each plan job reads at most
+    ``SCAN_WINDOW`` chunks of positions (never the whole batch in one query) and the
+    chain of them still finds the free item, then ends."""
+    store = open_store(pg_fresh_url)
+    await store.migrate()
+    try:
+        emails = [f"u{i}@a.test" for i in range(50)]
+        key, _ = await store.create_key("window", Plan.PAID)
+        record = await store.create_batch(key.id, None, emails, keys=emails)
+        (live,) = sql(
+            pg_fresh_url,
+            "INSERT INTO procrastinate_jobs (queue_name, task_name, args, status) "
+            "VALUES ('mailvet_smtp', %s, '{}', 'todo') RETURNING id",
+            PROBE_TASK,
+        )[0]
+        sql(
+            pg_fresh_url,
+            "UPDATE batch_items SET job_id = %s WHERE batch_id = %s AND position < 49",
+            live,
+            record.id,
+        )
+        cluster = ClusterStore(
+            getattr(store, "engine"),  # noqa: B009 - the SqlStore's engine
+            lambda connection, jobs: asyncio.sleep(0, []),
+            plan_task=PLAN_TASK,
+            webhook_task="mailvet.webhook",
+        )
+        reads: list[tuple[int, int, list[str]]] = []
+        after, more = -1, True
+        while more:
+            items, last, more = await cluster.candidates(record.id, after, 2)
+            reads.append((after, last, [i.email for i in items]))
+            after = last
+    finally:
+        await store.close()
+    assert all(last - after <= 2 * SCAN_WINDOW for after, last, _ in reads)
+    assert [e for _, _, found in reads for e in found] == ["u49@a.test"]
+    assert reads[-1][1] >= 49 and len(reads) == 3  # positions 0-19, 20-39, 40-59
+
+
+async def test_a_plan_job_run_twice_takes_nothing_a_live_job_holds(pg_fresh_url: str) -> None:
+    """A plan job's second run (its worker taken for dead while alive) read the same
+    items before the first run handed them to a probe job: its hand-over takes none of
+    them back from that live job (which may be asking already), and takes the rest."""
+    store = open_store(pg_fresh_url)
+    await store.migrate()
+    try:
+        emails = ["a@a.test", "b@a.test"]
+        key, _ = await store.create_key("twice", Plan.PAID)
+        record = await store.create_batch(key.id, None, emails, keys=emails)
+
+        async def defer(connection: Any, jobs: Any) -> list[int]:
+            ids = []
+            for task, args, _at in jobs:
+                cursor = await connection.execute(
+                    "INSERT INTO procrastinate_jobs (queue_name, task_name, args) "
+                    "VALUES ('mailvet_smtp', %s, %s) RETURNING id",
+                    (task, json.dumps(args)),
+                )
+                ids.append((await cursor.fetchone())[0])
+            return ids
+
+        cluster = ClusterStore(
+            getattr(store, "engine"),  # noqa: B009 - the SqlStore's engine
+            defer,
+            plan_task=PLAN_TASK,
+            webhook_task="mailvet.webhook",
+        )
+        args = {"batch_id": record.id, "host": "mx.a.test"}
+        first = Probe(handovers=[Handover(PROBE_TASK, args, ["a@a.test"])])
+        await cluster.commit(record.id, None, first)
+        (held_by_first,) = sql(
+            pg_fresh_url,
+            "SELECT job_id FROM batch_items WHERE position = 0 AND batch_id = %s",
+            record.id,
+        )[0]
+        second = Probe(handovers=[Handover(PROBE_TASK, args, ["a@a.test", "b@a.test"])])
+        await cluster.commit(record.id, None, second)
+        holders = sql(
+            pg_fresh_url,
+            "SELECT job_id FROM batch_items WHERE batch_id = %s ORDER BY position",
+            record.id,
+        )
+    finally:
+        await store.close()
+    assert held_by_first is not None
+    assert holders[0][0] == held_by_first  # not taken back
+    assert holders[1][0] not in (None, held_by_first)  # the free one is taken
+
+
 # --- the API side ---------------------------------------------------------------------
 
 
@@ -441,6 +579,47 @@ async def test_a_lane_at_its_cap_is_deferred_and_its_cap_holds(
     # 8 addresses + 1 catch-all check a slice, 3 RCPTs a session: 4 slices, 4 sessions
     assert sessions == 4
     assert all(asked[e] == 1 for e in emails)
+
+
+async def test_a_slice_waiting_on_a_full_lane_waits_longer_each_time(pg_fresh_url: str) -> None:
+    """While another worker holds the lane's only slot, the slice is deferred 1, 2, 4 ...
+    seconds (up to LANE_WAIT_MAX), not every second: waiting slices do not cycle through
+    the workers; once the slot is free the batch still completes."""
+    sites = {"full.test": sim.mailboxes("u0", "u1", style="postfix")}
+    emails = ["u0@full.test", "u1@full.test"]
+    async with SimInternet(sites, {}) as net:
+        settings = cluster_settings(net, pg_fresh_url, mx_max_sessions=1)
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            limits = limits_for(None, settings)
+            async with (
+                PgLimiter(pg_fresh_url, holder="test", settings=settings) as other,
+                contextlib.AsyncExitStack() as held,
+            ):
+                await held.enter_async_context(other.session("mx.full.test", limits))
+                record = await submit(store, pg_fresh_url, emails)
+                async with workers(settings, 1, concurrency=2):
+                    async with asyncio.timeout(60):
+                        while not (
+                            later := sql(
+                                pg_fresh_url,
+                                "SELECT extract(epoch FROM scheduled_at - now()) "
+                                "FROM procrastinate_jobs WHERE task_name = %s "
+                                "AND status = 'todo' AND (args ->> 'waited')::int >= 3",
+                                PROBE_TASK,
+                            )
+                        ):
+                            await asyncio.sleep(0.05)
+                    assert net.smtp.sessions == []
+                    await held.aclose()
+                    await finished(store, record)
+            got = await verdicts(store, record)
+        finally:
+            await store.close()
+    # the third deferral in a row waits at least 4 s (seen within moments of it)
+    assert float(later[0][0]) > 2.0
+    assert all(got[e]["result"] == "deliverable" for e in emails)
 
 
 async def test_the_webhook_of_a_finished_batch_is_sent_and_retried(pg_fresh_url: str) -> None:

@@ -24,7 +24,7 @@ import pytest
 
 from mailvet.engine.pipeline import Engine
 from mailvet.jobs.inprocess import BatchRunner
-from mailvet.jobs.limits import Backoff, LaneLimits, Limiter, rcpt_burst
+from mailvet.jobs.limits import Backoff, LaneBusy, LaneLimits, Limiter, rcpt_burst
 from mailvet.jobs.limits_pg import PgLimiter, pg_conninfo
 from mailvet.settings import Settings
 from mailvet.storage import open_store
@@ -176,6 +176,34 @@ async def test_try_session_answers_now_or_a_wait(limiters: list[PgLimiter]) -> N
     a.pause(LANE, 30.0)
     await a.flush()
     assert 25.0 < await b.try_session(LANE, one) <= 30.0
+
+
+async def test_a_limiter_that_does_not_wait_takes_a_lease_or_says_how_long(db: str) -> None:
+    """A cluster worker's limiter (``wait=False``): ``session()`` takes a lease now or
+    raises LaneBusy with the wait (a full lane, a pause another worker stored), in the
+    transaction that checks the caps: no race between a probe and the take."""
+    settings = Settings(mx_lease_seconds=30.0)
+    one = limits(max_sessions=1)
+    async with (
+        PgLimiter(db, holder="other", settings=settings) as other,
+        PgLimiter(db, holder="worker", settings=settings, wait=False) as worker,
+    ):
+        async with other.session(LANE, one):
+            with pytest.raises(LaneBusy) as full:  # at once, not at the lease's expiry
+                await asyncio.wait_for(worker.session(LANE, one).__aenter__(), 10.0)
+            assert 0.0 < full.value.seconds <= 5.0 and full.value.lane == LANE
+            (leases,) = await db_row(db, "SELECT count(*) FROM mx_leases WHERE lane = %s", LANE)
+            assert leases == 1  # nothing taken by the refusal
+        async with worker.session(LANE, one):  # the slot is free: taken
+            (holder,) = await db_row(db, "SELECT holder FROM mx_leases WHERE lane = %s", LANE)
+            assert holder == "worker"
+        other.pause(LANE, 60.0)
+        await other.flush()
+        with pytest.raises(LaneBusy) as paused:
+            await asyncio.wait_for(worker.session(LANE, one).__aenter__(), 10.0)
+        assert 50.0 < paused.value.seconds <= 60.0
+        with pytest.raises(LaneBusy):  # now known locally: refused without a query
+            await asyncio.wait_for(worker.session(LANE, one).__aenter__(), 10.0)
 
 
 async def test_a_pause_is_seen_by_every_limiter(db: str, limiters: list[PgLimiter]) -> None:

@@ -185,6 +185,23 @@ async def test_status_without_procrastinate_schema(pg_fresh_url: str) -> None:
     assert found.batches_unfinished == 1
 
 
+async def test_status_on_a_database_it_cannot_read_is_a_one_line_error(
+    pg_fresh_url: str,
+) -> None:
+    """A table gone (a half-restored dump, a role without rights): one line naming the
+    fault, exit 1, no traceback."""
+    await make_batches(pg_fresh_url)
+    async with await psycopg.AsyncConnection.connect(
+        pg_conninfo(pg_fresh_url), autocommit=True
+    ) as conn:
+        await conn.execute("DROP TABLE mx_leases")
+    done = run_cli(pg_fresh_url)
+    assert done.returncode == 1, done.stdout
+    assert "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: database error") and "mx_leases" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
 def test_status_on_sqlite_says_there_is_no_cluster_queue(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'status.db'}"
     batch_id = asyncio.run(make_batches(url))

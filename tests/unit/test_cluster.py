@@ -36,10 +36,20 @@ def test_inprocess_worker_is_on_for_sqlite_and_off_for_postgres() -> None:
 def test_inprocess_worker_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILVET_INPROCESS_WORKER", "false")
     monkeypatch.setenv("MAILVET_WORKER_STALLED_TIMEOUT", "4")
+    monkeypatch.setenv("MAILVET_WORKER_HEARTBEAT_INTERVAL", "1")
     settings = Settings(database_url="sqlite:///x.db")
     assert settings.inprocess_worker is False and settings.worker_stalled_timeout == 4.0
     with pytest.raises(ValueError):
         Settings(worker_heartbeat_interval=0)
+
+
+def test_a_stalled_timeout_shorter_than_two_heartbeats_is_refused() -> None:
+    """A live worker would be taken for dead between two heartbeats (its jobs run twice)."""
+    with pytest.raises(ValueError, match="at least twice"):
+        Settings(worker_heartbeat_interval=10.0, worker_stalled_timeout=15.0)
+    with pytest.raises(ValueError, match="at least twice"):
+        Settings(worker_heartbeat_interval=20.0)  # the default timeout (30 s) is too short
+    assert Settings(worker_heartbeat_interval=5.0, worker_stalled_timeout=10.0)
 
 
 def test_libpq_url_drops_the_driver_and_keeps_the_rest() -> None:

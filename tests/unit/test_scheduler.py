@@ -9,9 +9,10 @@ counters (sessions opened, open at once, RCPTs per address). The integration tes
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from mailvet.engine.facts import DnsFacts, DnsOutcome, MxHost, SmtpFacts, SmtpOu
 from mailvet.engine.pipeline import Engine
 from mailvet.engine.providers import provider_for
 from mailvet.engine.smtp import Pace, SessionEnded, SessionRefused
-from mailvet.jobs.limits import Backoff, InProcessLimiter, LaneLimits
+from mailvet.jobs.limits import Backoff, InProcessLimiter, LaneBusy, LaneLimits
 from mailvet.jobs.plan import LaneWork, Route
 from mailvet.jobs.scheduler import Scheduler, about_us, is_greylisting
 from mailvet.settings import Settings
@@ -451,6 +452,74 @@ async def test_a_dead_primary_mx_falls_back_to_the_next_one() -> None:
     results, _ = await run(mx, works(["u@a.test"]), r)
     assert results.outcome("u@a.test") == ("deliverable", "accepted_email")
     assert mx.dialled == [(HOST, "127.0.0.1"), ("mx2.fake.test", "127.0.0.2")]
+
+
+class NoWaitLimiter(InProcessLimiter):
+    """Like a cluster worker's ``PgLimiter(wait=False)``: a paused lane raises LaneBusy."""
+
+    @contextlib.asynccontextmanager
+    async def session(self, lane: str, limits: LaneLimits) -> AsyncIterator[None]:
+        left = self.paused_until(lane) - self._clock()
+        if left > 0:
+            raise LaneBusy(lane, left)
+        async with super().session(lane, limits):
+            yield
+
+
+async def test_a_lane_backing_off_hands_its_work_back_with_its_state() -> None:
+    """With a limiter that does not wait, a lane that backs off (here for 15-30 s) gives
+    its addresses to ``on_wait`` at once, with its failures and which MX address to dial
+    next; a scheduler given that state resumes there (the second MX, the third failure
+    is the last)."""
+    mx = FakeMx()
+    mx.dead_hosts = {HOST}
+    r = Route(
+        HOST,
+        ("127.0.0.1",),
+        None,
+        LaneLimits(1, 10, 1000.0, 100),
+        (("mx2.fake.test", "127.0.0.2"),),
+    )
+    items = works(["u@a.test", "v@a.test"])
+    waits: list[tuple[str, datetime, dict[str, int]]] = []
+    results = Results()
+    results.expected = len(items)
+
+    def on_wait(work: LaneWork, at: datetime, state: dict[str, int]) -> None:
+        waits.append((work.key, at, state))
+        if len(waits) == len(items):
+            results.done.set()
+
+    s = scheduler(mx, results, limiter=NoWaitLimiter(), backoff=Backoff(base=30.0, cap=30.0))
+    s.on_wait = on_wait
+    s.submit(r, items)
+    await asyncio.wait_for(results.done.wait(), 10)  # not the 15-30 s back-off
+    await s.stop()
+    assert [k for k, _, _ in waits] == ["u@a.test", "v@a.test"] and not results.final
+    assert all(
+        NOW + timedelta(seconds=15) <= at <= NOW + timedelta(seconds=31) for _, at, _ in waits
+    )
+    assert all(state == {"failures": 1, "turn": 1} for _, _, state in waits)
+    assert s.queued == 0
+
+    resumed = Results()
+    resumed.expected = len(items)
+    again = scheduler(mx, resumed, limiter=NoWaitLimiter())
+    again.on_wait = on_wait
+    again.submit(r, works(["u@a.test", "v@a.test"]), failures=1, turn=1)
+    await asyncio.wait_for(resumed.done.wait(), 10)
+    await again.stop()
+    assert resumed.outcome("u@a.test") == ("deliverable", "accepted_email")
+    assert mx.dialled[-1] == ("mx2.fake.test", "127.0.0.2") and len(mx.dialled) == 2
+
+    given_up = Results()
+    given_up.expected = 1
+    last = scheduler(FakeMx(refuse=1000), given_up, limiter=NoWaitLimiter(), max_lane_failures=3)
+    last.on_wait = on_wait
+    last.submit(route(), works(["w@a.test"]), failures=2)
+    await asyncio.wait_for(given_up.done.wait(), 10)
+    await last.stop()
+    assert given_up.outcome("w@a.test") == ("unknown", "no_connect")
 
 
 async def test_a_host_that_never_answers_ends_as_no_connect() -> None:

@@ -9,10 +9,11 @@ Jobs (task name, arguments; never an address in them, procrastinate logs argumen
 
 - ``mailvet.plan(batch_id, after)``, queue ``mailvet_plan``, lock ``plan:<batch>`` (one
   at a time per batch): up to ``PLAN_CHUNK`` items past position ``after`` that no live
-  job holds. Offline verdicts (syntax, lists, DNS without mail) are saved at once; the
-  rest are grouped into lanes by MX host and cut into *slices* of at most one session's
+  job holds, read from at most ``SCAN_WINDOW`` chunks of positions (cluster_store).
+  Offline verdicts (syntax, lists, DNS without mail) are saved at once; the rest are
+  grouped into lanes by MX host and cut into *slices* of at most one session's
   recipients (``rcpt_per_session``, a catch-all check counted per new domain), one
-  probe job each; when the chunk was full, the next plan job (``after`` = the last
+  probe job each; while positions are left, the next plan job (``after`` = the last
   position read) is deferred in the same transaction. A 10M-address list is thus
   planned a chunk at a time, never in one job.
 - ``mailvet.probe(batch_id, host)``, queue ``mailvet_smtp`` (the only jobs that need
@@ -20,7 +21,11 @@ Jobs (task name, arguments; never an address in them, procrastinate logs argumen
   ``Scheduler``. Greylisted or temporarily refused items are handed to a new probe job
   deferred to the retry time (``schedule_at``: no worker sleeps); if the lane is at its
   cap (``lane_wait``: the limiter's ``try_session``), the items go to a new probe job a
-  moment later, without asking.
+  moment later, without asking. The worker's limiter never waits either: a lane that
+  filled up since that probe, or that backs off mid-job (a refused session), raises
+  ``LaneBusy`` and its items go to a probe job deferred by the wait, its arguments
+  carrying the lane's back-off state (``failures``, ``turn``: counts, no address) so
+  that a lane that keeps failing still gives up after ``max_lane_failures``.
 - ``mailvet.webhook(batch_id)``, queue ``mailvet_plan``: one delivery attempt of a
   finished batch's ``callback_url`` (jobs/webhook.py); deferred in the transaction
   that finishes the batch, again by the sweep while retries are due.
@@ -33,6 +38,19 @@ Exactly once: see jobs/cluster_store.py. Every item is held by one live job at a
 handed from job to job in the transaction that defers the next, results are saved only
 by the holder and only where none is; a job run twice asks only what its first run did
 not settle.
+
+A slice deferred for a busy lane ``n`` times in a row (``waited``, in its arguments)
+waits at least ``2 ** n`` s, up to ``LANE_WAIT_MAX``, so slices waiting on a full lane
+come back every few seconds, not every second.
+
+Known limits: planning runs ahead of probing (nothing bounds the queued probe jobs), so
+a huge list on one provider with few sessions keeps its waiting slices cycling through
+the workers (a transaction each, about every ``LANE_WAIT_MAX`` s a slice) until they
+get a slot: correct, but database round trips in proportion to the backlog. A RCPT
+that meets a pause another worker stored waits in its session (``PgLimiter.rcpt``), at
+most that pause. Items held by a job whose row was deleted by hand (not failed or
+cancelled: deleted) are found only by a plan job running for another reason
+(cluster_store).
 """
 
 from __future__ import annotations
@@ -40,10 +58,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import secrets
-import socket
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -91,6 +106,7 @@ QUEUES = (PLAN_QUEUE, PROBE_QUEUE)
 PLAN_CHUNK = 2_000  # items read by one plan job
 SWEEP_EVERY = 5  # seconds between sweeps (a divisor of 60)
 LANE_BUSY_DELAY = 1.0  # seconds a slice waits when its lane's sessions are all open
+LANE_WAIT_MAX = 10.0  # seconds: a slice deferred n times in a row waits 2**n s, at most this
 MAX_JOB_ATTEMPTS = 10  # a job that keeps raising (a database fault) is retried so often
 FETCH_POLL = 1.0  # seconds: scheduled jobs are not notified when due; the workers poll
 SESSION_END_WAIT = 6.0  # seconds a job waits for its sessions' QUIT (smtp: at most 5 s)
@@ -100,25 +116,25 @@ _PLANNERS = 64  # batches whose planner (DNS memo) a worker keeps
 
 def libpq_url(database_url: str) -> str:
     """``postgresql://...`` for psycopg from a mailvet (SQLAlchemy) database URL."""
-    from sqlalchemy.engine import make_url
+    from mailvet.jobs.limits_pg import pg_conninfo
 
-    from mailvet.storage import normalise_url
-
-    url = make_url(normalise_url(database_url.strip())).set(drivername="postgresql")
-    return url.render_as_string(hide_password=False)
+    return pg_conninfo(database_url)
 
 
 def new_worker_id() -> str:
     """host:pid:random, the holder of a worker's limiter leases and its name in logs."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    from mailvet.jobs.limits_pg import default_holder
+
+    return default_holder()
 
 
 def make_limiter(settings: Settings, holder: str) -> Limiter:
     """The per-MX limiter of a worker: ``jobs/limits_pg.PgLimiter``, caps across the
-    cluster (started and closed by ``ClusterWorker.run``)."""
+    cluster (started and closed by ``ClusterWorker.run``). It never waits for a session
+    (``wait=False``): a lane that cannot start one is handed to a deferred job."""
     from mailvet.jobs.limits_pg import PgLimiter
 
-    return PgLimiter(settings.database_url, holder=holder, settings=settings)
+    return PgLimiter(settings.database_url, holder=holder, settings=settings, wait=False)
 
 
 async def lane_wait(limiter: Limiter, lane: str, limits: LaneLimits) -> float:
@@ -269,7 +285,24 @@ def _slices(
     return slices
 
 
-async def _probe(context: JobContext, batch_id: str, host: str) -> None:
+def _lane_deferral(wait: float, waited: int) -> float:
+    """Seconds a slice is deferred for a busy lane: the lane's own wait, and at least
+    ``2 ** waited`` s (up to ``LANE_WAIT_MAX``) for a slice deferred ``waited`` times
+    in a row, plus up to half again at random, so that slices waiting on a full lane
+    do not cycle through the workers every second."""
+    floor = min(LANE_WAIT_MAX, LANE_BUSY_DELAY * 2.0 ** min(max(0, waited), 16))
+    wait = max(wait, floor)
+    return wait + random.uniform(0, wait / 2)
+
+
+async def _probe(
+    context: JobContext,
+    batch_id: str,
+    host: str,
+    failures: int = 0,
+    turn: int = 0,
+    waited: int = 0,
+) -> None:
     ctx = _context(context)
     job_id = _job_id(context)
     items = await ctx.cluster.held(batch_id, job_id)
@@ -281,28 +314,47 @@ async def _probe(context: JobContext, batch_id: str, host: str) -> None:
     for route, works in planned.lanes.values():
         wait = await lane_wait(ctx.limiter, route.host, route.limits)
         if wait > 0:  # the lane is at its cap: a new job a moment later, nobody waits
-            wait += random.uniform(0, wait / 2)
+            mine = route.host == host
+            wait = _lane_deferral(wait, waited if mine else 0)
             log.debug(
                 "lane %s at its cap: %d addresses deferred %.1f s", route.host, len(works), wait
             )
             at = utcnow() + timedelta(seconds=wait)
-            args = {"batch_id": batch_id, "host": route.host}
+            args: dict[str, Any] = {"batch_id": batch_id, "host": route.host}
+            if mine:  # the lane's back-off state goes on with its work
+                args.update((k, v) for k, v in (("failures", failures), ("turn", turn)) if v)
+            args["waited"] = (waited if mine else 0) + 1
             probe.handovers.append(Handover(PROBE_TASK, args, [w.key for w in works], at=at))
         else:
             lanes.append((route, works))
     if lanes:
-        finals, retries = await ctx.ask(lanes)
-        probe.results.extend(finals)
-        groups: dict[tuple[str, datetime], list[str]] = {}
-        for key, lane, at in retries:
-            # one job per lane and second
-            second = at.replace(microsecond=0) + timedelta(seconds=1 if at.microsecond else 0)
-            groups.setdefault((lane, second), []).append(key)
-        for (lane, at), keys in groups.items():
-            args = {"batch_id": batch_id, "host": lane}
-            probe.handovers.append(Handover(PROBE_TASK, args, keys, at=at, retry=True))
+        asked = await ctx.ask(lanes, {host: {"failures": failures, "turn": turn}})
+        probe.results.extend(asked.finals)
+        _group(probe, batch_id, asked.retries, retry=True)
+        now = utcnow()
+        deferred: dict[str, datetime] = {}  # one time a lane: its slice stays one job
+        for item in asked.waits:  # LaneBusy: filled up since lane_wait, or backing off
+            if item.lane not in deferred:
+                left = (item.at - now).total_seconds()
+                deferred[item.lane] = now + timedelta(seconds=_lane_deferral(left, waited))
+            item.at = deferred[item.lane]
+            item.state["waited"] = waited + 1
+        _group(probe, batch_id, asked.waits, retry=False)
     if await ctx.cluster.commit(batch_id, job_id, probe):
         log.info("batch %s finished", batch_id)
+
+
+def _group(probe: Probe, batch_id: str, items: Sequence[_Later], *, retry: bool) -> None:
+    """Hand ``items`` over to probe jobs: one per lane, second and lane state."""
+    groups: dict[tuple[str, datetime, tuple[tuple[str, int], ...]], list[str]] = {}
+    for item in items:
+        at = item.at
+        second = at.replace(microsecond=0) + timedelta(seconds=1 if at.microsecond else 0)
+        state = tuple(sorted((k, v) for k, v in item.state.items() if v))
+        groups.setdefault((item.lane, second, state), []).append(item.key)
+    for (lane, at, state), keys in groups.items():
+        args: dict[str, Any] = {"batch_id": batch_id, "host": lane, **dict(state)}
+        probe.handovers.append(Handover(PROBE_TASK, args, keys, at=at, retry=retry))
 
 
 async def _webhook(context: JobContext, batch_id: str) -> None:
@@ -330,6 +382,24 @@ async def _sweep(context: JobContext, timestamp: int) -> None:
 
 
 # --- a worker process ---------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Later:
+    """An address to ask again later: a greylist retry, or a lane that could not start a
+    session (``state``: the lane's back-off state to resume with)."""
+
+    key: str
+    lane: str
+    at: datetime
+    state: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Asked:
+    finals: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    retries: list[_Later] = field(default_factory=list)
+    waits: list[_Later] = field(default_factory=list)
 
 
 @dataclass(eq=False)
@@ -360,26 +430,33 @@ class WorkerContext:
         return planner
 
     async def ask(
-        self, lanes: Sequence[tuple[Route, Sequence[LaneWork]]]
-    ) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, str, datetime]]]:
+        self,
+        lanes: Sequence[tuple[Route, Sequence[LaneWork]]],
+        states: dict[str, dict[str, int]] | None = None,
+    ) -> _Asked:
         """Ask the lanes' addresses through a ``Scheduler`` (one session a slice): the
-        verdicts, and the (key, lane, time) of the retries."""
-        finals: list[tuple[str, dict[str, Any]]] = []
-        retries: list[tuple[str, str, datetime]] = []
+        verdicts, the greylist retries, and the addresses of lanes that could not start
+        a session (backing off, at their cap: ``LaneBusy``), to be asked later.
+        ``states``: a lane's back-off state (failures, turn) by host, from ``waits``."""
+        asked = _Asked()
         lane_of = {id(work): route.host for route, works in lanes for work in works}
         total = len(lane_of)
         settled = asyncio.Event()
 
         def check() -> None:
-            if len(finals) + len(retries) >= total:
+            if len(asked.finals) + len(asked.retries) + len(asked.waits) >= total:
                 settled.set()
 
         def on_final(work: LaneWork, verdict: Verdict) -> None:
-            finals.append((work.key, verdict.as_dict()))
+            asked.finals.append((work.key, verdict.as_dict()))
             check()
 
         def on_retry(work: LaneWork, at: datetime) -> None:
-            retries.append((work.key, lane_of.get(id(work), ""), at))
+            asked.retries.append(_Later(work.key, lane_of.get(id(work), ""), at))
+            check()
+
+        def on_wait(work: LaneWork, at: datetime, state: dict[str, int]) -> None:
+            asked.waits.append(_Later(work.key, lane_of.get(id(work), ""), at, state))
             check()
 
         options: dict[str, Any] = {"catch_all_cached": self.catch_all_cached}
@@ -389,11 +466,12 @@ class WorkerContext:
             self.settings,
             on_final=on_final,
             on_retry=on_retry,
+            on_wait=on_wait,
             limiter=self.limiter,
             **options,
         )
         for route, works in lanes:
-            scheduler.submit(route, list(works))
+            scheduler.submit(route, list(works), **(states or {}).get(route.host, {}))
         try:
             await settled.wait()
             # every address is settled: let the sessions QUIT and release their slots
@@ -402,7 +480,7 @@ class WorkerContext:
             await scheduler.wait_sessions(SESSION_END_WAIT)
         finally:
             await scheduler.stop()
-        return finals, retries
+        return asked
 
 
 def _session_opener(smtp: Any, settings: Settings) -> OpenSession:

@@ -46,9 +46,12 @@ _LIVE = (
 )
 _CANDIDATES = text(
     "SELECT i.position, i.key, i.email, i.attempts, i.first_try_at FROM batch_items i "
-    "WHERE i.batch_id = :batch_id AND i.position > :after AND i.verdict IS NULL "
-    f"AND (i.job_id IS NULL OR NOT {_LIVE}) ORDER BY i.position LIMIT :limit"
+    "WHERE i.batch_id = :batch_id AND i.position > :after AND i.position <= :until "
+    f"AND i.verdict IS NULL AND (i.job_id IS NULL OR NOT {_LIVE}) "
+    "ORDER BY i.position LIMIT :limit"
 )
+_SIZE = text("SELECT size FROM batches WHERE id = :batch_id")
+SCAN_WINDOW = 10  # a plan job reads at most this many times its chunk of positions
 _HELD = text(
     "SELECT i.position, i.key, i.email, i.attempts, i.first_try_at FROM batch_items i "
     "WHERE i.job_id = :job_id AND i.batch_id = :batch_id AND i.verdict IS NULL "
@@ -74,10 +77,13 @@ _ADD_USAGE = text(
     "WHERE b.id = :batch_id "
     "ON CONFLICT (key_id, day, result) DO UPDATE SET count = usage_daily.count + excluded.count"
 )
+# A plan job (``job_id`` NULL) takes only items no live job holds, as it read them: run
+# twice (its worker taken for dead while alive), its second run never takes back what the
+# first handed to probe jobs that may be asking already.
 _HAND_OVER = text(
     "UPDATE batch_items AS i SET job_id = :new_job, updated_at = :now "
     "WHERE i.batch_id = :batch_id AND i.key = ANY(CAST(:keys AS text[])) "
-    "AND i.verdict IS NULL AND (CAST(:job_id AS bigint) IS NULL OR i.job_id = :job_id "
+    "AND i.verdict IS NULL AND (i.job_id = CAST(:job_id AS bigint) "
     f"OR i.job_id IS NULL OR NOT {_LIVE})"
 )
 _RETRY = text(
@@ -180,17 +186,22 @@ class ClusterStore:
     async def candidates(
         self, batch_id: str, after: int, limit: int
     ) -> tuple[list[HeldItem], int, bool]:
-        """Items past position ``after`` without a verdict and without a live job, by
-        position, as distinct keys; the last position read and whether ``limit`` rows
-        were read (more may follow)."""
+        """Up to ``limit`` items past position ``after`` without a verdict and without a
+        live job, by position, as distinct keys, read from at most ``SCAN_WINDOW *
+        limit`` positions (a re-plan of a huge batch whose items are mostly held is
+        many short jobs, not one that reads every item); the last position read and
+        whether positions are left past it."""
+        until = after + max(1, limit) * SCAN_WINDOW
         async with self.engine.connect() as conn:
+            size = (await conn.execute(_SIZE, {"batch_id": batch_id})).scalar()
             rows = (
                 await conn.execute(
-                    _CANDIDATES, {"batch_id": batch_id, "after": after, "limit": limit}
+                    _CANDIDATES,
+                    {"batch_id": batch_id, "after": after, "until": until, "limit": limit},
                 )
             ).all()
-        last = rows[-1].position if rows else after
-        return _distinct(rows), last, len(rows) >= limit
+        last = rows[-1].position if len(rows) >= limit else until
+        return _distinct(rows), last, size is not None and last < size - 1
 
     async def held(self, batch_id: str, job_id: int) -> list[HeldItem]:
         """The items job ``job_id`` holds that have no verdict yet (a job's arguments

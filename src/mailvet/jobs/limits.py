@@ -44,6 +44,7 @@ __all__ = [
     "MAX_GROUP",
     "Backoff",
     "InProcessLimiter",
+    "LaneBusy",
     "LaneLimits",
     "Limiter",
     "limits_for",
@@ -53,6 +54,18 @@ __all__ = [
 MAX_GROUP = 20  # RCPT commands pipelined in one write at most
 _WINDOW = 60.0  # seconds: connects_per_minute's window
 _MAX_IDLE_LANES = 10_000  # past this many lanes, idle ones are forgotten
+
+
+class LaneBusy(Exception):
+    """Raised by a limiter that does not wait (``PgLimiter(wait=False)``, the cluster's)
+    when a session to ``lane`` cannot start now: ``seconds`` until one might (a pause,
+    the connect window, every slot held). The scheduler then hands its lane's work back
+    (``Scheduler(on_wait=...)``) instead of holding a worker's job slot while it waits."""
+
+    def __init__(self, lane: str, seconds: float) -> None:
+        super().__init__(f"lane busy for {seconds:.1f} s")
+        self.lane = lane
+        self.seconds = seconds
 
 
 @dataclass(frozen=True, slots=True)

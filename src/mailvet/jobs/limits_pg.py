@@ -33,8 +33,14 @@ worker's slots stay taken.
 a pause is noted locally at once and written in the background (``flush()`` waits for
 the writes); ``paused_until`` answers from what this process knows, refreshed by every
 grant refused for a pause and by the lease renewal. ``try_session`` is the non-blocking
-probe the procrastinate driver asks before it starts a session: 0.0 when one could
-start now, else the seconds to wait (a job is deferred, not spun on).
+probe the procrastinate driver asks before it plans a job's session: 0.0 when one could
+start now, else the seconds to wait (a job is deferred, not spun on). A worker's limiter
+is made with ``wait=False``: ``session()`` then takes a lease or raises ``LaneBusy`` with
+the wait, in the one transaction that checks the caps, so neither a lane that filled up
+since ``try_session`` nor one that backs off mid-job keeps a job waiting in a worker; the
+scheduler hands the lane's addresses to a job deferred by that wait. (``rcpt()`` still
+waits: for the token bucket, a fraction of a second, or for a pause another session of
+the lane started while this one is open, at most that pause.)
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ from typing import Any, Self
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from mailvet.jobs.limits import LaneLimits, rcpt_burst
+from mailvet.jobs.limits import LaneBusy, LaneLimits, rcpt_burst
 from mailvet.settings import Settings
 
 __all__ = [
@@ -168,8 +174,10 @@ class PgLimiter:
         settings: Settings,
         pool_size: int = 4,
         clock: Callable[[], float] = time.monotonic,
+        wait: bool = True,
     ) -> None:
         self.holder = holder
+        self.wait = wait
         self.lease_seconds = settings.mx_lease_seconds
         self._clock = clock
         self._pool = AsyncConnectionPool(
@@ -296,11 +304,18 @@ class PgLimiter:
             await self._release(lease)
 
     async def _acquire(self, lane: str, limits: LaneLimits) -> str:
+        """A lease, waiting for it; with ``wait=False``, a lease now or ``LaneBusy``
+        (the check and the take are one transaction: no race between them)."""
         while True:
+            left = self.paused_until(lane) - self._clock()
+            if left > 0 and not self.wait:
+                raise LaneBusy(lane, max(left, SLOT_RETRY))
             await self._local_pause(lane)
             lease, wait = await self._take_session(lane, limits)
             if lease is not None:
                 return lease
+            if not self.wait:
+                raise LaneBusy(lane, max(wait, SLOT_RETRY))
             await asyncio.sleep(wait)
 
     async def _take_session(self, lane: str, limits: LaneLimits) -> tuple[str | None, float]:

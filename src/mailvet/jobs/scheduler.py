@@ -27,7 +27,10 @@ What each answer becomes:
   address on which ``max_ends`` sessions ended gives ``unknown``.
 
 Results leave through two callbacks (``on_final``, ``on_retry``); the batch runner
-saves them. Nothing is logged with an address in it.
+saves them. With a limiter that does not wait (a cluster worker's ``PgLimiter``), a lane
+that cannot start a session (``LaneBusy``: backing off, at its cap) hands its queue to
+a third, ``on_wait``, with its back-off state, instead of waiting. Nothing is logged
+with an address in it.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ from mailvet.engine.facts import SmtpFacts, SmtpOutcome
 from mailvet.engine.replies import greylist_delay
 from mailvet.engine.scoring import decide
 from mailvet.engine.smtp import Pace, SessionEnded, SessionRefused
-from mailvet.jobs.limits import Backoff, InProcessLimiter, Limiter, rcpt_burst
+from mailvet.jobs.limits import Backoff, InProcessLimiter, LaneBusy, Limiter, rcpt_burst
 from mailvet.jobs.plan import LaneWork, Route
 from mailvet.settings import Settings
 from mailvet.verdict import Verdict
@@ -77,6 +80,9 @@ class Session(Protocol):
 OpenSession = Callable[[str, str], Awaitable[Session]]  # (host, ip) -> open session
 OnFinal = Callable[[LaneWork, Verdict], None]
 OnRetry = Callable[[LaneWork, datetime], None]
+# A lane that cannot start a session now (LaneBusy): the address, when to ask again, and
+# the lane's state to resume with (``submit(..., failures=, turn=)``).
+OnWait = Callable[[LaneWork, datetime, dict[str, int]], None]
 
 
 def _utcnow() -> datetime:
@@ -205,8 +211,10 @@ class Scheduler:
         backoff: Backoff | None = None,
         max_lane_failures: int = MAX_LANE_FAILURES,
         max_ends: int = MAX_ENDS,
+        on_wait: OnWait | None = None,
     ) -> None:
         self.open_session = open_session
+        self.on_wait = on_wait
         self.settings = settings
         self.on_final = on_final
         self.on_retry = on_retry
@@ -225,13 +233,17 @@ class Scheduler:
 
     # --- public ---
 
-    def submit(self, route: Route, works: Sequence[LaneWork]) -> None:
-        """Queue ``works`` on the lane of ``route.host`` and make sure it runs."""
+    def submit(
+        self, route: Route, works: Sequence[LaneWork], *, failures: int = 0, turn: int = 0
+    ) -> None:
+        """Queue ``works`` on the lane of ``route.host`` and make sure it runs.
+        ``failures`` and ``turn``: the lane's state handed back through ``on_wait``."""
         if not works:
             return
         lane = self._lanes.get(route.host)
         if lane is None:
             lane = self._lanes[route.host] = _Lane(route, route.limits.rcpt_per_session)
+            lane.failures, lane.turn = max(0, failures), max(0, turn)
         lane.queue.extend(works)
         self.queued += len(works)
         self._spawn(lane)
@@ -292,6 +304,11 @@ class Scheduler:
                 await self._session(lane)
             except asyncio.CancelledError:
                 raise
+            except LaneBusy as busy:  # a limiter that does not wait (a cluster worker's)
+                if self.on_wait is None:
+                    await asyncio.sleep(busy.seconds)
+                else:
+                    self._hand_back(lane, busy.seconds, self.on_wait)
             except Exception:  # a bug: never a crash loop, the lane slows down
                 log.exception("batch lane failed")
                 self.limiter.pause(lane.key, self.backoff.delay(1))
@@ -503,6 +520,18 @@ class Scheduler:
             self.on_retry(work, at)
         except Exception:
             log.exception("on_retry failed")
+
+    def _hand_back(self, lane: _Lane, seconds: float, on_wait: OnWait) -> None:
+        """The lane's queue out through ``on_wait``, to be asked in ``seconds``."""
+        at = self.now() + timedelta(seconds=seconds)
+        state = {"failures": lane.failures, "turn": lane.turn}
+        while lane.queue:
+            work = lane.queue.popleft()
+            self.queued -= 1
+            try:
+                on_wait(work, at, dict(state))
+            except Exception:
+                log.exception("on_wait failed")
 
     def _lane_failed(self, lane: _Lane, facts: SmtpFacts) -> None:
         """Back off; past ``max_lane_failures`` in a row, give up the lane's queue."""
