@@ -156,6 +156,9 @@ class Settings(BaseSettings):
     mx_rcpt_per_second: float = 10.0  # RCPT commands a second to one MX host
     mx_connects_per_minute: int = 30  # new connections to one MX host a minute
     greylist_max_wait: float = 1800.0  # seconds from an address's first try
+    # --- cluster (PostgreSQL): per-MX leases, worker liveness (jobs/limits_pg.py, status) ---
+    mx_lease_seconds: float = 30.0  # a session's slot lives this long unless renewed
+    worker_alive_seconds: float = 30.0  # a worker heartbeat older than this: shown dead
     greylist_schedule: Annotated[list[float], NoDecode] = Field(
         default_factory=lambda: [60.0, 300.0, 900.0]
     )
@@ -172,6 +175,13 @@ class Settings(BaseSettings):
     def _rate(cls, value: float) -> float:
         if not value > 0 or value == float("inf"):  # NaN too
             raise ValueError("must be a positive number")
+        return value
+
+    @field_validator("mx_lease_seconds", "worker_alive_seconds")
+    @classmethod
+    def _cluster_seconds(cls, value: float) -> float:
+        if not 1.0 <= value < float("inf"):  # NaN too
+            raise ValueError("must be at least 1 second")
         return value
 
     @field_validator("greylist_max_wait")

@@ -13,6 +13,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -24,7 +25,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-__all__ = ["UTCDateTime", "api_keys", "batch_items", "batches", "metadata"]
+__all__ = [
+    "UTCDateTime",
+    "api_keys",
+    "batch_items",
+    "batches",
+    "metadata",
+    "mx_connects",
+    "mx_lanes",
+    "mx_leases",
+]
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -165,3 +175,41 @@ Index(
 
 # Every position of a key (results and retries are saved by key).
 Index("ix_batch_items_key", batch_items.c.batch_id, batch_items.c.key)
+
+# v0003: per-MX lanes held in the database, so a cluster's workers share the caps
+# (jobs/limits_pg.py). Created on both dialects; only PostgreSQL uses them.
+
+# One row per MX host: the lane's lock (SELECT ... FOR UPDATE), its pause, its RCPT bucket.
+mx_lanes = Table(
+    "mx_lanes",
+    metadata,
+    Column("lane", Text, primary_key=True),
+    Column("paused_until", UTCDateTime, nullable=True),
+    Column("rcpt_tokens", Float, nullable=True),  # NULL: a full bucket
+    Column("rcpt_refilled", UTCDateTime, nullable=True),
+    # RCPTs granted since rcpt_window_at (a window of a few seconds): the recent rate
+    Column("rcpt_window_at", UTCDateTime, nullable=True),
+    Column("rcpt_window", Integer, nullable=False, server_default=text("0")),
+)
+
+# One row per SMTP session held: it counts until it is released or expires_at passes.
+mx_leases = Table(
+    "mx_leases",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("lane", Text, nullable=False),
+    Column("holder", Text, nullable=False),  # the worker: host:pid:random
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+Index("ix_mx_leases_lane", mx_leases.c.lane, mx_leases.c.expires_at)
+
+# The connects of the last minute, per lane (a sliding log; older rows are deleted).
+mx_connects = Table(
+    "mx_connects",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("lane", Text, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+Index("ix_mx_connects_lane", mx_connects.c.lane, mx_connects.c.at)
