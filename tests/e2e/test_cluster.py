@@ -40,6 +40,7 @@ RCPT_PER_SESSION = 8  # MAILVET_MX_RCPT_PER_SESSION: one job = one session of at
 RCPT_PER_SECOND = 40.0  # MAILVET_MX_RCPT_PER_SECOND, per MX host, over the whole cluster
 BURST = 20  # the RCPT bucket's size at that rate (jobs/limits.py: rcpt_burst)
 API_HELO = "api.cluster.test"
+KILL_RATE = 20.0  # RCPT/s in the kill -9 test: long enough a batch to kill a worker in
 
 
 # --- PostgreSQL --------------------------------------------------------------------------
@@ -147,7 +148,7 @@ def most_in_window(times: list[float], window: float) -> int:
     return best
 
 
-def assert_caps_kept(smtp: sim.SmtpSim, ips: list[str]) -> None:
+def assert_caps_kept(smtp: sim.SmtpSim, ips: list[str], rate: float = RCPT_PER_SECOND) -> None:
     """Per MX host, as the simulated servers saw it over every worker: at most
     MAX_SESSIONS sessions at once; RCPTs in any 2 s at most what the token bucket lets
     through (burst + rate x 2 s) plus one pipelined group per open session (sent before
@@ -155,7 +156,7 @@ def assert_caps_kept(smtp: sim.SmtpSim, ips: list[str]) -> None:
     for ip in ips:
         assert smtp.max_concurrent(ip) <= MAX_SESSIONS, (ip, smtp.max_concurrent(ip))
         most = most_in_window(smtp.rcpt_times(ip), 2.0)
-        assert most <= BURST + RCPT_PER_SECOND * 2 + MAX_SESSIONS * BURST, (ip, most)
+        assert most <= BURST + rate * 2 + MAX_SESSIONS * BURST, (ip, most)
 
 
 # --- the cluster ---------------------------------------------------------------------------
@@ -320,7 +321,14 @@ def test_kill_9_of_a_worker_mid_batch_the_batch_completes_exactly_once(
     world = World()
     emails = world.mailboxes("big.test", 200, latency_ms=20)
     ip = world.ip("big.test")
-    with cluster(tmp_path, db_url, world, MAILVET_MX_RCPT_PER_SECOND="20") as (c, smtp):
+    settings = {
+        "MAILVET_MX_RCPT_PER_SECOND": str(KILL_RATE),  # the batch lasts ~10 s
+        # a dead worker is taken for dead after 4 s, its slots on the MX free after 3 s
+        "MAILVET_WORKER_HEARTBEAT_INTERVAL": "1",
+        "MAILVET_WORKER_STALLED_TIMEOUT": "4",
+        "MAILVET_MX_LEASE_SECONDS": "3",
+    }
+    with cluster(tmp_path, db_url, world, **settings) as (c, smtp):
         key = c.create_key("acme")
         c.start_workers("w1.cluster.test", "w2.cluster.test")
         c.start_apis(1)
@@ -353,7 +361,7 @@ def test_kill_9_of_a_worker_mid_batch_the_batch_completes_exactly_once(
     # asked again: only what w1 had asked and not saved, at most its open sessions' worth
     assert twice <= asked_by_w1
     assert len(twice) <= MAX_SESSIONS * RCPT_PER_SESSION
-    assert_caps_kept(smtp, [ip])
+    assert_caps_kept(smtp, [ip], rate=KILL_RATE)
 
 
 def test_a_greylisted_address_is_retried_by_whichever_worker_is_free(
