@@ -1,4 +1,4 @@
-"""The ``mailvet`` command: validate, batch, serve, keys, db, doctor, sim.
+"""The ``mailvet`` command: validate, batch, serve, worker, keys, db, doctor, sim.
 
 Settings are built once here (from the environment, ``MAILVET_*``) and passed down.
 Start-up time counts for ``validate --offline`` and ``batch --offline`` over a file
@@ -624,6 +624,71 @@ def serve(
     server.run(create_app(settings), settings, host, port)
 
 
+@app.command()
+def worker(
+    ctx: typer.Context,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Jobs run at once (each probe job: one SMTP session).")
+    ] = 10,
+    queues: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated queues to take jobs from: mailvet_plan (planning, webhooks),"
+            " mailvet_smtp (SMTP sessions; needs outbound port 25). Default: both."
+        ),
+    ] = None,
+) -> None:
+    """Work batches from PostgreSQL (procrastinate jobs) until SIGTERM or Ctrl-C."""
+    import logging.config
+    import signal
+
+    from mailvet.logs import logging_config
+    from mailvet.settings import uses_postgres
+
+    settings = _settings(ctx)
+    if not uses_postgres(settings.database_url):
+        typer.echo(
+            "error: mailvet worker needs PostgreSQL: set MAILVET_DATABASE_URL=postgresql://..."
+            " (with SQLite, `mailvet serve` works batches itself)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    chosen = [q.strip() for q in (queues or "").split(",") if q.strip()] or None
+    from mailvet.jobs.cluster import QUEUES, ClusterWorker
+
+    unknown = sorted(set(chosen or ()) - set(QUEUES))
+    if unknown:
+        typer.echo(
+            f"error: unknown queue(s) {', '.join(unknown)}; use {', '.join(QUEUES)}", err=True
+        )
+        raise typer.Exit(2)
+    logging.config.dictConfig(logging_config(settings))
+    runner = ClusterWorker(settings, concurrency=concurrency, queues=chosen)
+
+    def ready(worker_id: str) -> None:
+        sys.stderr.write(f"mailvet worker ready: {worker_id}\n")
+        sys.stderr.flush()
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, runner.stop)
+        try:
+            await runner.run(ready)
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+    from mailvet.storage import StorageError, describe_url
+
+    try:
+        asyncio.run(run())
+    except (StorageError, OSError) as exc:
+        typer.echo(f"error: {exc} ({describe_url(settings.database_url)})", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo("mailvet worker: stopped", err=True)
+
+
 async def _dev_key(settings: Settings, path: Path) -> str:
     """The key kept in ``path`` if it still works, else a new paid key saved there (0600)."""
     from mailvet.storage.base import Plan
@@ -704,7 +769,7 @@ def keys_revoke(
 
 @db_app.command("upgrade")
 def db_upgrade(ctx: typer.Context) -> None:
-    """Apply database migrations."""
+    """Apply database migrations (on PostgreSQL, procrastinate's job queue schema too)."""
 
     async def run() -> None:
         async with _store(_settings(ctx)):

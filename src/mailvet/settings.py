@@ -16,7 +16,7 @@ from platformdirs import user_data_path
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-__all__ = ["Settings", "default_database_url", "parse_nameserver"]
+__all__ = ["Settings", "default_database_url", "parse_nameserver", "uses_postgres"]
 
 
 def _split_csv(value: object) -> object:
@@ -61,6 +61,12 @@ def default_database_url() -> str:
     ``~/Library/Application Support/mailvet``, Windows ``%LOCALAPPDATA%\\mailvet``.
     """
     return f"sqlite:///{user_data_path('mailvet', appauthor=False) / 'mailvet.db'}"
+
+
+def uses_postgres(database_url: str) -> bool:
+    """Whether a database URL names PostgreSQL (``postgres://``, ``postgresql+psycopg://`` ...)."""
+    scheme = database_url.strip().partition("://")[0].lower()
+    return scheme in ("postgres", "postgresql") or scheme.startswith("postgresql+")
 
 
 class Settings(BaseSettings):
@@ -215,6 +221,28 @@ class Settings(BaseSettings):
     webhook_timeout: float = 10.0  # seconds for one callback_url delivery
     webhook_max_attempts: int = 8  # deliveries tried, with exponential back-off
     allow_private_webhooks: bool = False  # callback_url may name loopback/private hosts
+
+    # --- batch: workers on PostgreSQL (procrastinate; jobs/cluster.py, `mailvet worker`) ---
+    # whether `mailvet serve` works batches itself; unset: yes on SQLite, no on PostgreSQL
+    # (there the API only enqueues and `mailvet worker` processes take the jobs)
+    inprocess_worker: bool | None = None
+    worker_heartbeat_interval: float = 10.0  # seconds between a worker's heartbeats
+    # a worker whose heartbeat is older than this is dead: its jobs are retried elsewhere
+    worker_stalled_timeout: float = 30.0
+
+    @field_validator("worker_heartbeat_interval", "worker_stalled_timeout")
+    @classmethod
+    def _worker_seconds(cls, value: float) -> float:
+        if not value > 0 or value == float("inf"):  # NaN too
+            raise ValueError("must be a positive number of seconds")
+        return value
+
+    def runs_batches_inprocess(self) -> bool:
+        """Whether ``mailvet serve`` runs batch work itself (``inprocess_worker``, by default
+        on for SQLite and off for PostgreSQL)."""
+        if self.inprocess_worker is not None:
+            return self.inprocess_worker
+        return not uses_postgres(self.database_url)
 
     @field_validator("log_level")
     @classmethod

@@ -3,7 +3,9 @@
 The lifespan opens the store (``open_store(settings.database_url)`` unless one is
 given) and migrates it, builds the engine, and starts the in-process batch runner,
 which first resumes every unfinished batch: batches survive a restart, and the
-webhook sender (``jobs.webhook``), which calls finished batches' ``callback_url``. On shutdown
+webhook sender (``jobs.webhook``), which calls finished batches' ``callback_url``.
+With ``MAILVET_INPROCESS_WORKER`` off (the default on PostgreSQL) it starts neither:
+it opens the workers' queue (``jobs.cluster.BatchQueue``) and only enqueues. On shutdown
 it stops the runner and closes what it opened (a store or engine passed in belongs
 to the caller and is left open).
 
@@ -36,7 +38,7 @@ from mailvet.api.deps import Service
 from mailvet.api.metrics import CONTENT_TYPE_LATEST, Metrics, MetricsMiddleware
 from mailvet.api.ratelimit import RateLimiter
 from mailvet.api.v1 import router as v1_router
-from mailvet.settings import Settings
+from mailvet.settings import Settings, uses_postgres
 from mailvet.storage.base import Store
 from mailvet.storage.common import StorageError
 
@@ -107,30 +109,49 @@ def create_app(
                 svc.engine = Engine(settings)
             else:
                 svc.engine = engine
-            runner = BatchRunner(
-                svc.store,
-                svc.engine,
-                settings,
-                on_checked=lambda checked: _observe_batch(metrics, checked),
-            )
-            svc.runner = runner
-            runner.start()
-            webhooks = WebhookSender(
-                svc.store,
-                settings,
-                transport=webhook_transport,
-                resolver=system_resolver if resolver is None else resolver,
-            )
-            svc.webhooks = webhooks
-            webhooks.start()
+            runner: BatchRunner | None = None
+            webhooks: WebhookSender | None = None
+            if settings.runs_batches_inprocess():
+                runner = BatchRunner(
+                    svc.store,
+                    svc.engine,
+                    settings,
+                    on_checked=lambda checked: _observe_batch(metrics, checked),
+                )
+                svc.runner = runner
+                runner.start()
+                webhooks = WebhookSender(
+                    svc.store,
+                    settings,
+                    transport=webhook_transport,
+                    resolver=system_resolver if resolver is None else resolver,
+                )
+                svc.webhooks = webhooks
+                webhooks.start()
+            elif uses_postgres(settings.database_url):
+                from mailvet.jobs.cluster import BatchQueue
+
+                queue = BatchQueue(settings.database_url)
+                await queue.open()
+                svc.queue = queue
+            else:
+                log.warning(
+                    "MAILVET_INPROCESS_WORKER is off and the database is not PostgreSQL: "
+                    "batches are stored but nothing works on them"
+                )
             try:
                 yield
             finally:
                 await svc.probes.close()
-                await webhooks.stop()
+                if webhooks is not None:
+                    await webhooks.stop()
                 svc.webhooks = None
-                await runner.stop()
+                if runner is not None:
+                    await runner.stop()
                 svc.runner = None
+                if svc.queue is not None:
+                    await svc.queue.close()
+                svc.queue = None
                 if own_engine and svc.engine is not None:
                     await svc.engine.close()
                 svc.engine = None

@@ -25,6 +25,7 @@ from mailvet.storage.base import ApiKey, BatchRecord, Store
 
 if TYPE_CHECKING:
     from mailvet.engine import Engine
+    from mailvet.jobs.cluster import BatchQueue
     from mailvet.jobs.inprocess import BatchRunner
     from mailvet.jobs.webhook import Resolver, WebhookSender
 
@@ -48,6 +49,7 @@ class Service:
     store: Store | None = None
     engine: Engine | None = None
     runner: BatchRunner | None = None
+    queue: BatchQueue | None = None  # PostgreSQL without in-process batch work: enqueue
     webhooks: WebhookSender | None = None
     resolver: Resolver | None = None  # host names of callback URLs (None: the system's)
     results: TTLCache[CachedResult] = field(
@@ -81,10 +83,12 @@ class Service:
         return record
 
     async def batch_changed(self, batch_id: str) -> None:
-        """A batch was stored or deleted: tell whatever works batches (today the in-process
-        runner; a cluster's queue too)."""
+        """A batch was stored or deleted: tell whatever works batches: the in-process
+        runner, or (``MAILVET_INPROCESS_WORKER`` off, PostgreSQL) the workers' queue."""
         if self.runner is not None:
             self.runner.wake()
+        if self.queue is not None:
+            await self.queue.batch_changed(batch_id)
 
     def require_engine(self) -> Engine:
         if self.engine is None:

@@ -212,6 +212,12 @@ class WebhookSender:
         outcomes = await asyncio.gather(*(one(record) for record in due))
         return sum(outcomes)
 
+    async def deliver(self, record: BatchRecord) -> bool:
+        """One attempt at one finished batch's webhook (a worker's webhook job); recorded
+        in the store like ``run_once``'s. Whether it was delivered."""
+        key = next((k for k in await self.store.list_keys() if k.id == record.user_id), None)
+        return await self._deliver(record, key)
+
     async def _deliver(self, record: BatchRecord, key: ApiKey | None) -> bool:
         url = record.callback_url
         secret_hash = await self.store.key_hash(record.user_id)

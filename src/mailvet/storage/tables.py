@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Column,
     DateTime,
     Dialect,
@@ -143,6 +144,8 @@ batch_items = Table(
     Column("retry_at", UTCDateTime, nullable=True),  # waiting for a retry until then
     Column("attempts", Integer, nullable=False, server_default=text("0")),  # retries done
     Column("first_try_at", UTCDateTime, nullable=True),
+    # v0004: the procrastinate job holding the item (PostgreSQL workers; jobs/cluster.py)
+    Column("job_id", BigInteger, nullable=True),
 )
 
 # "The next N items of this batch to verify": no verdict, no retry pending, by position.
@@ -213,3 +216,7 @@ mx_connects = Table(
     Column("at", UTCDateTime, nullable=False),
 )
 Index("ix_mx_connects_lane", mx_connects.c.lane, mx_connects.c.at)
+
+# Items held by a job (workers on PostgreSQL): which job holds them, and is it alive.
+_HELD = batch_items.c.verdict.is_(None) & batch_items.c.job_id.is_not(None)
+Index("ix_batch_items_job", batch_items.c.job_id, postgresql_where=_HELD, sqlite_where=_HELD)

@@ -1,0 +1,322 @@
+"""The procrastinate driver of the batch engine (jobs/cluster.py) on real PostgreSQL.
+
+Workers run in the test process (``ClusterWorker``) on the simulated internet; what
+the mail servers were asked is counted by the simulated servers themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from mailvet.api.app import create_app
+from mailvet.engine.syntax import SyntaxPolicy
+from mailvet.jobs.cluster import PLAN_TASK, PROBE_TASK, BatchQueue, ClusterWorker, libpq_url
+from mailvet.jobs.plan import dedupe_keys
+from mailvet.settings import Settings
+from mailvet.storage import open_store
+from mailvet.storage.base import BatchRecord, Plan, Store
+from mailvet.testing import smtp as sim
+from mailvet.testing.internet import STANDARD_SITES, STANDARD_ZONE, SimInternet
+
+from .test_scheduler import MIXED, fast_options, rcpts_by_address
+
+pytestmark = pytest.mark.postgres
+
+TIMEOUT = 120.0
+
+
+def cluster_settings(net: SimInternet, url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": url,
+        "batch_connect_timeout": 1.0,
+        "batch_command_timeout": 1.0,
+        "batch_session_timeout": 30.0,
+        "worker_heartbeat_interval": 0.5,
+        "worker_stalled_timeout": 2.0,
+    }
+    values.update(overrides)
+    return net.settings(**values)
+
+
+@asynccontextmanager
+async def workers(settings: Settings, count: int = 1, **options: Any) -> AsyncIterator[list[str]]:
+    """``count`` workers taking jobs in this process; yields their ids once all take jobs."""
+    options.setdefault("scheduler_options", fast_options())
+    running = [ClusterWorker(settings, **options) for _ in range(count)]
+    ready: list[str] = []
+    tasks = [asyncio.create_task(w.run(ready.append)) for w in running]
+    try:
+        async with asyncio.timeout(30):
+            while len(ready) < count:
+                for task in tasks:
+                    if task.done():
+                        task.result()  # a worker that died at start: its error
+                await asyncio.sleep(0.05)
+        yield ready
+    finally:
+        for w in running:
+            w.stop()
+        await asyncio.gather(*tasks)
+
+
+async def submit(store: Store, url: str, emails: list[str]) -> BatchRecord:
+    key, _ = await store.create_key("cluster", Plan.PAID)
+    keys = dedupe_keys(emails, SyntaxPolicy.from_settings(Settings(database_url=url)))
+    record = await store.create_batch(key.id, None, emails, keys=keys)
+    queue = BatchQueue(url)
+    await queue.open()
+    try:
+        await queue.batch_changed(record.id)
+    finally:
+        await queue.close()
+    return record
+
+
+async def finished(store: Store, record: BatchRecord) -> BatchRecord:
+    async with asyncio.timeout(TIMEOUT):
+        while True:
+            got = await store.get_batch(record.user_id, record.id)
+            assert got is not None
+            if got.finished_at is not None:
+                return got
+            await asyncio.sleep(0.1)
+
+
+def sql(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
+    with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+
+
+async def verdicts(store: Store, record: BatchRecord) -> dict[str, dict[str, Any]]:
+    items = await store.batch_items(record.id)
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        assert item.verdict is not None, item.email
+        out.setdefault(item.email, item.verdict)
+    return out
+
+
+# --- schema and CLI --------------------------------------------------------------------
+
+
+def _mailvet(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "mailvet", *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_db_upgrade_installs_procrastinates_schema(pg_fresh_url: str) -> None:
+    done = _mailvet("db", "upgrade", env={"MAILVET_DATABASE_URL": pg_fresh_url})
+    assert done.returncode == 0, done.stderr
+    tables = {
+        name
+        for (name,) in sql(
+            pg_fresh_url,
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public'",
+        )
+    }
+    assert {"procrastinate_jobs", "procrastinate_workers", "batch_items"} <= tables
+    (function,) = sql(
+        pg_fresh_url,
+        "SELECT count(*) FROM pg_proc WHERE proname = %s",
+        "procrastinate_fetch_job_v2",
+    )
+    assert function == (1,)
+    again = _mailvet("db", "upgrade", env={"MAILVET_DATABASE_URL": pg_fresh_url})
+    assert again.returncode == 0, again.stderr  # idempotent
+
+
+def test_worker_needs_postgresql(tmp_path: Any) -> None:
+    done = _mailvet("worker", env={"MAILVET_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
+    assert done.returncode == 2
+    assert "needs PostgreSQL" in done.stderr
+
+
+# --- batches through the jobs ---------------------------------------------------------
+
+
+async def test_a_mixed_batch_gets_the_right_verdicts_each_address_once(pg_fresh_url: str) -> None:
+    emails = [*MIXED, "alice@deliverable.test", "anyone@catchall.test"]  # repeats
+    async with SimInternet(STANDARD_SITES, STANDARD_ZONE) as net:
+        settings = cluster_settings(net, pg_fresh_url)
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            record = await submit(store, pg_fresh_url, emails)
+            async with workers(settings, 2, concurrency=4):
+                done = await finished(store, record)
+            got = await verdicts(store, record)
+            items = await store.batch_items(record.id)
+        finally:
+            await store.close()
+        asked = rcpts_by_address(net.smtp)
+    assert done.done == done.size == len(emails)
+    assert [i.email for i in items] == emails  # every entry once, in order
+    assert {e: (v["result"], v["reason"]) for e, v in got.items() if e in MIXED} == dict(MIXED)
+    for email in ("alice@deliverable.test", "nobody@deliverable.test", "anyone@catchall.test"):
+        assert asked[email] == 1, email  # the repeats were asked once, in one job
+    # no job is left behind and nothing holds an item any more
+    assert sql(pg_fresh_url, "SELECT count(*) FROM batch_items WHERE job_id IS NOT NULL") == [(0,)]
+
+
+async def test_a_greylisted_address_is_retried_by_a_scheduled_job(pg_fresh_url: str) -> None:
+    sites = {
+        "grey.test": sim.greylist(delay=2.0, then=sim.mailboxes("alice", style="postfix")),
+        "deliverable.test": STANDARD_SITES["deliverable.test"],
+    }
+    emails = ["alice@grey.test", "ghost@grey.test", "alice@deliverable.test"]
+    async with SimInternet(sites, {}) as net:
+        settings = cluster_settings(
+            net, pg_fresh_url, greylist_schedule=[2.0, 2.0, 2.0], greylist_max_wait=60.0
+        )
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            record = await submit(store, pg_fresh_url, emails)
+            scheduled: set[int] = set()
+            async with workers(settings, 1, concurrency=2):
+                waiting = asyncio.create_task(finished(store, record))
+                while not waiting.done():  # a probe job deferred to later: the retry
+                    rows = sql(
+                        pg_fresh_url,
+                        "SELECT id FROM procrastinate_jobs WHERE task_name = %s "
+                        "AND status = 'todo' AND scheduled_at > now()",
+                        PROBE_TASK,
+                    )
+                    scheduled.update(r[0] for r in rows)
+                    await asyncio.sleep(0.05)
+                await waiting
+            got = await verdicts(store, record)
+            attempts = sql(
+                pg_fresh_url,
+                "SELECT email, attempts FROM batch_items WHERE batch_id = %s ORDER BY position",
+                record.id,
+            )
+        finally:
+            await store.close()
+        asked = rcpts_by_address(net.smtp)
+    assert scheduled  # the retry waited in the queue, not in a worker
+    assert got["alice@grey.test"]["result"] == "deliverable"
+    assert got["ghost@grey.test"]["result"] == "undeliverable"
+    assert got["alice@deliverable.test"]["result"] == "deliverable"
+    assert asked["alice@grey.test"] == 2  # greylisted once, then accepted
+    assert dict(attempts) == {
+        "alice@grey.test": 1,
+        "ghost@grey.test": 1,
+        "alice@deliverable.test": 0,
+    }
+
+
+async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
+    """A worker that stops sending heartbeats mid-session is taken for dead: the sweep
+    puts its job back in the queue and another worker runs it again while the first one
+    still works on it. Both finish; each address is in the results once, counted once."""
+    slow = [f"u{i}" for i in range(6)]
+    sites = {"slow.test": sim.mailboxes(*slow, style="postfix", latency_ms=700)}
+    emails = [f"u{i}@slow.test" for i in range(8)]  # u6, u7: unknown users
+    async with SimInternet(sites, {}) as net:
+        first = cluster_settings(
+            net,
+            pg_fresh_url,
+            batch_command_timeout=10.0,
+            worker_heartbeat_interval=3600.0,  # its heartbeat goes stale: "dead"
+            worker_stalled_timeout=1.0,
+        )
+        second = cluster_settings(net, pg_fresh_url, worker_stalled_timeout=1.0)
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            record = await submit(store, pg_fresh_url, emails)
+            async with workers(first, 1, concurrency=1):
+                async with asyncio.timeout(TIMEOUT):
+                    while not sql(
+                        pg_fresh_url,
+                        "SELECT id FROM procrastinate_jobs "
+                        "WHERE task_name = %s AND status = 'doing'",
+                        PROBE_TASK,
+                    ):
+                        await asyncio.sleep(0.05)
+                async with workers(second, 1, concurrency=2):
+                    async with asyncio.timeout(TIMEOUT):  # the second worker took it too
+                        while max(rcpts_by_address(net.smtp).values(), default=0) < 2:
+                            await asyncio.sleep(0.05)
+                    done = await finished(store, record)
+            got = await verdicts(store, record)
+            items = await store.batch_items(record.id)
+        finally:
+            await store.close()
+        asked = rcpts_by_address(net.smtp)
+    assert max(asked.values()) == 2  # the job ran twice ...
+    assert done.done == done.size == len(emails)  # ... and each result counts once
+    assert [i.email for i in items] == emails
+    for i, email in enumerate(emails):
+        assert got[email]["result"] == ("deliverable" if i < 6 else "undeliverable"), email
+
+
+# --- the API side ---------------------------------------------------------------------
+
+
+async def test_serve_without_an_inprocess_worker_only_enqueues(pg_fresh_url: str) -> None:
+    async with SimInternet(STANDARD_SITES, STANDARD_ZONE) as net:
+        settings = cluster_settings(net, pg_fresh_url, rate_limit_per_minute=100_000)
+        assert not settings.runs_batches_inprocess()  # PostgreSQL's default
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            key, secret = await store.create_key("api", Plan.PAID)
+            app = create_app(settings, store=store)
+            async with app.router.lifespan_context(app):
+                svc = app.state.service
+                assert svc.runner is None and svc.webhooks is None and svc.queue is not None
+                async with httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://mailvet.test"
+                ) as client:
+                    emails = ["alice@deliverable.test", "x@nullmx.test"]
+                    r = await client.post(
+                        "/v1/batch", json={"emails": emails}, headers={"x-mails-api-key": secret}
+                    )
+                    assert r.status_code == 200, r.text
+                    batch_id = r.json()["id"]
+                    jobs = sql(
+                        pg_fresh_url,
+                        "SELECT status, args ->> 'batch_id' FROM procrastinate_jobs "
+                        "WHERE task_name = %s",
+                        PLAN_TASK,
+                    )
+                    assert jobs == [("todo", batch_id)]  # enqueued, and nobody took it
+                    await asyncio.sleep(1.0)
+                    record = await store.get_batch(key.id, batch_id)
+                    assert record is not None and record.done == 0 and record.finished_at is None
+                    async with workers(settings, 1):  # a worker takes it from there
+                        await finished(store, record)
+                    page = (
+                        await client.get(
+                            f"/v1/batch/{batch_id}", headers={"x-mails-api-key": secret}
+                        )
+                    ).json()
+        finally:
+            await store.close()
+    results = {e["email"]: e["result"] for e in page["emails"]}
+    assert results == {"alice@deliverable.test": "deliverable", "x@nullmx.test": "undeliverable"}
+
+
+def test_sqlite_keeps_batches_in_process() -> None:
+    assert Settings(database_url="sqlite:///x.db").runs_batches_inprocess()
+    assert not Settings(database_url="postgresql://u@h/db").runs_batches_inprocess()
+    forced = Settings(database_url="postgresql://u@h/db", inprocess_worker=True)
+    assert forced.runs_batches_inprocess()
