@@ -1,4 +1,4 @@
-"""The ``mailvet`` command: validate, batch, serve, worker, keys, db, doctor, sim.
+"""The ``mailvet`` command: validate, batch, serve, worker, keys, db, status, doctor, sim.
 
 Settings are built once here (from the environment, ``MAILVET_*``) and passed down.
 Start-up time counts for ``validate --offline`` and ``batch --offline`` over a file
@@ -23,10 +23,13 @@ import typer
 from mailvet.settings import Settings
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from rich.console import Console
 
     from mailvet.batchfile import InputFile, OutputFile
     from mailvet.engine.facts import Facts
+    from mailvet.jobs.status import ClusterStatus
     from mailvet.storage.base import BatchRecord, Store
     from mailvet.verdict import Verdict
 
@@ -777,6 +780,96 @@ def db_upgrade(ctx: typer.Context) -> None:
 
     asyncio.run(run())
     typer.echo("database is at the latest revision")
+
+
+# ---- mailvet status: the batch machinery, from the database ----
+
+
+@app.command("status")
+def status_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object, for scripts.")] = False,
+) -> None:
+    """Show queued / scheduled / running / failed jobs, workers, busy MX lanes, batches."""
+    from mailvet.jobs.status import read_status
+    from mailvet.storage.sql import SqlStore
+
+    settings = _settings(ctx)
+
+    async def run() -> ClusterStatus | None:
+        async with _store(settings) as store:
+            if not isinstance(store, SqlStore):
+                return None
+            return await read_status(store.engine, settings)
+
+    found = asyncio.run(run())
+    if found is None:
+        typer.echo("error: an in-memory database keeps nothing to show", err=True)
+        raise typer.Exit(1)
+    if as_json:
+        typer.echo(orjson.dumps(found.to_json()).decode())
+        return
+    _print_status(found)
+
+
+def _print_status(found: ClusterStatus) -> None:
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    console = Console(highlight=False)
+
+    def when(value: datetime | None) -> str:
+        return value.isoformat(timespec="seconds") if value is not None else ""
+
+    console.print(f"database: {found.backend}, at {when(found.now)}")
+    if found.note:
+        console.print(found.note)
+    if found.jobs is not None:
+        jobs = Table("queued", "scheduled (retries)", "running", "failed", title="Jobs")
+        j = found.jobs
+        jobs.add_row(str(j.queued), str(j.scheduled), str(j.running), str(j.failed))
+        console.print(jobs)
+        workers = Table(
+            "worker", "last heartbeat", "seconds ago", "running", "alive",
+            title=f"Workers ({found.workers_alive} alive)",
+        )  # fmt: skip
+        for w in found.workers:
+            workers.add_row(
+                str(w.id),
+                when(w.last_heartbeat),
+                f"{w.seconds_since_heartbeat:.0f}",
+                str(w.running),
+                "yes" if w.alive else "[red]no[/red]",
+            )
+        console.print(workers)
+    if found.backend == "postgresql":
+        lanes = Table(
+            "mx", "sessions", "paused until", "RCPT/s", title=f"MX lanes busy ({found.lanes_busy})"
+        )
+        for lane in found.lanes:
+            rate = lane.rcpt_per_second
+            lanes.add_row(
+                escape(lane.mx),
+                str(lane.sessions),
+                when(lane.paused_until),
+                "" if rate is None else str(rate),
+            )
+        console.print(lanes)
+    batches = Table(
+        "batch", "name", "done", "size", "retry waiting", "created",
+        title=f"Unfinished batches ({found.batches_unfinished})",
+    )  # fmt: skip
+    for b in found.batches:
+        batches.add_row(
+            b.id,
+            escape(b.name or ""),
+            str(b.done),
+            str(b.size),
+            str(b.retry_waiting),
+            when(b.created_at),
+        )
+    console.print(batches)
 
 
 @app.command()

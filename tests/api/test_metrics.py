@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 
+import psycopg
+import pytest
+from procrastinate import App, PsycopgConnector
+from procrastinate.jobs import Status
+from procrastinate.schema import SchemaManager
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from mailvet.api.metrics import method_label
+from mailvet.api.metrics import MAX_LANE_SERIES, ClusterGauges, method_label
+from mailvet.jobs.limits import LaneLimits
+from mailvet.jobs.limits_pg import PgLimiter, pg_conninfo
+from mailvet.storage import open_store
+from mailvet.storage.sql import SqlStore
 
-from .kit import Api, running_api
+from ..integration import conftest as integration
+from .kit import Api, make_settings, running_api
+
+# the throwaway PostgreSQL fixtures of the integration tests
+pg_server = integration.pg_server
+pg_fresh_url = integration.pg_fresh_url
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -89,3 +105,119 @@ def test_method_label() -> None:
         "OTHER",
         "OTHER",
     ]
+
+
+# ---- cluster gauges (PostgreSQL only) ----
+
+
+async def _cluster_state(url: str) -> None:
+    """Through procrastinate's API: 3 jobs due, 1 for later, 1 running, 1 failed; a live
+    and a dead worker."""
+    queue = App(connector=PsycopgConnector(conninfo=pg_conninfo(url)))
+
+    @queue.task(name="lane_slice", queue="lanes")
+    def lane_slice(n: int) -> None:  # never run
+        return None
+
+    async with queue.open_async():
+        await SchemaManager(queue.connector).apply_schema_async()
+        for n in range(5):
+            await lane_slice.defer_async(n=n)
+        await lane_slice.configure(schedule_in={"minutes": 30}).defer_async(n=99)
+        alive = await queue.job_manager.register_worker()
+        dead = await queue.job_manager.register_worker()
+        assert await queue.job_manager.fetch_job(queues=None, worker_id=alive) is not None
+        failed = await queue.job_manager.fetch_job(queues=None, worker_id=alive)
+        assert failed is not None
+        await queue.job_manager.finish_job(failed, status=Status.FAILED, delete_job=False)
+    async with await psycopg.AsyncConnection.connect(pg_conninfo(url), autocommit=True) as conn:
+        await conn.execute(
+            "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' "
+            "WHERE id = %s",
+            (dead,),
+        )
+
+
+LIMITS = LaneLimits(
+    max_sessions=5, rcpt_per_session=50, rcpt_per_second=10.0, connects_per_minute=1000
+)
+
+
+@pytest.mark.postgres
+async def test_cluster_gauges_on_postgres(pg_fresh_url: str) -> None:
+    store = open_store(pg_fresh_url)
+    try:
+        await store.migrate()
+        await _cluster_state(pg_fresh_url)
+        settings = make_settings(database_url=pg_fresh_url)
+        async with PgLimiter(pg_fresh_url, holder="w", settings=settings) as limiter:
+            async with contextlib.AsyncExitStack() as held:
+                for _ in range(2):
+                    await held.enter_async_context(limiter.session("mx.a.test", LIMITS))
+                # more busy lanes than series: the smallest are summed as mx="other"
+                for i in range(MAX_LANE_SERIES + 3):
+                    await held.enter_async_context(limiter.session(f"mx{i:02}.test", LIMITS))
+                limiter.pause("mx.b.test", 600.0)
+                await limiter.flush()
+                async with running_api(settings, store=store) as api:
+                    got = samples((await api.client.get("/metrics")).text)
+    finally:
+        await store.close()
+
+    def gauge(name: str, **labels: str) -> float:
+        return got[(name, tuple(sorted(labels.items())))]
+
+    assert gauge("mailvet_jobs", status="queued") == 3
+    assert gauge("mailvet_jobs", status="scheduled") == 1
+    assert gauge("mailvet_jobs", status="running") == 1
+    assert gauge("mailvet_jobs", status="failed") == 1
+    assert gauge("mailvet_workers_alive") == 1
+    assert gauge("mailvet_workers") == 2
+    assert gauge("mailvet_lanes_paused") == 1
+    assert gauge("mailvet_lanes_busy") == MAX_LANE_SERIES + 3 + 2
+    assert gauge("mailvet_batches_unfinished") == 0
+    lanes = {
+        dict(labels)["mx"]: v for (n, labels), v in got.items() if n == "mailvet_lane_sessions"
+    }
+    assert len(lanes) == MAX_LANE_SERIES + 1  # bounded: the top ones and "other"
+    assert lanes["mx.a.test"] == 2  # the busiest lane comes first
+    assert sum(lanes.values()) == 2 + MAX_LANE_SERIES + 3  # every session counted once
+    assert lanes["other"] == 4
+
+
+@pytest.mark.postgres
+async def test_cluster_gauges_are_cached_between_scrapes(pg_fresh_url: str) -> None:
+    store = open_store(pg_fresh_url)
+    assert isinstance(store, SqlStore)
+    now = [0.0]
+    registry = CollectorRegistry()
+    gauges = ClusterGauges(registry, make_settings(), cache_seconds=5.0, clock=lambda: now[0])
+    settings = make_settings(database_url=pg_fresh_url)
+    try:
+        await store.migrate()
+        async with PgLimiter(pg_fresh_url, holder="w", settings=settings) as limiter:
+            await gauges.refresh(store.engine)
+            assert (
+                samples(generate_latest(registry).decode()).get(
+                    ("mailvet_lane_sessions", (("mx", "mx.a.test"),))
+                )
+                is None
+            )
+            async with limiter.session("mx.a.test", LIMITS):
+                now[0] += 4.0  # within the cache: not read again
+                await gauges.refresh(store.engine)
+                text = generate_latest(registry).decode()
+                assert ("mailvet_lane_sessions", (("mx", "mx.a.test"),)) not in samples(text)
+                now[0] += 2.0  # past it: read again
+                await gauges.refresh(store.engine)
+                text = generate_latest(registry).decode()
+                assert samples(text)[("mailvet_lane_sessions", (("mx", "mx.a.test"),))] == 1
+                assert samples(text)[("mailvet_jobs", (("status", "queued"),))] == 0
+    finally:
+        await store.close()
+
+
+async def test_no_cluster_gauges_without_postgres(api: Api) -> None:
+    text = (await api.client.get("/metrics")).text
+    assert "mailvet_jobs" not in text
+    assert "mailvet_lane_sessions" not in text

@@ -237,6 +237,7 @@ def _add_service_routes(app: FastAPI, svc: Service) -> None:
         responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
     )
     async def metrics() -> Response:
+        await svc.metrics.refresh_cluster(svc.store, svc.settings)  # PostgreSQL only
         return Response(svc.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
 

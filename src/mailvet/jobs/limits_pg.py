@@ -17,10 +17,11 @@ Tables (storage/tables.py, revision 0003), one lane per MX host:
 RCPT per second is a token-bucket row, not a log, because it is asked before every RCPT
 group: a grant is one autocommit ``UPDATE mx_lanes ... WHERE <enough tokens> RETURNING``
 (one round trip, a row of constant size), a whole pipelined group's tokens in that one
-statement. Measured here (bench/limits_pg.py, PostgreSQL 15 on loopback, 2 busy cores):
-the bucket grants about 2,900 a second from one connection and 4,800 from four (0.35
-ms each), a log (INSERT a row per RCPT, then count the window, in a locked transaction)
-about 950 and 1,300 (1.0 ms), and leaves a dead row per RCPT for vacuum. The bucket
+statement. Measured (bench/limits_pg.py, PostgreSQL 15 on loopback, a shared 2-core
+machine, 3 s each): the bucket granted 4,900 a second from one connection (0.20 ms a
+grant) and 8,300 from four; a log (a row per RCPT and a count of the last second, under
+the lane row's lock) 1,430 and 1,180 (0.70 and 3.4 ms a grant: every grant of a lane
+queues behind the lock, and it leaves a row per RCPT to delete and vacuum). The bucket
 allows ``burst + rate * w`` RCPTs in any ``w`` seconds, like ``InProcessLimiter``.
 
 Time is the database's (``clock_timestamp()``), so the workers' clocks never matter.
