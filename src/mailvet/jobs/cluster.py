@@ -113,11 +113,11 @@ def new_worker_id() -> str:
 
 
 def make_limiter(settings: Settings, holder: str) -> Limiter:
-    """The per-MX limiter of a worker. In-process counters for now (caps per worker
-    process); the PostgreSQL one (``jobs/limits_pg.PgLimiter``, caps across the cluster)
-    replaces it here."""
-    del settings, holder  # what PgLimiter(database_url, holder=..., settings=...) takes
-    return InProcessLimiter()
+    """The per-MX limiter of a worker: ``jobs/limits_pg.PgLimiter``, caps across the
+    cluster (started and closed by ``ClusterWorker.run``)."""
+    from mailvet.jobs.limits_pg import PgLimiter
+
+    return PgLimiter(settings.database_url, holder=holder, settings=settings)
 
 
 async def lane_wait(limiter: Limiter, lane: str, limits: LaneLimits) -> float:
@@ -476,6 +476,9 @@ class ClusterWorker:
                 catch_all_cached=getattr(engine.smtp, "catch_all_cached", lambda d: None),
                 scheduler_options=self.scheduler_options,
             )
+            start = getattr(self.limiter, "start", None)
+            if start is not None:  # PgLimiter: its pool and lease renewal
+                await start()
             async with app.open_async():
                 worker = Worker(
                     app,
@@ -502,6 +505,9 @@ class ClusterWorker:
                 await task
         finally:
             self._worker = None
+            close = getattr(self.limiter, "close", None)
+            if close is not None:
+                await close()
             await webhooks.stop()
             if own_engine:
                 await engine.close()
