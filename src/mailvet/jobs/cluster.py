@@ -93,6 +93,7 @@ SWEEP_EVERY = 5  # seconds between sweeps (a divisor of 60)
 LANE_BUSY_DELAY = 1.0  # seconds a slice waits when its lane's sessions are all open
 MAX_JOB_ATTEMPTS = 10  # a job that keeps raising (a database fault) is retried so often
 FETCH_POLL = 1.0  # seconds: scheduled jobs are not notified when due; the workers poll
+SESSION_END_WAIT = 6.0  # seconds a job waits for its sessions' QUIT (smtp: at most 5 s)
 SHUTDOWN_GRACE = 10.0  # seconds running jobs get after SIGTERM, then they are re-queued
 _PLANNERS = 64  # batches whose planner (DNS memo) a worker keeps
 
@@ -391,6 +392,10 @@ class WorkerContext:
             scheduler.submit(route, list(works))
         try:
             await settled.wait()
+            # every address is settled: let the sessions QUIT and release their slots
+            # before the job ends; cancelled mid-goodbye, a session's slot would be free
+            # while its MX still counts the connection (seen as 3 sessions for a cap of 2)
+            await scheduler.wait_sessions(SESSION_END_WAIT)
         finally:
             await scheduler.stop()
         return finals, retries

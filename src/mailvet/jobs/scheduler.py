@@ -250,6 +250,14 @@ class Scheduler:
     def lanes(self) -> int:
         return len(self._lanes)
 
+    async def wait_sessions(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the lane tasks to end on their own (a lane
+        whose queue is empty closes its session politely, QUIT answered, then releases its
+        slot), so that ``stop()`` afterwards cancels nothing that is only saying goodbye."""
+        tasks = [t for lane in self._lanes.values() for t in lane.tasks]
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+
     async def stop(self) -> None:
         """Cancel every session (work in them is simply not reported: the store still
         has it pending)."""
