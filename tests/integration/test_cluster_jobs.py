@@ -7,6 +7,8 @@ the mail servers were asked is counted by the simulated servers themselves.
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import subprocess
 import sys
@@ -20,7 +22,14 @@ import pytest
 
 from mailvet.api.app import create_app
 from mailvet.engine.syntax import SyntaxPolicy
-from mailvet.jobs.cluster import PLAN_TASK, PROBE_TASK, BatchQueue, ClusterWorker, libpq_url
+from mailvet.jobs.cluster import (
+    PLAN_TASK,
+    PROBE_TASK,
+    SWEEP_EVERY,
+    BatchQueue,
+    ClusterWorker,
+    libpq_url,
+)
 from mailvet.jobs.plan import dedupe_keys
 from mailvet.settings import Settings
 from mailvet.storage import open_store
@@ -28,7 +37,8 @@ from mailvet.storage.base import BatchRecord, Plan, Store
 from mailvet.testing import smtp as sim
 from mailvet.testing.internet import STANDARD_SITES, STANDARD_ZONE, SimInternet
 
-from .test_scheduler import MIXED, fast_options, rcpts_by_address
+from ..api.test_webhook import receiver
+from .test_scheduler import MIXED, fast_options, rcpts_by_address, site_ip
 
 pytestmark = pytest.mark.postgres
 
@@ -94,7 +104,8 @@ async def finished(store: Store, record: BatchRecord) -> BatchRecord:
 
 def sql(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        return conn.execute(query, params).fetchall()  # type: ignore[arg-type]
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description is not None else []
 
 
 async def verdicts(store: Store, record: BatchRecord) -> dict[str, dict[str, Any]]:
@@ -139,12 +150,6 @@ def test_db_upgrade_installs_procrastinates_schema(pg_fresh_url: str) -> None:
     assert function == (1,)
     again = _mailvet("db", "upgrade", env={"MAILVET_DATABASE_URL": pg_fresh_url})
     assert again.returncode == 0, again.stderr  # idempotent
-
-
-def test_worker_needs_postgresql(tmp_path: Any) -> None:
-    done = _mailvet("worker", env={"MAILVET_DATABASE_URL": f"sqlite:///{tmp_path}/x.db"})
-    assert done.returncode == 2
-    assert "needs PostgreSQL" in done.stderr
 
 
 # --- batches through the jobs ---------------------------------------------------------
@@ -227,7 +232,11 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
     puts its job back in the queue and another worker runs it again while the first one
     still works on it. Both finish; each address is in the results once, counted once."""
     slow = [f"u{i}" for i in range(6)]
-    sites = {"slow.test": sim.mailboxes(*slow, style="postfix", latency_ms=700)}
+    sites = {
+        "slow.test": sim.mailboxes(*slow, style="postfix", latency_ms=700),
+        # keeps the batch open after the slow job's first commit: the second one saves
+        "grey.test": sim.greylist(delay=15.0, then=sim.mailboxes("alice", style="postfix")),
+    }
     emails = [f"u{i}@slow.test" for i in range(8)]  # u6, u7: unknown users
     async with SimInternet(sites, {}) as net:
         first = cluster_settings(
@@ -236,12 +245,15 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
             batch_command_timeout=10.0,
             worker_heartbeat_interval=3600.0,  # its heartbeat goes stale: "dead"
             worker_stalled_timeout=1.0,
+            greylist_schedule=[15.0],
         )
-        second = cluster_settings(net, pg_fresh_url, worker_stalled_timeout=1.0)
+        second = cluster_settings(
+            net, pg_fresh_url, worker_stalled_timeout=1.0, greylist_schedule=[15.0]
+        )
         store = open_store(pg_fresh_url)
         await store.migrate()
         try:
-            record = await submit(store, pg_fresh_url, emails)
+            record = await submit(store, pg_fresh_url, [*emails, "alice@grey.test"])
             async with workers(first, 1, concurrency=1):
                 async with asyncio.timeout(TIMEOUT):
                     while not sql(
@@ -253,17 +265,20 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
                         await asyncio.sleep(0.05)
                 async with workers(second, 1, concurrency=2):
                     async with asyncio.timeout(TIMEOUT):  # the second worker took it too
-                        while max(rcpts_by_address(net.smtp).values(), default=0) < 2:
+                        while max(rcpts_by_address(net.smtp)[e] for e in emails) < 2:
                             await asyncio.sleep(0.05)
-                    done = await finished(store, record)
+                    await finished(store, record)
+            done = await store.get_batch(record.user_id, record.id)  # both runs over
             got = await verdicts(store, record)
             items = await store.batch_items(record.id)
         finally:
             await store.close()
         asked = rcpts_by_address(net.smtp)
-    assert max(asked.values()) == 2  # the job ran twice ...
-    assert done.done == done.size == len(emails)  # ... and each result counts once
-    assert [i.email for i in items] == emails
+    assert done is not None
+    assert max(asked[e] for e in emails) == 2  # the job ran twice ...
+    assert done.done == done.size == len(emails) + 1  # ... and each result counts once
+    assert [i.email for i in items] == [*emails, "alice@grey.test"]
+    assert got["alice@grey.test"]["result"] == "deliverable"
     for i, email in enumerate(emails):
         assert got[email]["result"] == ("deliverable" if i < 6 else "undeliverable"), email
 
@@ -315,8 +330,157 @@ async def test_serve_without_an_inprocess_worker_only_enqueues(pg_fresh_url: str
     assert results == {"alice@deliverable.test": "deliverable", "x@nullmx.test": "undeliverable"}
 
 
-def test_sqlite_keeps_batches_in_process() -> None:
-    assert Settings(database_url="sqlite:///x.db").runs_batches_inprocess()
-    assert not Settings(database_url="postgresql://u@h/db").runs_batches_inprocess()
-    forced = Settings(database_url="postgresql://u@h/db", inprocess_worker=True)
-    assert forced.runs_batches_inprocess()
+async def _stderr_line(process: asyncio.subprocess.Process, prefix: str) -> str:
+    assert process.stderr is not None
+    async with asyncio.timeout(60):
+        while True:
+            line = (await process.stderr.readline()).decode()
+            if not line:
+                raise AssertionError(f"the worker exited before printing {prefix!r}")
+            if line.startswith(prefix):
+                return line
+
+
+async def test_mailvet_worker_takes_jobs_and_stops_on_sigterm(pg_fresh_url: str) -> None:
+    async with SimInternet(STANDARD_SITES, STANDARD_ZONE) as net:
+        env = {
+            **os.environ,
+            **net.env(),
+            "MAILVET_DATABASE_URL": pg_fresh_url,
+            "MAILVET_BATCH_COMMAND_TIMEOUT": "2",
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "mailvet",
+            "worker",
+            "--concurrency",
+            "3",
+            "--queues",
+            "mailvet_plan,mailvet_smtp",
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            ready = await _stderr_line(process, "mailvet worker ready: ")
+            worker_id = ready.split(": ", 1)[1].strip()
+            assert worker_id.count(":") == 2 and str(process.pid) in worker_id  # host:pid:rand
+            store = open_store(pg_fresh_url)
+            try:
+                record = await submit(
+                    store, pg_fresh_url, ["alice@deliverable.test", "x@nowhere.test"]
+                )
+                await finished(store, record)
+                got = await verdicts(store, record)
+            finally:
+                await store.close()
+            process.terminate()
+            async with asyncio.timeout(60):
+                code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert code == 0
+    assert got["alice@deliverable.test"]["result"] == "deliverable"
+    assert got["x@nowhere.test"]["reason"] == "invalid_domain"
+
+
+async def test_a_lane_at_its_cap_is_deferred_and_its_cap_holds(
+    pg_fresh_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One session at a time to the MX, four sessions' worth of addresses, six job slots:
+    the slices that find the lane busy go back to the queue (a new job a moment later),
+    and the server never sees two sessions at once, one session a slice."""
+    known = [f"u{i}" for i in range(8)]
+    sites = {"capped.test": sim.mailboxes(*known, style="postfix", latency_ms=150)}
+    emails = [f"u{i}@capped.test" for i in range(8)]
+    caplog.set_level(logging.DEBUG, logger="mailvet.jobs.cluster")
+    async with SimInternet(sites, {}) as net:
+        settings = cluster_settings(
+            net, pg_fresh_url, mx_max_sessions=1, mx_rcpt_per_session=3, batch_command_timeout=5.0
+        )
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            record = await submit(store, pg_fresh_url, emails)
+            async with workers(settings, 2, concurrency=3):
+                await finished(store, record)
+            got = await verdicts(store, record)
+        finally:
+            await store.close()
+        ip = site_ip(sites, "capped.test")
+        peak = net.smtp.max_concurrent(ip)
+        sessions = len(net.smtp.connects(ip))
+        asked = rcpts_by_address(net.smtp)
+    assert all(got[e]["result"] == "deliverable" for e in emails)
+    assert peak == 1
+    # 8 addresses + 1 catch-all check a slice, 3 RCPTs a session: 4 slices, 4 sessions
+    assert sessions == 4
+    assert all(asked[e] == 1 for e in emails)
+    assert any("at its cap" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_webhook_of_a_finished_batch_is_sent_and_retried(pg_fresh_url: str) -> None:
+    async with SimInternet(STANDARD_SITES, STANDARD_ZONE) as net, receiver([500]) as hook:
+        settings = cluster_settings(
+            net, pg_fresh_url, allow_private_webhooks=True, webhook_timeout=5.0
+        )
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            key, _ = await store.create_key("hooks", Plan.PAID)
+            record = await store.create_batch(
+                key.id, None, ["alice@deliverable.test"], callback_url=hook.url
+            )
+            queue = BatchQueue(pg_fresh_url)
+            await queue.open()
+            await queue.batch_changed(record.id)
+            await queue.close()
+            async with workers(settings, 1):
+                await finished(store, record)
+                async with asyncio.timeout(TIMEOUT):  # 500 first; the sweep sends it again
+                    while len(hook.received) < 2:
+                        await asyncio.sleep(0.1)
+                await asyncio.sleep(SWEEP_EVERY + 1)  # and not a third time
+            got = await store.get_batch(key.id, record.id)
+        finally:
+            await store.close()
+    assert len(hook.received) == 2
+    body, headers = hook.received[1]
+    assert json.loads(body)["id"] == record.id
+    assert headers["x-mailvet-signature"].startswith("sha256=")
+    assert got is not None and got.webhook_delivered_at is not None and got.webhook_attempts == 2
+
+
+async def test_items_of_a_job_that_failed_for_good_are_planned_again(pg_fresh_url: str) -> None:
+    emails = ["alice@deliverable.test", "bob@deliverable.test", "nobody@deliverable.test"]
+    async with SimInternet(STANDARD_SITES, STANDARD_ZONE) as net:
+        settings = cluster_settings(net, pg_fresh_url)
+        store = open_store(pg_fresh_url)
+        await store.migrate()
+        try:
+            record = await submit(store, pg_fresh_url, emails)
+            query = "SELECT id FROM procrastinate_jobs WHERE task_name = %s AND status = 'todo'"
+            async with workers(settings, 1, queues=["mailvet_plan"]):  # plans, asks nothing
+                async with asyncio.timeout(TIMEOUT):
+                    while not sql(pg_fresh_url, query, PROBE_TASK):
+                        await asyncio.sleep(0.05)
+            # the probe job fails for good (say its retries ran out): nobody holds the items
+            sql(
+                pg_fresh_url,
+                "UPDATE procrastinate_jobs SET status = 'failed' WHERE task_name = %s",
+                PROBE_TASK,
+            )
+            assert net.smtp.sessions == []
+            async with workers(settings, 1):  # the sweep plans them again
+                done = await finished(store, record)
+            got = await verdicts(store, record)
+        finally:
+            await store.close()
+        asked = rcpts_by_address(net.smtp)
+    assert done.done == done.size == 3
+    assert [got[e]["result"] for e in emails] == ["deliverable", "deliverable", "undeliverable"]
+    assert all(asked[e] == 1 for e in emails)

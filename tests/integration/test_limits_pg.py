@@ -22,10 +22,16 @@ from typing import Any
 import psycopg
 import pytest
 
-from mailvet.jobs.limits import LaneLimits, rcpt_burst
+from mailvet.engine.pipeline import Engine
+from mailvet.jobs.inprocess import BatchRunner
+from mailvet.jobs.limits import Backoff, LaneLimits, Limiter, rcpt_burst
 from mailvet.jobs.limits_pg import PgLimiter, pg_conninfo
 from mailvet.settings import Settings
 from mailvet.storage import open_store
+from mailvet.storage.base import Plan
+from mailvet.storage.memory import MemoryStore
+from mailvet.testing import smtp as sim
+from mailvet.testing.internet import SimInternet
 
 from .limits_child import hammer
 
@@ -256,6 +262,71 @@ async def test_leases_are_renewed_while_held_and_gone_after(
         assert later > first
     (count,) = await db_row(db, "SELECT count(*) FROM mx_leases")
     assert count == 0
+
+
+async def test_two_batch_runners_share_one_mx_cap_through_postgres(db: str) -> None:
+    """Two runners (two workers, each its own store and PgLimiter) on one MX host: the
+    simulated server never sees more sessions at once than one runner may open."""
+    sites = {"shared.test": sim.accept(latency_ms=5)}
+    async with SimInternet(sites, {}) as net:
+        settings = net.settings(
+            mx_max_sessions=2,
+            mx_rcpt_per_session=5,
+            mx_rcpt_per_second=200.0,
+            batch_connect_timeout=2.0,
+            batch_command_timeout=2.0,
+        )
+        runners: list[BatchRunner] = []
+        stores: list[tuple[MemoryStore, str]] = []
+        limiters: list[PgLimiter] = []
+        engines: list[Engine] = []
+        for name in ("a", "b"):
+            store = MemoryStore()
+            key, _ = await store.create_key(name, Plan.PAID)
+            emails = [f"{name}{i}@shared.test" for i in range(60)]
+            record = await store.create_batch(key.id, name, emails)
+            stores.append((store, record.id))
+            limiter = PgLimiter(db, holder=f"runner-{name}", settings=settings)
+            await limiter.start()
+            limiters.append(limiter)
+            shared: Limiter = limiter  # PgLimiter is a Limiter (mypy checks it here)
+            engine = Engine(settings)
+            engines.append(engine)
+            runner = BatchRunner(
+                store,
+                engine,
+                settings,
+                limiter=shared,
+                scheduler_options={"backoff": Backoff(base=0.05, cap=0.2)},
+            )
+            runners.append(runner)
+        try:
+            for runner in runners:
+                runner.start()
+            await asyncio.wait_for(asyncio.gather(*(runner.wait_idle() for runner in runners)), 120)
+        finally:
+            for runner in runners:
+                await runner.stop()
+            for limiter in limiters:
+                await limiter.close()
+            for engine in engines:
+                await engine.close()
+        peak = net.smtp.max_concurrent("127.0.0.10")
+        sessions = len(net.smtp.connects("127.0.0.10"))
+    assert peak == 2  # never the 4 two in-process limiters would allow
+    assert sessions >= 2 * 60 // 5  # one session per 5 recipients at most
+    for store, batch_id in stores:
+        items = await store.batch_items(batch_id)
+        assert all(i.verdict is not None and i.verdict["reason"] == "catch_all" for i in items)
+
+
+async def test_absurd_pauses_are_bounded(limiters: list[PgLimiter]) -> None:
+    a, b, _ = limiters
+    a.pause("mx.forever.test", 1e15)  # would overflow an interval: cut to a day
+    a.pause("mx.nan.test", float("nan"))  # no pause at all
+    await a.flush()
+    assert 86_000 < await b.try_session("mx.forever.test", limits()) <= 86_400
+    assert await b.try_session("mx.nan.test", limits()) == 0.0
 
 
 def test_a_non_postgres_url_is_refused() -> None:

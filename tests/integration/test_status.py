@@ -1,7 +1,7 @@
 """``mailvet status`` (jobs/status.py, cli.py): the batch machinery as the database has it.
 
 On PostgreSQL the jobs are made through procrastinate's own API (its schema installed
-by its SchemaManager), the workers are procrastinate's rows, the sessions are PgLimiter
+by mailvet's migrations), the workers are procrastinate's rows, the sessions are PgLimiter
 leases; the command runs as a subprocess. On SQLite it says there is no cluster queue.
 """
 
@@ -21,7 +21,6 @@ import psycopg
 import pytest
 from procrastinate import App, PsycopgConnector
 from procrastinate.jobs import Status
-from procrastinate.schema import SchemaManager
 from typer.testing import CliRunner
 
 from mailvet.cli import app as cli_app
@@ -82,8 +81,7 @@ async def cluster(pg_fresh_url: str) -> AsyncIterator[dict[str, Any]]:
     def lane_slice(n: int) -> None:  # never run: the test only needs the jobs' rows
         return None
 
-    async with queue.open_async():
-        await SchemaManager(queue.connector).apply_schema_async()
+    async with queue.open_async():  # its schema: installed by store.migrate (revision 0004)
         for n in range(4):
             await lane_slice.defer_async(n=n)
         for n in range(2):  # retries: due in an hour
@@ -163,6 +161,18 @@ async def test_status_tables_for_humans(cluster: dict[str, Any]) -> None:
 @pytest.mark.postgres
 async def test_status_without_procrastinate_schema(pg_fresh_url: str) -> None:
     await make_batches(pg_fresh_url)
+    # a database at 0003: before the revision that installs procrastinate's schema
+    from alembic import command
+    from sqlalchemy import create_engine
+
+    from mailvet.storage.migrations_runner import alembic_config
+
+    engine = create_engine(pg_fresh_url)
+    try:
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0003")
+    finally:
+        engine.dispose()
     store = open_store(pg_fresh_url)
     assert isinstance(store, SqlStore)
     try:

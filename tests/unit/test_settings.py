@@ -139,3 +139,19 @@ def test_batch_api_settings() -> None:
     for field, bad in cases:
         with pytest.raises(ValidationError):
             Settings(**{field: bad})
+
+
+def test_cluster_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = Settings()
+    assert (defaults.mx_lease_seconds, defaults.worker_alive_seconds) == (30.0, 30.0)
+    monkeypatch.setenv("MAILVET_MX_LEASE_SECONDS", "12.5")
+    monkeypatch.setenv("MAILVET_WORKER_ALIVE_SECONDS", "90")
+    s = Settings()
+    assert (s.mx_lease_seconds, s.worker_alive_seconds) == (12.5, 90.0)
+
+
+@pytest.mark.parametrize("field", ["mx_lease_seconds", "worker_alive_seconds"])
+@pytest.mark.parametrize("bad", [0, 0.5, -1, float("nan"), float("inf")])
+def test_bad_cluster_settings_are_refused(field: str, bad: Any) -> None:
+    with pytest.raises(ValidationError, match=field):
+        Settings(**{field: bad})

@@ -281,7 +281,11 @@ async def _probe(context: JobContext, batch_id: str, host: str) -> None:
     for route, works in planned.lanes.values():
         wait = await lane_wait(ctx.limiter, route.host, route.limits)
         if wait > 0:  # the lane is at its cap: a new job a moment later, nobody waits
-            at = utcnow() + timedelta(seconds=wait + random.uniform(0, wait / 2))
+            wait += random.uniform(0, wait / 2)
+            log.debug(
+                "lane %s at its cap: %d addresses deferred %.1f s", route.host, len(works), wait
+            )
+            at = utcnow() + timedelta(seconds=wait)
             args = {"batch_id": batch_id, "host": route.host}
             probe.handovers.append(Handover(PROBE_TASK, args, [w.key for w in works], at=at))
         else:

@@ -25,6 +25,10 @@ queues behind the lock, and it leaves a row per RCPT to delete and vacuum). The 
 allows ``burst + rate * w`` RCPTs in any ``w`` seconds, like ``InProcessLimiter``.
 
 Time is the database's (``clock_timestamp()``), so the workers' clocks never matter.
+A worker cut off from the database for longer than a lease loses its slots (they
+expire for everyone else) while its open sessions go on to their end: the session cap
+can be passed for that long. The lease length trades this against how long a dead
+worker's slots stay taken.
 ``pause`` and ``paused_until`` stay synchronous, as the ``Limiter`` protocol has them:
 a pause is noted locally at once and written in the background (``flush()`` waits for
 the writes); ``paused_until`` answers from what this process knows, refreshed by every
@@ -71,6 +75,7 @@ RATE_WINDOW = 10.0  # seconds: the window of the recent RCPT count shown by mail
 SLOT_POLL = (0.05, 0.25)  # seconds between two looks at a full lane, at random in range
 SLOT_RETRY = 1.0  # try_session's wait for a full lane (about; its sessions end when they end)
 _MAX_PAUSES = 10_000  # past this many remembered pauses, the ended ones are forgotten
+_MAX_PAUSE = 86_400.0  # seconds: a longer pause is cut to this (a day)
 
 _LOCK_LANE = "SELECT clock_timestamp(), paused_until FROM mx_lanes WHERE lane = %s FOR UPDATE"
 _ENSURE_LANE = "INSERT INTO mx_lanes (lane) VALUES (%s) ON CONFLICT (lane) DO NOTHING"
@@ -218,7 +223,7 @@ class PgLimiter:
     # --- pauses (the Limiter protocol keeps them synchronous) ---
 
     def pause(self, lane: str, seconds: float) -> None:
-        seconds = max(0.0, seconds) if math.isfinite(seconds) else 0.0
+        seconds = min(_MAX_PAUSE, max(0.0, seconds)) if math.isfinite(seconds) else 0.0
         self._note_pause(lane, self._clock() + seconds)
         task = asyncio.create_task(self._write_pause(lane, seconds))
         self._writes.add(task)
@@ -236,7 +241,7 @@ class PgLimiter:
         try:
             async with self._pool.connection() as conn:
                 await conn.execute(_PAUSE, {"lane": lane, "seconds": seconds})
-        except psycopg.Error:  # the lane is still paused here; others will not know
+        except (psycopg.Error, OSError):  # the lane is still paused here; others will not know
             log.warning("could not store the pause of a lane", exc_info=True)
 
     def _note_pause(self, lane: str, until: float) -> None:

@@ -21,7 +21,7 @@ next to this one, like the schema here, so a revision never changes), and pin th
 procrastinate version in pyproject.toml at the same time.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-30 09:40:00
 """
 
@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0003"  # re-chained on i9-cluster, as the lead will
+down_revision: str | None = "0003"  # after i9-limits' 0003 (merged here); the lead re-chains
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
