@@ -375,7 +375,7 @@ def test_kill_9_of_a_worker_mid_batch_the_batch_completes_exactly_once(
 def test_a_greylisted_address_is_retried_by_whichever_worker_is_free(
     tmp_path: Path, db_url: str
 ) -> None:
-    delay = 8.0  # the server's "try again in N seconds"; the retry is a job scheduled then
+    delay = 5.0  # the server's "try again in N seconds"; the retry is a job scheduled then
     world = World()
     known = [f"user{i}" for i in range(12) if i % 5]
     world.sites["grey.test"] = sim.greylist(
