@@ -46,6 +46,7 @@ import multiprocessing as mp
 import os
 import platform
 import pstats
+import signal
 import sys
 import tempfile
 import time
@@ -549,7 +550,9 @@ def main() -> None:
         "--concurrency",
         type=int,
         default=None,
-        help="with --workers: `mailvet worker --concurrency` (default: the worker's own)",
+        help="with --workers: `mailvet worker --concurrency`, jobs (SMTP sessions) at once "
+        "per worker (default: --total-sessions / N, so the cluster holds as many sessions "
+        "as the in-process run)",
     )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the batch process")
     parser.add_argument(
@@ -559,6 +562,8 @@ def main() -> None:
         help="give up on the batch after this many seconds (default: 5 x the bound, at least 300)",
     )
     args = parser.parse_args()  # fmt: skip
+    # SIGTERM: unwind (stop the workers, the API and the throwaway PostgreSQL), as Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     size = QUICK_SIZE if args.quick else args.size
     grey = args.greylist_delay if args.greylist_delay is not None else (
@@ -611,13 +616,14 @@ def main() -> None:
             settings = settings_for(net, db_url, cap)
             timeout = args.timeout or max(300.0, 5 * bound.seconds)
             if args.workers:
+                concurrency = args.concurrency or -(-(cap.total_sessions or 100) // args.workers)
                 created, worked = work_cluster(
-                    spec, settings, args.workers, args.concurrency, timeout, Path(tmp)
+                    spec, settings, args.workers, concurrency, timeout, Path(tmp)
                 )
                 print(
                     f"batch submitted: POST /v1/batch of {size:,} addresses answered in "
                     f"{created['post_s']:.1f} s (stored and queued); {args.workers} "
-                    f"`mailvet worker` processes on PostgreSQL"
+                    f"`mailvet worker --concurrency {concurrency}` on PostgreSQL"
                 )
             else:
                 created = run_child(create_batch, spec, db_url)

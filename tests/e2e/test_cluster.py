@@ -393,7 +393,7 @@ def test_a_greylisted_address_is_retried_by_whichever_worker_is_free(
         wait_for(
             lambda: all(smtp.rcpts_by_address()[e] >= 1 for e in emails), 60, "every first try"
         )
-        # w1 asked every address once and was told to come back in 8 s about grey.test's.
+        # w1 asked every address once and was told to come back in 5 s about grey.test's.
         # It stops (SIGTERM: a clean stop, nothing running) and w2 starts: the retries are
         # jobs in the queue, not a worker sleeping, so w2 takes them when they are due.
         assert c.workers["w1.cluster.test"].stop() == 0
