@@ -689,6 +689,10 @@ def worker(
     except (StorageError, OSError) as exc:
         typer.echo(f"error: {exc} ({describe_url(settings.database_url)})", err=True)
         raise typer.Exit(1) from exc
+    except Exception as exc:  # procrastinate's loop failed (the database went away ...)
+        logging.getLogger("mailvet.jobs.cluster").exception("the worker stopped")
+        typer.echo(f"error: the worker stopped: {type(exc).__name__}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo("mailvet worker: stopped", err=True)
 
 

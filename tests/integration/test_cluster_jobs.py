@@ -7,6 +7,7 @@ the mail servers were asked is counted by the simulated servers themselves.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -30,6 +31,8 @@ from mailvet.jobs.cluster import (
     ClusterWorker,
     libpq_url,
 )
+from mailvet.jobs.limits import limits_for
+from mailvet.jobs.limits_pg import PgLimiter
 from mailvet.jobs.plan import dedupe_keys
 from mailvet.settings import Settings
 from mailvet.storage import open_store
@@ -228,42 +231,42 @@ async def test_a_greylisted_address_is_retried_by_a_scheduled_job(pg_fresh_url: 
 
 
 async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
-    """A worker that stops sending heartbeats mid-session is taken for dead: the sweep
-    puts its job back in the queue and another worker runs it again while the first one
-    still works on it. Both finish; each address is in the results once, counted once."""
+    """A job taken from a worker taken for dead (its worker row pruned: the job's
+    ``worker_id`` is NULL, as procrastinate leaves it) is put back in the queue by the
+    sweep and run again by another worker, while the first one still works on it. Both
+    finish; each address is in the results once, counted once."""
     slow = [f"u{i}" for i in range(6)]
     sites = {
-        "slow.test": sim.mailboxes(*slow, style="postfix", latency_ms=700),
+        "slow.test": sim.mailboxes(*slow, style="postfix", latency_ms=1000),
         # keeps the batch open after the slow job's first commit: the second one saves
-        "grey.test": sim.greylist(delay=15.0, then=sim.mailboxes("alice", style="postfix")),
+        "grey.test": sim.greylist(delay=25.0, then=sim.mailboxes("alice", style="postfix")),
     }
     emails = [f"u{i}@slow.test" for i in range(8)]  # u6, u7: unknown users
     async with SimInternet(sites, {}) as net:
-        first = cluster_settings(
-            net,
-            pg_fresh_url,
-            batch_command_timeout=10.0,
-            worker_heartbeat_interval=3600.0,  # its heartbeat goes stale: "dead"
-            worker_stalled_timeout=1.0,
-            greylist_schedule=[15.0],
-        )
-        second = cluster_settings(
-            net, pg_fresh_url, worker_stalled_timeout=1.0, greylist_schedule=[15.0]
+        settings = cluster_settings(
+            net, pg_fresh_url, batch_command_timeout=10.0, greylist_schedule=[25.0]
         )
         store = open_store(pg_fresh_url)
         await store.migrate()
         try:
             record = await submit(store, pg_fresh_url, [*emails, "alice@grey.test"])
-            async with workers(first, 1, concurrency=1):
+            async with workers(settings, 1, concurrency=1):
                 async with asyncio.timeout(TIMEOUT):
-                    while not sql(
-                        pg_fresh_url,
-                        "SELECT id FROM procrastinate_jobs "
-                        "WHERE task_name = %s AND status = 'doing'",
-                        PROBE_TASK,
+                    while not (
+                        slow_job := sql(
+                            pg_fresh_url,
+                            "SELECT id FROM procrastinate_jobs WHERE task_name = %s "
+                            "AND status = 'doing' AND args ->> 'host' = 'mx.slow.test'",
+                            PROBE_TASK,
+                        )
                     ):
                         await asyncio.sleep(0.05)
-                async with workers(second, 1, concurrency=2):
+                sql(
+                    pg_fresh_url,
+                    "UPDATE procrastinate_jobs SET worker_id = NULL WHERE id = %s",
+                    slow_job[0][0],
+                )
+                async with workers(settings, 1, concurrency=2):
                     async with asyncio.timeout(TIMEOUT):  # the second worker took it too
                         while max(rcpts_by_address(net.smtp)[e] for e in emails) < 2:
                             await asyncio.sleep(0.05)
@@ -391,9 +394,10 @@ async def test_mailvet_worker_takes_jobs_and_stops_on_sigterm(pg_fresh_url: str)
 async def test_a_lane_at_its_cap_is_deferred_and_its_cap_holds(
     pg_fresh_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """One session at a time to the MX, four sessions' worth of addresses, six job slots:
-    the slices that find the lane busy go back to the queue (a new job a moment later),
-    and the server never sees two sessions at once, one session a slice."""
+    """One session at a time to the MX, four sessions' worth of addresses, six job slots.
+    While the lane's one slot is held (here by the test, as another worker would), the
+    slices go back to the queue (a new job a moment later) instead of waiting in a
+    worker; then the server never sees two sessions at once, one session a slice."""
     known = [f"u{i}" for i in range(8)]
     sites = {"capped.test": sim.mailboxes(*known, style="postfix", latency_ms=150)}
     emails = [f"u{i}@capped.test" for i in range(8)]
@@ -405,9 +409,20 @@ async def test_a_lane_at_its_cap_is_deferred_and_its_cap_holds(
         store = open_store(pg_fresh_url)
         await store.migrate()
         try:
-            record = await submit(store, pg_fresh_url, emails)
-            async with workers(settings, 2, concurrency=3):
-                await finished(store, record)
+            limits = limits_for(None, settings)
+            async with (
+                PgLimiter(pg_fresh_url, holder="test", settings=settings) as other,
+                contextlib.AsyncExitStack() as held,
+            ):
+                await held.enter_async_context(other.session("mx.capped.test", limits))
+                record = await submit(store, pg_fresh_url, emails)
+                async with workers(settings, 2, concurrency=3):
+                    async with asyncio.timeout(TIMEOUT):
+                        while not any("at its cap" in r.getMessage() for r in caplog.records):
+                            await asyncio.sleep(0.05)
+                    assert net.smtp.sessions == []  # nobody asked while the slot was held
+                    await held.aclose()  # the slot is free again
+                    await finished(store, record)
             got = await verdicts(store, record)
         finally:
             await store.close()
@@ -420,7 +435,6 @@ async def test_a_lane_at_its_cap_is_deferred_and_its_cap_holds(
     # 8 addresses + 1 catch-all check a slice, 3 RCPTs a session: 4 slices, 4 sessions
     assert sessions == 4
     assert all(asked[e] == 1 for e in emails)
-    assert any("at its cap" in r.getMessage() for r in caplog.records)
 
 
 async def test_the_webhook_of_a_finished_batch_is_sent_and_retried(pg_fresh_url: str) -> None:

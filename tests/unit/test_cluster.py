@@ -83,3 +83,11 @@ def test_worker_refuses_an_unknown_queue() -> None:
     result = CliRunner().invoke(app, ["worker", "--queues", "mailvet_smtp,nope"], env=env)
     assert result.exit_code == 2
     assert "unknown queue(s) nope" in result.output
+
+
+def test_worker_without_its_database_says_so() -> None:
+    env = {"MAILVET_DATABASE_URL": "postgresql://mailvet:secret@127.0.0.1:9/db"}
+    result = CliRunner().invoke(app, ["worker"], env=env)
+    assert result.exit_code == 1
+    assert result.output.startswith("error: database error")
+    assert "secret" not in result.output  # the URL is shown with its password masked

@@ -13,8 +13,10 @@ commit together or not at all. So:
 - results are saved only where there is none yet, by the job that holds the item; the
   batch's ``done`` counts each position once (the batch row is locked, as
   ``SqlStore.save_results`` does);
-- an item whose job is neither queued nor running (failed for good, cancelled, deleted)
-  is planned again (``orphaned_batches``, ``candidates``);
+- an item whose job is neither queued nor running (failed for good, cancelled) is
+  planned again: the sweep finds its batch (``orphaned_batches``) and a plan job takes
+  it (``candidates``; an item whose job row was deleted by hand is taken too, but only
+  a plan job running for another reason finds it);
 - the transaction that saves a batch's last result also sets ``finished_at`` and defers
   its webhook job.
 
@@ -80,12 +82,20 @@ _FINISH = text(
     "UPDATE batches SET finished_at = :now, updated_at = :now WHERE id = :batch_id "
     "AND finished_at IS NULL AND deleted_at IS NULL AND done >= size RETURNING callback_url"
 )
+# Batches whose work no live job holds, cheap to ask every few seconds however big the
+# batches: items never planned (ix_batch_items_unplanned) while no plan job is live,
+# items held by a job that ended without settling them (failed for good, cancelled:
+# from procrastinate_jobs' few such rows through ix_batch_items_job), or nothing left
+# but the finishing.
 _ORPHANED = text(
     "SELECT b.id FROM batches b WHERE b.finished_at IS NULL AND b.deleted_at IS NULL "
     "AND NOT EXISTS (SELECT 1 FROM procrastinate_jobs j WHERE j.task_name = :plan_task "
     "AND j.status IN ('todo', 'doing') AND j.args ->> 'batch_id' = b.id) "
-    "AND (b.done >= b.size OR EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id "
-    f"AND i.verdict IS NULL AND (i.job_id IS NULL OR NOT {_LIVE}))) "
+    "AND (b.done >= b.size "
+    "OR EXISTS (SELECT 1 FROM batch_items i WHERE i.batch_id = b.id AND i.verdict IS NULL "
+    "AND i.job_id IS NULL) "
+    "OR EXISTS (SELECT 1 FROM procrastinate_jobs j JOIN batch_items i ON i.job_id = j.id "
+    "WHERE j.status NOT IN ('todo', 'doing') AND i.verdict IS NULL AND i.batch_id = b.id)) "
     "ORDER BY b.created_at LIMIT :limit"
 )
 

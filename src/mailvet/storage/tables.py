@@ -220,3 +220,12 @@ Index("ix_mx_connects_lane", mx_connects.c.lane, mx_connects.c.at)
 # Items held by a job (workers on PostgreSQL): which job holds them, and is it alive.
 _HELD = batch_items.c.verdict.is_(None) & batch_items.c.job_id.is_not(None)
 Index("ix_batch_items_job", batch_items.c.job_id, postgresql_where=_HELD, sqlite_where=_HELD)
+# ... and the items no job was given yet (the sweep's "planning stopped" question).
+_UNPLANNED = batch_items.c.verdict.is_(None) & batch_items.c.job_id.is_(None)
+Index(
+    "ix_batch_items_unplanned",
+    batch_items.c.batch_id,
+    batch_items.c.position,
+    postgresql_where=_UNPLANNED,
+    sqlite_where=_UNPLANNED,
+)

@@ -11,7 +11,9 @@ run in-process) and that step is skipped.
 Both dialects gain ``batch_items.job_id``: the procrastinate job that holds the item
 (a plan or probe job, or the retry scheduled for it), set in the same transaction as
 the job is deferred (jobs/cluster_store.py); an item whose job is no longer queued nor
-running is planned again. NULL on SQLite, and before an item is planned.
+running is planned again. NULL on SQLite, and before an item is planned. Two partial
+indexes answer the sweep's questions cheaply: the items a job holds (by job) and the
+items no job was given yet (by batch and position).
 
 Upgrading procrastinate: procrastinate ships each schema change as SQL files in
 ``procrastinate/sql/migrations/`` named by version (``03.04.00_01_pre_...sql``, then
@@ -40,6 +42,7 @@ depends_on: str | Sequence[str] | None = None
 
 PROCRASTINATE_SCHEMA = Path(__file__).resolve().parent.parent / "procrastinate_3.10.0.sql"
 _HELD = "verdict IS NULL AND job_id IS NOT NULL"
+_UNPLANNED = "verdict IS NULL AND job_id IS NULL"
 
 _DROP_PROCRASTINATE = """
 DROP TABLE IF EXISTS procrastinate_events, procrastinate_periodic_defers,
@@ -69,6 +72,13 @@ def upgrade() -> None:
         postgresql_where=sa.text(_HELD),
         sqlite_where=sa.text(_HELD),
     )
+    op.create_index(
+        "ix_batch_items_unplanned",
+        "batch_items",
+        ["batch_id", "position"],
+        postgresql_where=sa.text(_UNPLANNED),
+        sqlite_where=sa.text(_UNPLANNED),
+    )
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         # the driver's own execute (the file is plpgsql with ':' in it), which formats
@@ -81,5 +91,6 @@ def downgrade() -> None:
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
         bind.exec_driver_sql(_DROP_PROCRASTINATE)
+    op.drop_index("ix_batch_items_unplanned", table_name="batch_items")
     op.drop_index("ix_batch_items_job", table_name="batch_items")
     op.drop_column("batch_items", "job_id")
