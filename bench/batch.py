@@ -3,6 +3,7 @@
     .venv/bin/python bench/batch.py                 # 100,000 addresses, default caps
     .venv/bin/python bench/batch.py --quick         # 5,000 addresses, 200 for the peer
     .venv/bin/python bench/batch.py --size 1000000 --py3ve-sample 0   # the RSS target
+    .venv/bin/python bench/batch.py --workers 2 --py3ve-sample 0      # PostgreSQL, 2 workers
 
 The world is :class:`mailvet.testing.bulk.BulkWorld`: ~40 % of the addresses on one big
 provider's MX, 20 % and 10 % on two others, the rest over 2,000 small domains (each its
@@ -20,6 +21,14 @@ simulator's); then py3-validate-email checks a sample of the same world (every
 API goes, pointed at the simulated DNS (dnspython's default resolver) and SMTP port
 (``smtplib.SMTP.default_port``), with the simulated host names resolved in-process.
 
+``--workers N`` runs the same list on PostgreSQL instead (a throwaway server,
+:mod:`mailvet.testing.postgres`): ``mailvet db upgrade``, N ``mailvet worker`` processes
+and one ``mailvet serve`` (all real processes with the same ``MAILVET_*`` settings), the
+list submitted through ``POST /v1/batch``; the wall time runs from the POST's answer to
+the batch's ``finished_at``, CPU and peak RSS are the workers' (``--profile`` applies to
+the in-process run only). The simulator's counts are over every worker: the per-MX caps
+it reports are the cluster's.
+
 Printed: the lower bound the caps allow (``mailvet.testing.bulk.lower_bound``, formula in
 docs/BENCHMARKS.md) next to the wall time, SMTP sessions and RCPTs per address (counted
 by the simulator), the most sessions open at once and RCPTs in any one second on the
@@ -32,17 +41,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import json
 import multiprocessing as mp
 import os
 import platform
 import pstats
+import signal
 import sys
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
+from datetime import datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -168,6 +180,22 @@ def settings_for(net: dict[str, Any], db_url: str, caps: Caps) -> Settings:
     return Settings(**values)
 
 
+def env_for(settings: Settings) -> dict[str, str]:
+    """The ``MAILVET_*`` variables giving a ``mailvet`` process these settings (those the
+    bench sets: where the simulated internet is, the caps, the database)."""
+    env = {**os.environ}
+    for name in settings.model_fields_set:
+        value = getattr(settings, name)
+        if isinstance(value, list):
+            text = ",".join(str(v) for v in value)
+        elif isinstance(value, bool):
+            text = "true" if value else "false"
+        else:
+            text = str(value)
+        env[f"MAILVET_{name.upper()}"] = text
+    return env
+
+
 def _guard(conn: Connection, work: Any) -> None:
     import traceback
 
@@ -244,6 +272,93 @@ async def _work(settings: Settings, profile: str | None, timeout: float) -> dict
 
 def work_batch(settings: Settings, profile: str | None, timeout: float, conn: Connection) -> None:
     _guard(conn, _work(settings, profile, timeout))
+
+
+# --- PostgreSQL: `mailvet serve` takes the batch, N `mailvet worker` processes work it ----
+
+
+def work_cluster(
+    spec: BulkSpec,
+    settings: Settings,
+    workers: int,
+    concurrency: int | None,
+    timeout: float,
+    logs: Path,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run ``workers`` ``mailvet worker`` processes and one ``mailvet serve`` on the
+    settings' PostgreSQL database (schema by ``mailvet db upgrade``), submit the world's
+    list through ``POST /v1/batch`` as a client would, and wait for ``finished_at``.
+
+    The wall time runs from the POST's answer (the batch stored and queued: what the
+    in-process run has before ``start()``) to the batch's ``finished_at``. CPU is the
+    workers' own (``/proc/<pid>/stat``) from that answer on; RSS their peaks (VmHWM).
+    """
+    import httpx
+
+    from mailvet.testing.processes import MailvetProcess, free_port, run_mailvet
+
+    env = env_for(settings)
+    env["MAILVET_MAX_BODY_BYTES"] = str(1 << 30)  # the list goes in one request body
+    run_mailvet(["db", "upgrade"], env)
+    key = run_mailvet(["keys", "create", "--name", "bench"], env).stdout.splitlines()[0]
+    body = json.dumps({"emails": BulkWorld(spec).addresses(), "name": "bench"}).encode()
+    headers = {"x-mails-api-key": key}
+    with ExitStack() as stack:
+        procs = []
+        for i in range(workers):
+            proc = MailvetProcess.start_worker(
+                env, logs / f"worker{i + 1}.log", concurrency=concurrency
+            )
+            stack.callback(proc.stop)
+            procs.append(proc)
+        port = free_port()
+        api = stack.enter_context(MailvetProcess.serve(env, logs / "api.log", port))
+        for proc in procs:
+            proc.wait_ready(120)
+        base = f"http://127.0.0.1:{port}"
+        t0 = time.perf_counter()
+        answer = httpx.post(
+            f"{base}/v1/batch",
+            content=body,
+            headers={**headers, "content-type": "application/json"},
+            timeout=600,
+        )
+        answer.raise_for_status()
+        posted, start = time.time(), time.monotonic()
+        post_s = time.perf_counter() - t0
+        batch_id: str = answer.json()["id"]
+        cpu0 = [proc.cpu_seconds() for proc in procs]
+        api_cpu0 = api.cpu_seconds()
+        finished_at: float | None = None
+        while time.monotonic() - start < timeout:
+            got = httpx.get(
+                f"{base}/v1/batch/{batch_id}", params={"limit": 1}, headers=headers, timeout=60
+            )
+            got.raise_for_status()
+            stamp = got.json().get("finished_at")
+            if stamp:
+                finished_at = datetime.fromisoformat(stamp).timestamp()
+                break
+            dead = [p.log.name for p in procs if not p.alive()]
+            if dead:
+                raise SystemExit(f"worker exited: {dead}\n{procs[0].output()[-4000:]}")
+            time.sleep(0.5)
+        wall = finished_at - posted if finished_at is not None else time.monotonic() - start
+        cpu = [proc.cpu_seconds() - before for proc, before in zip(procs, cpu0, strict=True)]
+        rss = [proc.peak_rss_mb() for proc in procs]
+        api_cpu = api.cpu_seconds() - api_cpu0
+    created = {"batch_id": batch_id, "post_s": post_s}
+    worked = {
+        "wall_s": wall,
+        "cpu_s": sum(cpu),
+        "cpu_per_worker": cpu,
+        "rss_mb": max(rss),
+        "rss_per_worker": rss,
+        "api_cpu_s": api_cpu,
+        "finished": finished_at is not None,
+        "start": start,
+    }
+    return created, worked
 
 
 async def read_results(
@@ -423,6 +538,22 @@ def main() -> None:
         action="store_true",
         help="skip reading every verdict back to compare with the truth",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="PostgreSQL (a throwaway server) and N `mailvet worker` processes, the list "
+        "submitted through one `mailvet serve` (default 0: SQLite, worked in-process)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="with --workers: `mailvet worker --concurrency`, jobs (SMTP sessions) at once "
+        "per worker (default: --total-sessions / N, so the cluster holds as many sessions "
+        "as the in-process run)",
+    )
     parser.add_argument("--profile", metavar="FILE", help="cProfile the batch process")
     parser.add_argument(
         "--timeout",
@@ -431,6 +562,8 @@ def main() -> None:
         help="give up on the batch after this many seconds (default: 5 x the bound, at least 300)",
     )
     args = parser.parse_args()  # fmt: skip
+    # SIGTERM: unwind (stop the workers, the API and the throwaway PostgreSQL), as Ctrl-C
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     size = QUICK_SIZE if args.quick else args.size
     grey = args.greylist_delay if args.greylist_delay is not None else (
@@ -471,17 +604,34 @@ def main() -> None:
         f"total-sessions floor {bound.sessions_seconds:.1f} s)"
     )
 
-    with tempfile.TemporaryDirectory(prefix="mailvet-bench-") as tmp:
-        db_url = f"sqlite:///{tmp}/bench.db"
+    with ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="mailvet-bench-"))
+        if args.workers:
+            from mailvet.testing.postgres import postgres_server
+
+            db_url = stack.enter_context(postgres_server("mailvet_bench")).url
+        else:
+            db_url = f"sqlite:///{tmp}/bench.db"
         with world_process(spec) as (net, conn):
-            created = run_child(create_batch, spec, db_url)
-            print(
-                f"batch created in the store: generated in {created['generate_s']:.1f} s, "
-                f"stored in {created['store_s']:.1f} s, peak RSS {created['rss_mb']:.0f} MB"
-            )
             settings = settings_for(net, db_url, cap)
             timeout = args.timeout or max(300.0, 5 * bound.seconds)
-            worked = run_child(work_batch, settings, args.profile, timeout)
+            if args.workers:
+                concurrency = args.concurrency or -(-(cap.total_sessions or 100) // args.workers)
+                created, worked = work_cluster(
+                    spec, settings, args.workers, concurrency, timeout, Path(tmp)
+                )
+                print(
+                    f"batch submitted: POST /v1/batch of {size:,} addresses answered in "
+                    f"{created['post_s']:.1f} s (stored and queued); {args.workers} "
+                    f"`mailvet worker --concurrency {concurrency}` on PostgreSQL"
+                )
+            else:
+                created = run_child(create_batch, spec, db_url)
+                print(
+                    f"batch created in the store: generated in {created['generate_s']:.1f} s,"
+                    f" stored in {created['store_s']:.1f} s, peak RSS {created['rss_mb']:.0f} MB"
+                )
+                worked = run_child(work_batch, settings, args.profile, timeout)
             conn.send(("stats", [load.host for load in busiest[:3]]))
             smtp = conn.recv()
         wall = worked["wall_s"]
@@ -492,10 +642,19 @@ def main() -> None:
             )
         else:
             print(f"\nTHE BATCH DID NOT FINISH within {wall:.0f} s (--timeout); so far:")
-        print(
-            f"batch process: {worked['cpu_s']:.1f} s CPU, peak RSS {worked['rss_mb']:.0f} MB"
-            f"; simulator: {smtp['cpu']:.1f} s CPU"
-        )
+        if args.workers:
+            per = ", ".join(f"{c:.1f}" for c in worked["cpu_per_worker"])
+            rss = ", ".join(f"{r:.0f}" for r in worked["rss_per_worker"])
+            print(
+                f"workers: {worked['cpu_s']:.1f} s CPU in all ({per}), peak RSS {rss} MB; "
+                f"API process: {worked['api_cpu_s']:.1f} s CPU; "
+                f"simulator: {smtp['cpu']:.1f} s CPU"
+            )
+        else:
+            print(
+                f"batch process: {worked['cpu_s']:.1f} s CPU, peak RSS {worked['rss_mb']:.0f} MB"
+                f"; simulator: {smtp['cpu']:.1f} s CPU"
+            )
         print(
             f"SMTP sessions: {smtp['sessions']:,} = {smtp['sessions'] / size:.4f} per address"
             f"; RCPTs: {smtp['rcpts']:,} = {smtp['rcpts'] / size:.3f} per address"

@@ -104,6 +104,10 @@ PLAN_QUEUE = "mailvet_plan"
 PROBE_QUEUE = "mailvet_smtp"
 QUEUES = (PLAN_QUEUE, PROBE_QUEUE)
 PLAN_CHUNK = 2_000  # items read by one plan job
+# plan, webhook and sweep jobs are fetched before probe jobs (procrastinate: priority
+# first, then id): a batch's next plan chunk, deferred after its chunk's probe jobs,
+# would otherwise wait behind every one of them and the lanes would run dry meanwhile
+PLAN_PRIORITY = 1
 SWEEP_EVERY = 5  # seconds between sweeps (a divisor of 60)
 LANE_BUSY_DELAY = 1.0  # seconds a slice waits when its lane's sessions are all open
 LANE_WAIT_MAX = 10.0  # seconds: a slice deferred n times in a row waits 2**n s, at most this
@@ -159,9 +163,9 @@ async def lane_wait(limiter: Limiter, lane: str, limits: LaneLimits) -> float:
 def _options(task: str, args: dict[str, Any]) -> dict[str, Any]:
     batch_id = args.get("batch_id")
     if task == PLAN_TASK:
-        return {"queue": PLAN_QUEUE, "lock": f"plan:{batch_id}"}
+        return {"queue": PLAN_QUEUE, "lock": f"plan:{batch_id}", "priority": PLAN_PRIORITY}
     if task == WEBHOOK_TASK:
-        return {"queue": PLAN_QUEUE, "lock": f"webhook:{batch_id}"}
+        return {"queue": PLAN_QUEUE, "lock": f"webhook:{batch_id}", "priority": PLAN_PRIORITY}
     return {"queue": PROBE_QUEUE, "lock": None}
 
 
@@ -223,7 +227,11 @@ def make_app(database_url: str, *, pool_size: int = 10) -> App:
     app.task(name=PROBE_TASK, pass_context=True, queue=PROBE_QUEUE, retry=retry)(_probe)
     app.task(name=WEBHOOK_TASK, pass_context=True, queue=PLAN_QUEUE, retry=retry)(_webhook)
     sweep = app.task(
-        name=SWEEP_TASK, pass_context=True, queue=PLAN_QUEUE, queueing_lock=SWEEP_TASK
+        name=SWEEP_TASK,
+        pass_context=True,
+        queue=PLAN_QUEUE,
+        queueing_lock=SWEEP_TASK,
+        priority=PLAN_PRIORITY,
     )(_sweep)
     app.periodic(cron=f"* * * * * */{SWEEP_EVERY}")(sweep)
     return app
