@@ -231,8 +231,13 @@ def sign_in(page: Page, dashboard: Dashboard, key: str) -> None:
     """Sign in through the form, as a user would (ends on the page it leads to)."""
     page.goto(f"{dashboard.url}/signin")
     page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
+    # wait for the form's own answer: the page already loaded would not wait (a busy
+    # host then went on before the session cookie was set)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in").click()
     page.wait_for_load_state()
+    if "/signin" in page.url:  # the form answered with an error: say which
+        raise AssertionError(f"sign-in refused: {page.locator('main').inner_text()[:300]}")
 
 
 def check_a11y(page: Page, *, disable: tuple[str, ...] = ()) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -426,6 +427,7 @@ def test_the_progress_script_updates_the_rows_it_polls(
     _upload(page, dashboard, "polled.csv", data)
     page.get_by_label("Name of the list").fill("Polled")
     page.get_by_role("button", name="Start verifying 2 rows").click()
+    page.wait_for_url(re.compile(r".*/batches/[0-9a-f-]{36}$"))  # the list's own page
     batch_id = page.url.rsplit("/", 1)[1]
     answers: list[str] = []
 
