@@ -4,7 +4,7 @@
 set -uo pipefail
 venv="${1:-.venv}"
 shift || true
-"$venv/bin/pytest" "$@"
+"$venv/bin/pytest" --durations=25 "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then
   echo "run_pytest: pytest collected NO tests: failing, because a suite that runs nothing proves nothing" >&2
