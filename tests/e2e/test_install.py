@@ -157,6 +157,11 @@ def test_serve_answers_health_and_a_validation(installed: Install) -> None:
         assert r.json()["data"]["reason"] == "invalid_format"
         r = httpx.get(f"{url}/v1/validate", params={"email": "NULL"})
         assert r.status_code == 401
+        # the dashboard's templates and static files are in the wheel
+        page = httpx.get(f"{url}/signin")
+        assert page.status_code == 200 and "API key" in page.text, page.text[:300]
+        css = httpx.get(f"{url}/static/dashboard/dashboard.css")
+        assert css.status_code == 200 and "prefers-color-scheme" in css.text
     finally:
         proc.terminate()
         out, _ = proc.communicate(timeout=30)
