@@ -41,12 +41,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import httpx
 import pytest
 
 from mailvet.testing.internet import sim_internet_thread
 
-from .kit import wait_for
+from .kit import serve_with_dev_key
 from .test_serve import free_port
 
 if TYPE_CHECKING:
@@ -141,51 +140,8 @@ def dashboard(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dashboard]:
             "MAILVET_SMTP_CONNECT_TIMEOUT": "1",
             "MAILVET_SMTP_COMMAND_TIMEOUT": "1",
         }
-        port = free_port()
-        cmd = [
-            sys.executable,
-            "-m",
-            "mailvet",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--dev-key-file",
-            str(tmp / "admin-key"),
-        ]
-        proc = subprocess.Popen(
-            cmd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-        )
-        try:
-            assert proc.stdout is not None
-            key = proc.stdout.readline().removeprefix("API key:").strip()
-            url = f"http://127.0.0.1:{port}"
-
-            def up() -> bool:
-                assert proc.poll() is None, "mailvet serve exited"
-                try:
-                    status = httpx.get(f"{url}/healthz", timeout=1).json()["status"]
-                    return bool(status == "ok")
-                except (httpx.TransportError, ValueError):
-                    return False
-
-            wait_for(up, 30, "mailvet serve")
+        with serve_with_dev_key(env, free_port(), tmp / "admin-key") as (_proc, url, key):
             yield Dashboard(url=url, admin_key=key, env=env, tmp=tmp)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:  # pragma: no cover - a hung server
-                proc.kill()
-                proc.wait(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,7 +20,7 @@ import httpx
 from mailvet.testing import smtp as sim
 from mailvet.testing.internet import sim_internet_thread
 
-from .kit import wait_for
+from .kit import serve_with_dev_key, wait_for
 from .test_serve import free_port
 
 N = 300
@@ -31,44 +30,8 @@ KNOWN = {f"user{i}" for i in range(N) if i % 7}
 
 @contextmanager
 def serve(env: dict[str, str], tmp: Path, port: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    cmd = [
-        sys.executable,
-        "-m",
-        "mailvet",
-        "serve",
-        "--port",
-        str(port),
-        "--dev-key-file",
-        str(tmp / "dev-key"),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        key = proc.stdout.readline().removeprefix("API key:").strip()
-        base = f"http://127.0.0.1:{port}"
-
-        def up() -> bool:
-            assert proc.poll() is None, "server exited"
-            try:
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_for(up, 30, "the server")
+    with serve_with_dev_key(env, port, tmp / "dev-key") as (proc, _url, key):
         yield proc, key
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
 
 
 def test_kill_9_mid_batch_then_restart_every_address_exactly_once(tmp_path: Path) -> None:
