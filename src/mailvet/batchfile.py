@@ -79,6 +79,10 @@ MAX_LINE = 1 << 20  # bytes in one line (a CSV field may not exceed it either)
 _BLOCK = 1 << 16  # bytes read at a time: under MAX_LINE, so only a block's first line,
 # the one that carries the previous block's tail, can be over it
 _FLUSH_ROWS = 4096  # rows gathered before one write
+# addresses of a plain list checked in this process before worker processes take the
+# rest (mailvet.parallel): a short list never starts one, and the workers, forked after
+# these, start with the domains they filled the caches with
+PARALLEL_AFTER = 20_000
 
 # header names taken for the address column, in order of preference, compared after
 # lower-casing and dropping everything but letters and digits
@@ -550,7 +554,7 @@ class OutputFile:
             self._out = open(self._tmp, "wb")
         self._buf: list[str] = []
         self.end = "\r\n" if fmt == "csv" else "\n"
-        self._end_bytes = self.end.encode("ascii")
+        self.end_bytes = self.end.encode("ascii")
         self.input_columns = list(source.columns)
         self.verdict_names = _verdict_names(self.input_columns)
         self._clash = _VERDICT_SET.intersection(self.input_columns)
@@ -636,8 +640,22 @@ class OutputFile:
         (``ascii``: the caller knows every row is ASCII; see ``_encode_lines``)."""
         self.flush()
         if lines:
-            self._out.write(_encode_lines(lines, self._end_bytes, ascii=ascii))
-            self._out.write(self._end_bytes)  # the last line end
+            self._out.write(_encode_lines(lines, self.end_bytes, ascii=ascii))
+            self._out.write(self.end_bytes)  # the last line end
+
+    def write_encoded(self, data: bytes) -> None:
+        """Text already encoded (after what ``write`` / ``append_line`` buffered)."""
+        self.flush()
+        self._out.write(data)
+
+    def fileno(self) -> int | None:
+        """The output's file descriptor (None when it has none: an in-memory stream)."""
+        return _fileno(self._out)
+
+    def flush_all(self) -> None:
+        """Everything written so far out of this process's buffers (before a fork)."""
+        self.flush()
+        self._out.flush()
 
     def flush(self) -> None:
         if self._buf:
@@ -787,8 +805,11 @@ def run_offline(
     source: InputFile,
     out: OutputFile,
     progress: Callable[[int], None] | None = None,
+    *,
+    jobs: int = 1,
 ) -> OfflineCounts:
     """Every row of ``source`` with its offline verdict into ``out`` (not committed).
+    A long plain list is checked in ``jobs`` worker processes (``mailvet.parallel``).
 
     The verdict part of the row for an address the engine answers from its per-domain
     memo (nearly all) is text cached per verdict template (``Engine.offline_template``)
@@ -831,53 +852,23 @@ def run_offline(
         return new
 
     if source.fmt == "plain" and fast:
-        # the hot loop of `mailvet batch --offline LIST` (bench/cli_offline.py): the
-        # row's text per domain and kind of local part, in pieces around the address
-        # (_RowTexts); the address's own checks (fast_local, is_role) are the engine's
-        texts = _RowTexts(engine, enc, "csv" if csv_out else "jsonl", delimiter)
-        text_of = texts.get
-        kinds = _LocalKinds(engine, guard=True)
-        kind_of = kinds.get
-        head = "" if csv_out else '{"input":"'
-        for block in source.plain_blocks():
-            lines: list[str] = []
-            append = lines.append
-            ascii = True  # the fast rows are: their addresses are ASCII atext and LDH
-            for raw in block:
-                local, _, domain = raw.partition("@")
-                ent = text_of(domain)
-                if ent is None:
-                    ent = texts.add(domain)
-                if ent and len(raw) <= _MAX_PATH:
-                    kind = kind_of(local)
-                    if kind is None:
-                        kind = kinds.add(local)
-                    if kind:
-                        t = ent[kind]
-                        if t is None:
-                            t = texts.role(domain, ent)
-                    if kind and t:
-                        t[6] += 1
-                        if ent[0]:
-                            append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
-                        elif ent[3]:
-                            append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[2]}")
-                        else:
-                            append(f"{head}{raw}{t[0]}{raw}{t[1]}{local}{t[2]}")
-                        continue
-                verdict = verdict_of(raw)
-                result = verdict.result.value
-                by_result[result] = by_result.get(result, 0) + 1
-                line = out.body(raw, verdict)
-                ascii = ascii and line.isascii()
-                append(line)
-            out.extend_lines(lines, ascii=ascii)
-            done += len(block)
-            if progress is not None:
-                progress(done)
-        texts.add_counts(by_text)
+        # the hot path of `mailvet batch --offline LIST` (bench/cli_offline.py): blocks
+        # of the list through _OfflineRows, in worker processes for a long list
+        from mailvet.parallel import run_blocks
+
+        done, by_result = run_blocks(
+            _OfflineRows(engine, out),
+            source.plain_blocks(),
+            write=out.write_encoded,
+            end=out.end_bytes,
+            fd=out.fileno(),
+            before_fork=out.flush_all,
+            jobs=jobs,
+            start_after=PARALLEL_AFTER,
+            progress=progress,
+        )
     else:
-        lines = []
+        lines: list[str] = []
         for raw, row in source.rows():
             parts = template_of(raw) if fast and raw and raw[0] not in "=+-" else None
             line = None
@@ -915,20 +906,54 @@ def run_offline(
     return OfflineCounts(done, enc.add_counts(by_result, by_text))
 
 
-def write_validate_json(engine: Engine, blocks: Iterable[list[str]], out: IO[bytes]) -> int:
+def write_validate_json(
+    engine: Engine, blocks: Iterable[list[str]], out: IO[bytes], *, jobs: int = 1
+) -> int:
     """``mailvet validate --offline --json``: one data object a line (with its id) for
-    every address of every block, a block written at a time; returns how many."""
-    enc = _Encoder("jsonl", [(f, f) for f in Verdict._fields])
-    fast = enc.per_address == ("id", "email", "username", "domain", "did_you_mean")
-    verdict_of = engine.verdict_offline
-    # the row's text per domain and kind of local part, in pieces around the id and the
-    # address (_RowTexts; JSON needs no formula guard, and these addresses no escaping)
-    texts = _RowTexts(engine, enc, "validate", "")
-    text_of = texts.get if fast else _never
-    kinds = _LocalKinds(engine, guard=False)
-    kind_of = kinds.get
-    n = 0
-    for block in blocks:
+    every address of every block, a block written at a time; returns how many. A long
+    input is checked in ``jobs`` worker processes (``mailvet.parallel``)."""
+    from mailvet.parallel import run_blocks
+
+    n, _ = run_blocks(
+        _ValidateRows(engine),
+        blocks,
+        write=out.write,
+        end=b"\n",
+        fd=_fileno(out),
+        before_fork=out.flush,
+        jobs=jobs,
+        start_after=PARALLEL_AFTER,
+    )
+    return n
+
+
+def _fileno(stream: IO[bytes]) -> int | None:
+    """The stream's file descriptor; None for an in-memory one."""
+    try:
+        return stream.fileno()
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+class _ValidateRows:
+    """``write_validate_json``'s rows for a block of addresses: ``(how many, their
+    text, {})``, UTF-8, a line each, no line end after the last."""
+
+    def __init__(self, engine: Engine) -> None:
+        enc = _Encoder("jsonl", [(f, f) for f in Verdict._fields])
+        self._fast = enc.per_address == ("id", "email", "username", "domain", "did_you_mean")
+        self._verdict_of = engine.verdict_offline
+        # the row's text per domain and kind of local part, in pieces around the id and
+        # the address (_RowTexts; JSON needs no formula guard, these addresses no escaping)
+        self._texts = _RowTexts(engine, enc, "validate", "")
+        self._kinds = _LocalKinds(engine, guard=False)
+
+    def __call__(self, block: list[str]) -> tuple[int, bytes, dict[str, int]]:
+        texts = self._texts
+        text_of = texts.get if self._fast else _never
+        kinds = self._kinds
+        kind_of = kinds.get
+        verdict_of = self._verdict_of
         lines: list[str] = []
         append = lines.append
         ascii = True  # the fast rows are: their addresses are ASCII atext and LDH
@@ -956,11 +981,72 @@ def write_validate_json(engine: Engine, blocks: Iterable[list[str]], out: IO[byt
             line = orjson.dumps(verdict_of(raw).as_dict()).decode()
             ascii = ascii and line.isascii()
             append(line)
-        if lines:
-            out.write(_encode_lines(lines, b"\n", ascii=ascii))
-            out.write(b"\n")  # the last line end
-        n += len(block)
-    return n
+        return len(lines), _encode_lines(lines, b"\n", ascii=ascii), {}
+
+
+class _OfflineRows:
+    """``run_offline``'s rows for a block of a plain list (``out``'s format, the
+    verdict's text per domain and kind of local part, _RowTexts): ``(how many, their
+    text, rows by result)``; the text has no line end after the last row."""
+
+    def __init__(self, engine: Engine, out: OutputFile) -> None:
+        enc = out.encoder
+        self._csv = out.fmt == "csv"
+        self._out = out
+        self._result_of = enc.result_of
+        self._verdict_of = engine.verdict_offline
+        self._texts = _RowTexts(engine, enc, "csv" if self._csv else "jsonl", out.delimiter)
+        self._kinds = _LocalKinds(engine, guard=True)
+
+    def __call__(self, block: list[str]) -> tuple[int, bytes, dict[str, int]]:
+        texts = self._texts
+        text_of = texts.get
+        kinds = self._kinds
+        kind_of = kinds.get
+        verdict_of = self._verdict_of
+        body = self._out.body
+        head = "" if self._csv else '{"input":"'
+        by_result: dict[str, int] = {}
+        touched: list[list[Any]] = []  # the row texts used in this block (count > 0)
+        lines: list[str] = []
+        append = lines.append
+        ascii = True  # the fast rows are: their addresses are ASCII atext and LDH
+        for raw in block:
+            local, _, domain = raw.partition("@")
+            ent = text_of(domain)
+            if ent is None:
+                ent = texts.add(domain)
+            if ent and len(raw) <= _MAX_PATH:
+                kind = kind_of(local)
+                if kind is None:
+                    kind = kinds.add(local)
+                if kind:
+                    t = ent[kind]
+                    if t is None:
+                        t = texts.role(domain, ent)
+                if kind and t:
+                    if not t[6]:
+                        touched.append(t)
+                    t[6] += 1
+                    if ent[0]:
+                        append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
+                    elif ent[3]:
+                        append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[2]}")
+                    else:
+                        append(f"{head}{raw}{t[0]}{raw}{t[1]}{local}{t[2]}")
+                    continue
+            verdict = verdict_of(raw)
+            result = verdict.result.value
+            by_result[result] = by_result.get(result, 0) + 1
+            line = body(raw, verdict)
+            ascii = ascii and line.isascii()
+            append(line)
+        result_of = self._result_of
+        for t in touched:
+            result = result_of[t[7]]
+            by_result[result] = by_result.get(result, 0) + t[6]
+            t[6] = 0
+        return len(block), _encode_lines(lines, self._out.end_bytes, ascii=ascii), by_result
 
 
 def _encode_lines(lines: list[str], end: bytes, *, ascii: bool) -> bytes:
@@ -1040,12 +1126,10 @@ class _RowTexts:
         self._delimiter = delimiter
         self._entries: dict[str, list[Any] | Literal[False]] = {}
         self.get = self._entries.get
-        self._counts: dict[str, int] = {}  # rows by ``last``, of entries cleared since
 
     def add(self, domain: str) -> list[Any] | Literal[False]:
         """The entry for ``domain``, made now."""
         if len(self._entries) >= _CACHE_SIZE:
-            self._take_counts(self._counts)
             self._entries.clear()
         found = self._domain_of(domain)
         entry: list[Any] | Literal[False] = False
@@ -1071,22 +1155,6 @@ class _RowTexts:
             pieces = self._pieces(template, entry[4], entry[5])
         entry[2] = pieces
         return pieces
-
-    def add_counts(self, by_text: dict[str, int]) -> None:
-        """Add the rows counted so far to ``by_text`` (and forget them)."""
-        for text, n in self._counts.items():
-            by_text[text] = by_text.get(text, 0) + n
-        self._counts.clear()
-        self._take_counts(by_text)
-
-    def _take_counts(self, by_text: dict[str, int]) -> None:
-        """Move the entries' row counts into ``by_text``."""
-        for entry in self._entries.values():
-            if entry:
-                for kind in entry[1:3]:
-                    if kind:
-                        by_text[kind[7]] = by_text.get(kind[7], 0) + kind[6]
-                        kind[6] = 0
 
     def _pieces(self, template: Verdict, email_domain: str, suggestion: str | None) -> list[Any]:
         segs = self._enc.segments(template)

@@ -30,6 +30,7 @@ from mailvet.cli_offline import (
 from mailvet.cli_offline import Progress as _Progress
 from mailvet.cli_offline import open_files as _open_files
 from mailvet.cli_offline import summary as _summary
+from mailvet.parallel import MAX_AUTO_JOBS
 from mailvet.settings import Settings
 
 if TYPE_CHECKING:
@@ -117,6 +118,12 @@ def _print_details(console: Console, facts: Facts) -> None:
         console.print(f"    {entry.at_ms:8.1f} ms {entry.kind:<7}{host} {entry.text}", markup=False)
 
 
+_JOBS_HELP = (
+    "Processes that check a long input offline (default: one per CPU, up to"
+    f" {MAX_AUTO_JOBS}; 1: all in this process)."
+)
+
+
 @app.command()
 def validate(
     ctx: typer.Context,
@@ -124,13 +131,17 @@ def validate(
     offline: Annotated[bool, typer.Option(help="Syntax and lists only; no DNS/SMTP.")] = False,
     json: Annotated[bool, typer.Option("--json", help="One JSON data object a line.")] = False,
     details: Annotated[bool, typer.Option(help="Show the DNS/SMTP evidence.")] = False,
+    jobs: Annotated[int | None, typer.Option(min=1, help=_JOBS_HELP)] = None,
 ) -> None:
     """Validate addresses and print the verdicts."""
     settings = _settings(ctx)
+    if jobs is not None and not (offline and json and not details):
+        typer.echo("error: --jobs works with --offline --json (without --details)", err=True)
+        raise typer.Exit(2)
     if offline and json and not details:
         # the bulk path (mailvet.cli_offline, which also runs it without typer)
         try:
-            run_validate_json(settings, addresses)
+            run_validate_json(settings, addresses, jobs)
         except CommandError as exc:
             typer.echo(exc.message, err=True)
             raise typer.Exit(exc.code) from exc
@@ -240,6 +251,7 @@ def batch(
             " (default: the per-user data directory's batches/)."
         ),
     ] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, help=_JOBS_HELP)] = None,
 ) -> None:
     """Verify every address of a file; write its rows with the verdict columns added."""
     from mailvet.batchfile import BatchFileError
@@ -247,8 +259,11 @@ def batch(
     settings = _settings(ctx)
     show = sys.stderr.isatty() if progress is None else progress
     args = _BatchArgs(
-        file, output, out_format, input_format, column, encoding, delimiter, show, state_dir
+        file, output, out_format, input_format, column, encoding, delimiter, show, state_dir, jobs
     )
+    if jobs is not None and not offline:
+        typer.echo("error: --jobs works with --offline", err=True)
+        raise typer.Exit(2)
     if offline:  # mailvet.cli_offline, which also runs it without typer
         try:
             run_batch_offline(settings, args)

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from mailvet.batchfile import InputFile, OutputFile
@@ -76,9 +76,11 @@ def say(message: str) -> None:
 
 @dataclass(frozen=True, slots=True)
 class ValidateJob:
-    """``mailvet validate --offline --json ADDRESS...`` (``-``: stdin)."""
+    """``mailvet validate --offline --json ADDRESS...`` (``-``: stdin); ``jobs`` None:
+    not given."""
 
     addresses: list[str]
+    jobs: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +94,7 @@ class BatchArgs:
     delimiter: str | None
     show: bool
     state_dir: Path | None
+    jobs: int | None = None  # worker processes for --offline (None: default_jobs())
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +110,7 @@ class BatchJob:
     delimiter: str | None
     progress: bool | None
     state_dir: Path | None
+    jobs: int | None = None
 
 
 # ``mailvet batch``'s options that take a value (the typer command's, by their names)
@@ -119,6 +123,7 @@ _BATCH_VALUES = {
     "--encoding": "encoding",
     "--delimiter": "delimiter",
     "--state-dir": "state_dir",
+    "--jobs": "jobs",
 }
 _BATCH_FLAGS = {"--offline": ("offline", True), "--progress": ("progress", True)}
 _BATCH_FLAGS["--no-progress"] = ("progress", False)
@@ -144,19 +149,44 @@ def parse(argv: Sequence[str], environ: Mapping[str, str]) -> ValidateJob | Batc
     return None
 
 
+def _jobs(value: str | None) -> int | Literal[False] | None:
+    """``--jobs``'s value; False when it is not a whole number >= 1 (the typer app
+    says so)."""
+    if value is None:
+        return None
+    if not value.isascii() or not value.isdigit() or int(value) < 1:
+        return False
+    return int(value)
+
+
 def _parse_validate(rest: Sequence[str]) -> ValidateJob | None:
     addresses: list[str] = []
     seen: set[str] = set()
-    for token in rest:
+    jobs: str | None = None
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        i += 1
         if _is_argument(token):
             addresses.append(token)
         elif token in ("--offline", "--json"):
             seen.add(token)
+        elif token.startswith("--jobs") and jobs is None:
+            name, eq, value = token.partition("=")
+            if name != "--jobs":
+                return None
+            if not eq:
+                if i >= len(rest):
+                    return None
+                value = rest[i]
+                i += 1
+            jobs = value
         else:
             return None
-    if len(seen) != 2 or not addresses:
+    n = _jobs(jobs)
+    if len(seen) != 2 or not addresses or n is False:
         return None
-    return ValidateJob(addresses)
+    return ValidateJob(addresses, n)
 
 
 def _parse_batch(rest: Sequence[str]) -> BatchJob | None:
@@ -191,7 +221,10 @@ def _parse_batch(rest: Sequence[str]) -> BatchJob | None:
         if not _is_argument(value):
             return None
         values[key] = value
+    jobs = _jobs(values.get("jobs"))
     if not flags.get("offline") or len(positional) != 1 or "output" not in values:
+        return None
+    if jobs is False:
         return None
     state = values.get("state_dir")
     return BatchJob(
@@ -204,6 +237,7 @@ def _parse_batch(rest: Sequence[str]) -> BatchJob | None:
         delimiter=values.get("delimiter"),
         progress=flags.get("progress"),
         state_dir=None if state is None else Path(state),
+        jobs=jobs,
     )
 
 
@@ -236,18 +270,33 @@ def _address_blocks(args: list[str]) -> Iterator[list[str]]:
             yield [arg]
 
 
-def run_validate_json(settings: Settings | None, addresses: list[str]) -> None:
+def run_validate_json(
+    settings: Settings | None, addresses: list[str], jobs: int | None = None
+) -> None:
     """One JSON data object a line on stdout: no event loop, no rich, rows written in
-    blocks. Raises ``CommandError`` for input that cannot be read."""
+    blocks, a long input checked in ``jobs`` processes (None: ``default_jobs()``).
+    Raises ``CommandError`` for input that cannot be read."""
     from mailvet.batchfile import BatchFileError, write_validate_json
     from mailvet.engine.pipeline import Engine
+    from mailvet.parallel import WorkerDied, default_jobs
 
+    out = sys.stdout.buffer
     try:
-        write_validate_json(Engine(settings), _address_blocks(addresses), sys.stdout.buffer)
+        write_validate_json(
+            Engine(settings),
+            _address_blocks(addresses),
+            out,
+            jobs=default_jobs() if jobs is None else jobs,
+        )
     except BatchFileError as exc:
-        sys.stdout.flush()
+        out.flush()
         raise CommandError(2, f"error: {exc}") from exc
-    sys.stdout.flush()
+    except WorkerDied as exc:
+        out.flush()
+        raise CommandError(1, f"error: {exc}") from exc
+    except KeyboardInterrupt:
+        raise CommandError(130, "interrupted") from None
+    out.flush()
 
 
 # ---- mailvet batch --offline ---------------------------------------------------------
@@ -287,6 +336,7 @@ def run_batch_offline(settings: Settings | None, args: BatchArgs) -> None:
     on stderr. Raises ``CommandError`` with the message and status to end with."""
     from mailvet.batchfile import BatchFileError, run_offline
     from mailvet.engine.pipeline import Engine
+    from mailvet.parallel import WorkerDied, default_jobs
 
     problem = batch_option_error(args.input_format, args.delimiter)
     if problem is not None:
@@ -297,7 +347,13 @@ def run_batch_offline(settings: Settings | None, args: BatchArgs) -> None:
         bar = Progress(None, "offline") if args.show else None
         try:
             with source:
-                counts = run_offline(engine, source, out, bar.update if bar else None)
+                counts = run_offline(
+                    engine,
+                    source,
+                    out,
+                    bar.update if bar else None,
+                    jobs=default_jobs() if args.jobs is None else args.jobs,
+                )
             out.commit()
         except BaseException:
             out.discard()
@@ -307,6 +363,8 @@ def run_batch_offline(settings: Settings | None, args: BatchArgs) -> None:
                 bar.stop()
     except BatchFileError as exc:
         raise CommandError(2, f"error: {exc}") from exc
+    except WorkerDied as exc:
+        raise CommandError(1, f"error: {exc}") from exc
     except OSError as exc:
         raise CommandError(2, f"error: {exc.strerror or exc}: {exc.filename or args.file}") from exc
     except KeyboardInterrupt:

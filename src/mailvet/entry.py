@@ -36,7 +36,7 @@ def main() -> None:
     try:
         settings = load_settings(os.environ)
         if isinstance(job, ValidateJob):
-            run_validate_json(settings, job.addresses)
+            run_validate_json(settings, job.addresses, job.jobs)
         else:
             show = sys.stderr.isatty() if job.progress is None else job.progress
             args = BatchArgs(
@@ -49,6 +49,7 @@ def main() -> None:
                 job.delimiter,
                 show,
                 job.state_dir,
+                job.jobs,
             )
             run_batch_offline(settings, args)
     except CommandError as exc:

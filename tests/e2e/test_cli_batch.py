@@ -231,6 +231,146 @@ def test_typer_free_way_in_gives_the_typer_apps_bytes(tmp_path: Path) -> None:
     assert bad[0] == bad[1] and bad[0].startswith(b"2\n\nerror: invalid settings: ")
 
 
+def _long_list(n: int) -> bytes:
+    """``n`` lines and more: personal, role, typo, disposable, upper-case, malformed and
+    non-ASCII addresses, with _NASTY's lines (NUL, CRLF, a 100 kB line...) every few
+    thousand: a list long enough for worker processes (batchfile.PARALLEL_AFTER)."""
+    shapes = [
+        "user{i}@example{d}.com",
+        "Info@Company{d}.DE",
+        "sales@gmial.com",
+        "x{i}@mailinator.com",
+        "u{i}@@gmail.com",
+        "z\u00eb{i}@b\u00fccher{d}.de",
+        "=cmd{i}@gmail.com",
+        '"q{i}"@gmail.com',
+        "first.last{i}@sub{d}.example.org",
+    ]
+    out = []
+    for i in range(n):
+        out.append(shapes[i % len(shapes)].format(i=i, d=i % 700).encode())
+        if i % 5000 == 0:
+            out.append(_NASTY.replace(b"last@gmail.com", b"last@gmail.com\n"))
+    return b"\n".join(out) + b"\n"
+
+
+_COUNT_FORKS = """
+import os, sys
+forks = 0
+real_fork = os.fork
+def counted_fork():
+    global forks
+    forks += 1
+    return real_fork()
+os.fork = counted_fork
+from mailvet.entry import main
+try:
+    main()
+finally:
+    sys.stderr.write(f"FORKS {forks}\\n")
+"""
+
+
+def test_jobs_share_a_long_list_and_give_the_same_bytes(tmp_path: Path) -> None:
+    data = _long_list(50_000)
+    src = tmp_path / "long.txt"
+    src.write_bytes(data)
+    got: dict[tuple[str, str], bytes] = {}
+    for jobs in ("1", "2", "3"):
+        for name, args, stdin in (
+            ("validate", ["validate", "--offline", "--json", "--jobs", jobs, "-"], data),
+            ("csv", ["batch", "--offline", str(src), "-o", str(tmp_path / "o.csv")], None),
+            ("jsonl", ["batch", "--offline", str(src), "-o", str(tmp_path / "o.jsonl")], None),
+            ("stdout", ["batch", "--offline", "-", "-o", "-", f"--jobs={jobs}"], data),
+        ):
+            if name in ("csv", "jsonl"):
+                args = [*args, "--jobs", jobs]
+            done = subprocess.run(
+                [sys.executable, "-c", _COUNT_FORKS, *args],
+                env=_lean_env(),
+                input=stdin,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+                capture_output=True,
+                timeout=_TIMEOUT,
+            )
+            assert done.returncode == 0, done.stderr.decode()[-2000:]
+            err, _, forks = done.stderr.rpartition(b"FORKS ")
+            # one process per job past the first rows, none with --jobs 1
+            assert int(forks) == (0 if jobs == "1" else int(jobs)), (name, jobs)
+            written = b""
+            for out in (tmp_path / "o.csv", tmp_path / "o.jsonl"):
+                if out.exists():
+                    written = out.read_bytes()
+                    out.unlink()
+            text = b"%s\n%s\n%s" % (done.stdout, err, written)
+            got[name, jobs] = re.sub(rb'"id":"[0-9a-f-]{36}"', b'"id":""', text)
+            if name == "validate":  # every row has its own id
+                ids = re.findall(rb'"id":"([0-9a-f-]{36})"', done.stdout)
+                assert len(ids) == len(set(ids)) == done.stdout.count(b"\n") > 50_000
+    for name in ("validate", "csv", "jsonl", "stdout"):
+        assert got[name, "2"] == got[name, "1"], name
+        assert got[name, "3"] == got[name, "1"], name
+    assert b"50," in got["csv", "1"]  # the summary line counts every row
+
+
+def test_jobs_through_the_typer_app_and_bad_values(tmp_path: Path) -> None:
+    data = _long_list(30_000)
+    for args in (
+        ["validate", "--offline", "--json", "--jobs", "2", "-"],
+        ["batch", "--offline", "-", "-o", "-", "--jobs", "2"],
+    ):
+        fast, typer_way = _both(args, _lean_env(), data)
+        assert fast == typer_way and fast.startswith(b"0\n"), args
+    for args in (
+        ["validate", "--offline", "--json", "--jobs", "0", "-"],
+        ["validate", "--offline", "--json", "--jobs", "two", "-"],
+        ["batch", "--offline", "-", "-o", "-", "--jobs=-1"],
+    ):
+        done = mailvet(*args, stdin=b"a@gmail.com\n")
+        assert done.returncode == 2 and b"--jobs" in done.stderr, args
+        assert b"Traceback" not in done.stderr
+    for args, says in (
+        (["validate", "--jobs", "2", "a@gmail.com"], b"--jobs works with --offline --json"),
+        (["batch", str(tmp_path / "x.csv"), "-o", "-", "--jobs", "2"], b"--jobs works with"),
+    ):
+        done = mailvet(*args)
+        assert done.returncode == 2 and says in done.stderr, done.stderr
+
+
+def _children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_ctrl_c_with_workers_stops_them_all(tmp_path: Path) -> None:
+    out = tmp_path / "o.csv"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mailvet", "batch", "--offline", "-", "-o", str(out), "--jobs", "2"],
+        env=_lean_env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(_long_list(40_000))  # past PARALLEL_AFTER: the workers start
+    proc.stdin.flush()
+    wait_for(lambda: len(_children_of(proc.pid)) == 2, 60, "two workers started")
+    workers = _children_of(proc.pid)
+    proc.send_signal(signal.SIGINT)  # the input is still open: mid-run
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err.decode()
+    assert err.strip().endswith(b"interrupted") and b"Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # no partial result, no .part file left
+    assert not [p for p in workers if Path(f"/proc/{p}").exists()]
+
+
 _LOADED_FAST = """
 import sys
 from mailvet.entry import main
