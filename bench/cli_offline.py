@@ -2,21 +2,29 @@
 over a file, against a small email-validator script over the same file, all as subprocesses.
 
     .venv/bin/python bench/cli_offline.py          # --n 200000,1000000 --repeats 3
+    .venv/bin/python bench/cli_offline.py --instructions 100000   # + callgrind counts
 
 Each contender is a fresh process that starts, reads the file of addresses (one a line,
 bench/offline.py's generator and seed), checks every address and writes a result file:
 
-- ``mailvet batch --offline IN -o OUT.csv`` (the input's line and the verdict's columns);
-- ``mailvet validate --offline --json - < IN > OUT.jsonl`` (one data object a line);
+- ``mailvet batch --offline IN -o OUT.csv`` (the input's line and the verdict's columns),
+  with its default ``--jobs`` (one process per CPU, up to 4) and with ``--jobs 1``;
+- ``mailvet validate --offline --json - < IN > OUT.jsonl`` (one data object a line), the same
+  two ways;
 - ``EV_SCRIPT`` below: email-validator 2.x ``validate_email(..., check_deliverability=False)``
   per line, a CSV row (input, valid, normalized, error) per address.
 
 Figures are per contender the median over ``--repeats`` runs (contenders take turns in each
-repeat) of the wall time and of the CPU time (user + system, from ``os.wait4``) of its
-process; the ratio is the median of the per-repeat ratios email-validator / mailvet. CPU
-time is the steadier figure on a shared host. One untimed run of each comes first (byte
+repeat) of the wall time and of the CPU time (user + system, from ``os.wait4``: the
+process and the workers it waited for) of its process; the ratio is the median of the
+per-repeat ratios email-validator / mailvet. One untimed run of each comes first (byte
 code cached, as after ``pip install``; the file in the page cache). A one-address file
 gives each command's start-up cost. No network: nothing here does DNS or SMTP.
+
+On a shared host both times move with the other load; ``--instructions N`` also runs the
+single-process contenders once under ``valgrind --tool=callgrind`` over N addresses and
+prints the instructions each executed (the same count whatever else the host does: the
+ratio of CPU work, process start included).
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import subprocess
 import sys
@@ -58,11 +67,16 @@ with open(sys.argv[1], encoding="utf-8") as src, open(sys.argv[2], "w", encoding
 """
 
 
-def _run(argv: Sequence[str], stdin: Path | None, stdout: Path | None) -> tuple[float, float]:
-    """Run ``argv``; (wall seconds, CPU seconds of the process)."""
+def _env() -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
     # as installed: byte code cached (pip compiles on install), so start-up is not compiling
     env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def _run(argv: Sequence[str], stdin: Path | None, stdout: Path | None) -> tuple[float, float]:
+    """Run ``argv``; (wall seconds, CPU seconds of the process)."""
+    env = _env()
     with (
         open(stdin or os.devnull, "rb") as fin,
         open(stdout or os.devnull, "wb") as fout,
@@ -82,22 +96,19 @@ def contenders(work: Path, infile: Path) -> dict[str, tuple[list[str], Path | No
     py = sys.executable
     ev = work / "ev.py"
     ev.write_text(EV_SCRIPT)
+    batch = [py, "-m", "mailvet", "batch", "--offline", str(infile), "-o", str(work / "b.csv")]
+    validate = [py, "-m", "mailvet", "validate", "--offline", "--json", "-"]
     return {
-        "mailvet batch --offline": (
-            [py, "-m", "mailvet", "batch", "--offline", str(infile), "-o", str(work / "b.csv")],
-            None,
-            None,
-        ),
-        "mailvet validate --offline --json": (
-            [py, "-m", "mailvet", "validate", "--offline", "--json", "-"],
-            infile,
-            work / "v.jsonl",
-        ),
+        "mailvet batch --offline": (batch, None, None),
+        "mailvet batch --offline --jobs 1": ([*batch, "--jobs", "1"], None, None),
+        "mailvet validate --offline --json": (validate, infile, work / "v.jsonl"),
+        "mailvet validate ... --jobs 1": ([*validate, "--jobs", "1"], infile, work / "v.jsonl"),
         "email-validator script": ([py, str(ev), str(infile), str(work / "ev.csv")], None, None),
     }
 
 
-def measure(work: Path, n: int, seed: int, repeats: int) -> None:
+def _write_list(work: Path, n: int, seed: int) -> Path:
+    """bench/offline.py's mix of ``n`` addresses, one a line (0: one address)."""
     infile = work / f"in-{n}.txt"
     if n:
         addresses = generate(n, seed)
@@ -107,6 +118,11 @@ def measure(work: Path, n: int, seed: int, repeats: int) -> None:
         )
     else:
         infile.write_text("alice@example.com\n")
+    return infile
+
+
+def measure(work: Path, n: int, seed: int, repeats: int) -> None:
+    infile = _write_list(work, n, seed)
     runs = contenders(work, infile)
     for argv, stdin, stdout in runs.values():  # untimed: byte code written, files cached
         _run(argv, stdin, stdout)
@@ -130,6 +146,35 @@ def measure(work: Path, n: int, seed: int, repeats: int) -> None:
         print(line, flush=True)
 
 
+def instructions(work: Path, n: int, seed: int) -> None:
+    """Instructions each single-process contender executes over ``n`` addresses, counted
+    by callgrind (process start included), and the ratios to email-validator's."""
+    infile = _write_list(work, n, seed)
+    counts: dict[str, int] = {}
+    for name, (argv, stdin, stdout) in contenders(work, infile).items():
+        if not name.endswith("--jobs 1") and name != "email-validator script":
+            continue
+        _run(argv, stdin, stdout)  # byte code written first
+        with open(stdin or os.devnull, "rb") as fin:
+            done = subprocess.run(
+                ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                stdin=fin,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env=_env(),
+                check=True,
+            )
+        found = re.search(rb"Collected : (\d+)", done.stderr)
+        if found is None:
+            raise SystemExit(f"no instruction count from valgrind for {name}")
+        counts[name] = int(found.group(1))
+    ev = counts.pop("email-validator script")
+    print(f"{n:,} addresses, instructions (callgrind, process start included):")
+    print(f"  {'email-validator script':<36} {ev:>15,}")
+    for name, count in counts.items():
+        print(f"  {name:<36} {count:>15,}   email-validator / this: {ev / count:5.1f}x")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument(
@@ -137,6 +182,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=20261122)
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also count instructions with callgrind over N addresses (needs valgrind)",
+    )
     args = parser.parse_args(argv)
     load = os.getloadavg()[0]
     print(
@@ -144,8 +196,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f" {os.cpu_count()} CPUs, load average {load:.1f}"
     )
     with tempfile.TemporaryDirectory(prefix="mailvet-cli-bench-") as tmp:
-        for n in [0, *(int(x) for x in args.n.split(",") if x.strip())]:
+        for n in [0, *(int(x) for x in args.n.split(",") if x.strip() and int(x))]:
             measure(Path(tmp), n, args.seed, args.repeats)
+        if args.instructions:
+            instructions(Path(tmp), args.instructions, args.seed)
     return 0
 
 

@@ -48,6 +48,7 @@ from mailvet.verdict import Verdict, new_ids
 
 if TYPE_CHECKING:
     from mailvet.engine.pipeline import Engine
+    from mailvet.parallel import BlockWork
 
 __all__ = [
     "EMAIL_HEADERS",
@@ -715,13 +716,6 @@ class _Encoder:
         # the last text piece (it holds the result) -> the result, for counting rows
         self.result_of: dict[str, str] = {}
 
-    def add_counts(self, by_result: dict[str, int], by_text: dict[str, int]) -> dict[str, int]:
-        """``by_result`` plus rows counted by their last text piece."""
-        for text, n in by_text.items():
-            result = self.result_of[text]
-            by_result[result] = by_result.get(result, 0) + n
-        return by_result
-
     def full(self, verdict: Verdict | Mapping[str, Any] | None) -> str:
         if verdict is None:
             values: list[Any] = [None] * len(self.fields)
@@ -810,74 +804,99 @@ def run_offline(
     jobs: int = 1,
 ) -> OfflineCounts:
     """Every row of ``source`` with its offline verdict into ``out`` (not committed).
-    A long plain list is checked in ``jobs`` worker processes (``mailvet.parallel``).
+    A long input is checked in ``jobs`` worker processes (``mailvet.parallel``), its
+    rows written in order."""
+    from mailvet.parallel import run_blocks
+
+    work: BlockWork
+    blocks: Iterable[list[Any]]
+    if source.fmt == "plain" and _fast_writer(out):
+        # the hot path of `mailvet batch --offline LIST` (bench/cli_offline.py)
+        work, blocks = _OfflineRows(engine, out), source.plain_blocks()
+    else:
+        work, blocks = _RecordRows(engine, out), _record_blocks(source.rows())
+    done, by_result = run_blocks(
+        work,
+        blocks,
+        write=out.write_encoded,
+        end=out.end_bytes,
+        fd=out.fileno(),
+        before_fork=out.flush_all,
+        jobs=jobs,
+        start_after=PARALLEL_AFTER,
+        progress=progress,
+    )
+    return OfflineCounts(done, by_result)
+
+
+def _fast_writer(out: OutputFile) -> bool:
+    """Whether ``out``'s rows can be put together from cached text around the address:
+    ``offline_template`` / ``offline_domain`` answer only addresses of ASCII atext, dots
+    and an LDH domain, whose text needs no CSV quoting or JSON escaping, only the formula
+    guard (a delimiter that is atext, "|", keeps them off this path)."""
+    per_address = ("email", "username", "domain", "did_you_mean")
+    return out.encoder.per_address == per_address and out.delimiter in ",;\t"
+
+
+def _record_blocks(records: Iterator[tuple[str, Row]]) -> Iterator[list[tuple[str, Row]]]:
+    block: list[tuple[str, Row]] = []
+    for record in records:
+        block.append(record)
+        if len(block) >= _FLUSH_ROWS:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+class _RecordRows:
+    """``run_offline``'s rows for a block of ``(address, row)`` records of any input
+    (CSV, JSON lines): ``(how many, their text, rows by result)``.
 
     The verdict part of the row for an address the engine answers from its per-domain
     memo (nearly all) is text cached per verdict template (``Engine.offline_template``)
     with the address's own fields put in; the rest goes through the full encoder."""
-    by_result: dict[str, int] = {}
-    enc = out.encoder
-    template_of = engine.offline_template
-    verdict_of = engine.verdict_offline
-    segments = enc.segments
-    csv_out = out.fmt == "csv"
-    delimiter = out.delimiter
-    # offline_template answers only addresses of ASCII atext, dots and an LDH domain:
-    # their text needs no CSV quoting or JSON escaping, only the formula guard (and a
-    # delimiter that is atext, "|", keeps them off this path)
-    fast = enc.per_address == ("email", "username", "domain", "did_you_mean") and (
-        delimiter in ",;\t"
-    )
-    by_text: dict[str, int] = {}  # rows by the last text piece (it ends with the result)
-    done = 0
-    # Per template object: the text of its row part in four pieces around email,
-    # username and did_you_mean (its domain written in), and how many rows used it.
-    entries: dict[int, list[Any]] = {}
-    entry_of = entries.get
 
-    def entry(template: Verdict) -> list[Any]:
-        old = entries.pop(id(template), None)
-        if old is not None:  # a template freed since, its id reused: keep its count
-            by_text[old[6]] = by_text.get(old[6], 0) + old[5]
+    def __init__(self, engine: Engine, out: OutputFile) -> None:
+        self._out = out
+        self._template_of = engine.offline_template
+        self._verdict_of = engine.verdict_offline
+        self._fast = _fast_writer(out)
+        # Per template object: the text of its row part in four pieces around email,
+        # username and did_you_mean (its domain written in), and how many rows of the
+        # block used it.
+        self._entries: dict[int, list[Any]] = {}
+
+    def _entry(self, template: Verdict) -> list[Any]:
+        entries = self._entries
+        entries.pop(id(template), None)  # a template freed since, its id reused
         if len(entries) >= _CACHE_SIZE:
-            for e in entries.values():
-                by_text[e[6]] = by_text.get(e[6], 0) + e[5]
             entries.clear()
-        s0, s1, s2, s3, s4 = segments(template)
+        s0, s1, s2, s3, s4 = self._out.encoder.segments(template)
         domain = template.domain
-        if csv_out:
+        if self._out.fmt == "csv":
             new = [template, s0, s1, f"{s2}{domain}{s3}", s4, 0, s4]
         else:
             new = [template, f'{s0}"', f'"{s1}"', f'"{s2}"{domain}"{s3}', s4, 0, s4]
         entries[id(template)] = new
         return new
 
-    if source.fmt == "plain" and fast:
-        # the hot path of `mailvet batch --offline LIST` (bench/cli_offline.py): blocks
-        # of the list through _OfflineRows, in worker processes for a long list
-        from mailvet.parallel import run_blocks
-
-        done, by_result = run_blocks(
-            _OfflineRows(engine, out),
-            source.plain_blocks(),
-            write=out.write_encoded,
-            end=out.end_bytes,
-            fd=out.fileno(),
-            before_fork=out.flush_all,
-            jobs=jobs,
-            start_after=PARALLEL_AFTER,
-            progress=progress,
-        )
-    else:
+    def __call__(self, block: list[tuple[str, Row]]) -> tuple[int, bytes, dict[str, int]]:
+        out = self._out
+        template_of = self._template_of if self._fast else None
+        entry_of = self._entries.get
+        csv_out = out.fmt == "csv"
+        by_result: dict[str, int] = {}
+        touched: list[list[Any]] = []  # the entries used in this block (count > 0)
         lines: list[str] = []
-        for raw, row in source.rows():
-            parts = template_of(raw) if fast and raw and raw[0] not in "=+-" else None
+        for raw, row in block:
+            parts = template_of(raw) if template_of and raw and raw[0] not in "=+-" else None
             line = None
             if parts is not None:
                 template, email, username, dym = parts
                 ent = entry_of(id(template))
                 if ent is None or ent[0] is not template:
-                    ent = entry(template)
+                    ent = self._entry(template)
                 if csv_out:
                     part = f"{ent[1]}{email}{ent[2]}{username}{ent[3]}{dym or ''}{ent[4]}"
                 else:
@@ -885,26 +904,21 @@ def run_offline(
                     part = f"{ent[1]}{email}{ent[2]}{username}{ent[3]}{d}{ent[4]}"
                 line = out.fast_body(row, part)
                 if line is not None:
+                    if not ent[5]:
+                        touched.append(ent)
                     ent[5] += 1
             if line is None:
-                verdict = verdict_of(raw)
+                verdict = self._verdict_of(raw)
                 result = verdict.result.value
                 by_result[result] = by_result.get(result, 0) + 1
                 line = out.body(row, verdict)
             lines.append(line)
-            if len(lines) >= _FLUSH_ROWS:
-                out.extend_lines(lines)
-                done += len(lines)
-                lines = []
-                if progress is not None:
-                    progress(done)
-        out.extend_lines(lines)
-        done += len(lines)
-        if progress is not None:
-            progress(done)
-    for e in entries.values():
-        by_text[e[6]] = by_text.get(e[6], 0) + e[5]
-    return OfflineCounts(done, enc.add_counts(by_result, by_text))
+        result_of = out.encoder.result_of
+        for ent in touched:
+            result = result_of[ent[6]]
+            by_result[result] = by_result.get(result, 0) + ent[5]
+            ent[5] = 0
+        return len(block), _encode_lines(lines, out.end_bytes, ascii=False), by_result
 
 
 def write_validate_json(

@@ -44,7 +44,7 @@ __all__ = ["MAX_AUTO_JOBS", "BlockWork", "WorkerDied", "default_jobs", "run_bloc
 MAX_AUTO_JOBS = 4
 
 # what a block gives: (rows, their text without the last line end, rows by result)
-BlockWork = Callable[[list[str]], tuple[int, bytes, dict[str, int]]]
+BlockWork = Callable[[list[Any]], tuple[int, bytes, dict[str, int]]]
 
 _GO, _STOP = b"1", b"0"
 _HEADER = 8  # bytes of a frame's length
@@ -66,7 +66,7 @@ def default_jobs() -> int:
 
 def run_blocks(
     work: BlockWork,
-    blocks: Iterable[list[str]],
+    blocks: Iterable[list[Any]],
     *,
     write: Callable[[bytes], object],
     end: bytes,
@@ -112,22 +112,28 @@ def run_blocks(
     ring = _Ring(work, fd, end, jobs)
     handed = rows
     try:
-        k = 0
-        for block in _chain(first, it):
-            ring.send(k % jobs, block)
-            k += 1
-            handed += len(block)
-            if progress is not None:
-                progress(handed)
+        try:
+            k = 0
+            for block in _chain(first, it):
+                ring.send(k % jobs, block)
+                k += 1
+                handed += len(block)
+                if progress is not None:
+                    progress(handed)
+        except Exception:
+            # the input failed (a line not in its encoding...): the blocks handed out
+            # are written first, as they would be here, then the error goes up
+            ring.finish()
+            raise
         done, more = ring.finish()
-    except BaseException:
+    except BaseException:  # Ctrl-C, or a worker's error: stop them all now
         ring.abort()
         raise
     _add(counts, more)
     return rows + done, counts
 
 
-def _chain(first: list[str], rest: Iterator[list[str]]) -> Iterator[list[str]]:
+def _chain(first: list[Any], rest: Iterator[list[Any]]) -> Iterator[list[Any]]:
     yield first
     yield from rest
 
@@ -196,7 +202,7 @@ class _Ring:
             if len(self.workers) < jobs:  # a fork failed: undo the others
                 self.abort()
 
-    def send(self, i: int, block: list[str]) -> None:
+    def send(self, i: int, block: list[Any]) -> None:
         import pickle
 
         data = pickle.dumps(block, protocol=pickle.HIGHEST_PROTOCOL)

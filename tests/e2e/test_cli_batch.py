@@ -313,6 +313,39 @@ def test_jobs_share_a_long_list_and_give_the_same_bytes(tmp_path: Path) -> None:
     assert b"50," in got["csv", "1"]  # the summary line counts every row
 
 
+def test_jobs_give_the_same_bytes_for_csv_input_and_a_bad_line_late_in_a_long_list(
+    tmp_path: Path,
+) -> None:
+    lines = _long_list(45_000).split(b"\n")
+    csv_in = tmp_path / "long.csv"
+    csv_in.write_bytes(
+        b"Name;E-mail;note\r\n"
+        + b"".join(
+            b'"n%d";"%s";"x, %d"\r\n' % (i, line.replace(b'"', b'""'), i)
+            for i, line in enumerate(lines)
+        )
+    )
+    broken = b"\n".join(lines[:40_000]) + b"\nb\xffd@gmail.com\n" + b"\n".join(lines[40_000:])
+    runs = {
+        "csv": (["batch", "--offline", str(csv_in), "-o", "-"], None),
+        "broken validate": (["validate", "--offline", "--json", "-"], broken),
+        "broken batch": (["batch", "--offline", "-", "-o", "-"], broken),
+    }
+    for name, (args, stdin) in runs.items():
+        seen = []
+        for jobs in ("1", "2"):
+            done = mailvet(*args, "--jobs", jobs, env=_lean_env(), stdin=stdin)
+            seen.append(
+                (done.returncode, re.sub(rb'"id":"[0-9a-f-]{36}"', b"", done.stdout), done.stderr)
+            )
+        assert seen[0] == seen[1], name
+        if name == "csv":
+            assert seen[0][0] == 0 and seen[0][1].count(b"\r\n") > 45_000
+        else:  # every row before the bad line, then the error
+            assert seen[0][0] == 2 and b"is not valid utf-8" in seen[0][2], seen[0][2]
+            assert seen[0][1].count(b"\n") > 30_000
+
+
 def test_jobs_through_the_typer_app_and_bad_values(tmp_path: Path) -> None:
     data = _long_list(30_000)
     for args in (

@@ -112,6 +112,17 @@ def test_a_failing_block_stops_the_run_after_the_blocks_before_it(tmp_path: Path
     assert out.read_bytes() == _expected(blocks[:7])
 
 
+def test_an_input_error_comes_after_every_block_handed_out(tmp_path: Path) -> None:
+    def blocks() -> Iterator[list[str]]:
+        yield from _blocks(25, 4)
+        raise ValueError("line 101 is not valid utf-8")
+
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="line 101"):
+        _run(out, blocks(), jobs=3, start_after=8)  # type: ignore[arg-type]
+    assert out.read_bytes() == _expected(_blocks(25, 4))
+
+
 def _dies_on_block_9(block: list[str]) -> tuple[int, bytes, dict[str, int]]:
     if block[0].startswith("row 9."):
         os.kill(os.getpid(), signal.SIGKILL)
