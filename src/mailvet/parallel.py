@@ -165,13 +165,24 @@ class _Ring:
         self.end = end
         self.jobs = jobs
         self.workers: list[_Worker] = []
+        # what the workers use, imported before they exist (no import in a child)
+        import pickle  # noqa: F401
+        import signal  # noqa: F401
+        import warnings
+
         tokens = [os.pipe() for _ in range(jobs)]  # worker i reads tokens[i]
         os.write(tokens[0][1], _GO)  # the first block's turn
         frames = [os.pipe() for _ in range(jobs)]
         reports = [os.pipe() for _ in range(jobs)]
         try:
             for i in range(jobs):
-                pid = os.fork()
+                with warnings.catch_warnings():
+                    # Python 3.12+ warns when a process with threads forks (a progress
+                    # bar's refresh thread, say): the child runs only _worker, which
+                    # takes no lock a thread may hold, imports nothing, writes with
+                    # os.write and leaves by os._exit
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    pid = os.fork()
                 if pid == 0:  # the worker: never returns
                     keep = {
                         tokens[i][0],
