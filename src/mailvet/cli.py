@@ -143,7 +143,8 @@ def validate(
         try:
             run_validate_json(settings, addresses, jobs)
         except CommandError as exc:
-            typer.echo(exc.message, err=True)
+            if exc.message:
+                typer.echo(exc.message, err=True)
             raise typer.Exit(exc.code) from exc
         return
     from rich.console import Console
@@ -268,7 +269,8 @@ def batch(
         try:
             run_batch_offline(settings, args)
         except CommandError as exc:
-            typer.echo(exc.message, err=True)
+            if exc.message:
+                typer.echo(exc.message, err=True)
             raise typer.Exit(exc.code) from exc
         return
     from mailvet.storage.common import StorageError

@@ -25,7 +25,7 @@ import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import IO, TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from mailvet.batchfile import InputFile, OutputFile
@@ -57,12 +57,30 @@ RESULT_STYLE = {
 
 
 class CommandError(Exception):
-    """A command ends with ``message`` on stderr and exit status ``code``."""
+    """A command ends with ``message`` on stderr (none if empty) and exit status
+    ``code``."""
 
     def __init__(self, code: int, message: str) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+# The exit status of a command whose reader went away (``mailvet ... | head``): what a
+# shell reports for a process SIGPIPE ended, as `yes | head` does; said quietly.
+_READER_GONE = 141
+
+
+def _reader_gone() -> CommandError:
+    """Stdout's reader closed the pipe: point stdout at /dev/null (so that Python's
+    last flush does not fail again) and end quietly."""
+    import os
+
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # pragma: no cover - no real stdout
+        pass
+    return CommandError(_READER_GONE, "")
 
 
 def say(message: str) -> None:
@@ -288,15 +306,25 @@ def run_validate_json(
             out,
             jobs=default_jobs() if jobs is None else jobs,
         )
-    except BatchFileError as exc:
         out.flush()
+    except BatchFileError as exc:
+        _flush(out)
         raise CommandError(2, f"error: {exc}") from exc
     except WorkerDied as exc:
-        out.flush()
+        _flush(out)
         raise CommandError(1, f"error: {exc}") from exc
+    except BrokenPipeError:
+        raise _reader_gone() from None
     except KeyboardInterrupt:
         raise CommandError(130, "interrupted") from None
-    out.flush()
+
+
+def _flush(out: IO[bytes]) -> None:
+    """What was written before an error, out (unless the reader is gone too)."""
+    try:
+        out.flush()
+    except BrokenPipeError:
+        raise _reader_gone() from None
 
 
 # ---- mailvet batch --offline ---------------------------------------------------------
@@ -365,6 +393,10 @@ def run_batch_offline(settings: Settings | None, args: BatchArgs) -> None:
         raise CommandError(2, f"error: {exc}") from exc
     except WorkerDied as exc:
         raise CommandError(1, f"error: {exc}") from exc
+    except BrokenPipeError as exc:
+        if args.output != "-":
+            raise CommandError(2, f"error: {exc.strerror}: {args.output}") from exc
+        raise _reader_gone() from None
     except OSError as exc:
         raise CommandError(2, f"error: {exc.strerror or exc}: {exc.filename or args.file}") from exc
     except KeyboardInterrupt:

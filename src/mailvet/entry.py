@@ -58,6 +58,7 @@ def main() -> None:
             )
             run_batch_offline(settings, args)
     except CommandError as exc:
-        say(exc.message)
+        if exc.message:
+            say(exc.message)
         sys.exit(exc.code)
     sys.exit(0)

@@ -370,6 +370,35 @@ def test_jobs_through_the_typer_app_and_bad_values(tmp_path: Path) -> None:
         assert done.returncode == 2 and says in done.stderr, done.stderr
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    src = tmp_path / "long.txt"
+    src.write_bytes(_long_list(80_000))
+    # `| head -c N`: N past the first 20,000 rows' text (validate: ~420 bytes a row,
+    # batch's CSV: ~130), so that the workers write too, and short of the end
+    for args, n in (
+        (["validate", "--offline", "--json", "-"], 10_000_000),
+        (["batch", "--offline", "-", "-o", "-"], 4_000_000),
+    ):
+        for jobs in ("1", "2"):
+            with (
+                open(src, "rb") as stdin,
+                subprocess.Popen(
+                    [sys.executable, "-m", "mailvet", *args, "--jobs", jobs],
+                    env=_lean_env(),
+                    stdin=stdin,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                ) as proc,
+            ):
+                assert proc.stdout is not None and proc.stderr is not None
+                assert len(proc.stdout.read(n)) == n
+                proc.stdout.close()
+                err = proc.stderr.read()
+                proc.wait(timeout=_TIMEOUT)
+            # what a shell reports for `yes | head`, and not a word (no traceback)
+            assert (proc.returncode, err) == (141, b""), (args, jobs, err.decode())
+
+
 def _children_of(pid: int) -> set[int]:
     found: set[int] = set()
     for stat in Path("/proc").glob("[0-9]*/stat"):
