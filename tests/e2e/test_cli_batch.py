@@ -313,7 +313,7 @@ def test_jobs_share_a_long_list_and_give_the_same_bytes(tmp_path: Path) -> None:
     assert b"50," in got["csv", "1"]  # the summary line counts every row
 
 
-def test_jobs_give_the_same_bytes_for_csv_input_and_a_bad_line_late_in_a_long_list(
+def test_jobs_give_the_same_bytes_for_csv_and_jsonl_and_a_bad_line_late_in_a_list(
     tmp_path: Path,
 ) -> None:
     lines = _long_list(45_000).split(b"\n")
@@ -325,9 +325,18 @@ def test_jobs_give_the_same_bytes_for_csv_input_and_a_bad_line_late_in_a_long_li
             for i, line in enumerate(lines)
         )
     )
+    jsonl_in = tmp_path / "long.jsonl"
+    jsonl_in.write_bytes(
+        b"".join(
+            orjson.dumps({"id": i, "email": line.decode("utf-8", "replace"), "email_ok": None})
+            + b"\n"
+            for i, line in enumerate(lines)
+        )
+    )
     broken = b"\n".join(lines[:40_000]) + b"\nb\xffd@gmail.com\n" + b"\n".join(lines[40_000:])
     runs = {
         "csv": (["batch", "--offline", str(csv_in), "-o", "-"], None),
+        "jsonl": (["batch", "--offline", str(jsonl_in), "-o", "-"], None),
         "broken validate": (["validate", "--offline", "--json", "-"], broken),
         "broken batch": (["batch", "--offline", "-", "-o", "-"], broken),
     }
@@ -341,6 +350,8 @@ def test_jobs_give_the_same_bytes_for_csv_input_and_a_bad_line_late_in_a_long_li
         assert seen[0] == seen[1], name
         if name == "csv":
             assert seen[0][0] == 0 and seen[0][1].count(b"\r\n") > 45_000
+        elif name == "jsonl":
+            assert seen[0][0] == 0 and seen[0][1].count(b"\n") > 45_000
         else:  # every row before the bad line, then the error
             assert seen[0][0] == 2 and b"is not valid utf-8" in seen[0][2], seen[0][2]
             assert seen[0][1].count(b"\n") > 30_000
