@@ -973,6 +973,7 @@ class _ValidateRows:
         kind_of = kinds.get
         verdict_of = self._verdict_of
         slow_of = self._slow.get
+        max_path = _MAX_PATH
         lines: list[str] = []
         append = lines.append
         ascii = True  # the fast rows are: their addresses are ASCII atext and LDH
@@ -981,7 +982,7 @@ class _ValidateRows:
             ent = text_of(domain)
             if ent is None:
                 ent = texts.add(domain)
-            if ent and len(raw) <= _MAX_PATH:
+            if ent and len(raw) <= max_path:
                 kind = kind_of(local)
                 if kind is None:
                     kind = kinds.add(local)
@@ -989,14 +990,12 @@ class _ValidateRows:
                     t = ent[kind]
                     if t is None:
                         t = texts.role(domain, ent)
-                if kind and t:
-                    if ent[0]:
-                        append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
-                    elif ent[3]:
-                        append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[2]}")
-                    else:
-                        append(f"{t[8]}{new}{t[0]}{raw}{t[1]}{local}{t[2]}")
-                    continue
+                    if t:
+                        if ent[0]:
+                            append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
+                        else:
+                            append(f"{t[8]}{new}{t[0]}{local}{t[3]}{local}{t[2]}")
+                        continue
             known = slow_of(raw)
             if known is None:
                 verdict = verdict_of(raw)
@@ -1039,6 +1038,7 @@ class _OfflineRows:
         kind_of = kinds.get
         verdict_of = self._verdict_of
         slow_of = self._slow.get
+        max_path = _MAX_PATH
         body = self._out.body
         head = "" if self._csv else '{"input":"'
         by_result: dict[str, int] = {}
@@ -1051,7 +1051,7 @@ class _OfflineRows:
             ent = text_of(domain)
             if ent is None:
                 ent = texts.add(domain)
-            if ent and len(raw) <= _MAX_PATH:
+            if ent and len(raw) <= max_path:
                 kind = kind_of(local)
                 if kind is None:
                     kind = kinds.add(local)
@@ -1059,17 +1059,15 @@ class _OfflineRows:
                     t = ent[kind]
                     if t is None:
                         t = texts.role(domain, ent)
-                if kind and t:
-                    if not t[6]:
-                        touched.append(t)
-                    t[6] += 1
-                    if ent[0]:
-                        append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
-                    elif ent[3]:
-                        append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[2]}")
-                    else:
-                        append(f"{head}{raw}{t[0]}{raw}{t[1]}{local}{t[2]}")
-                    continue
+                    if t:
+                        if not t[6]:
+                            touched.append(t)
+                        t[6] += 1
+                        if ent[0]:
+                            append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[4]}{local}{t[5]}")
+                        else:
+                            append(f"{head}{raw}{t[0]}{local}{t[3]}{local}{t[2]}")
+                        continue
             known = slow_of(raw)
             if known is None:
                 verdict = verdict_of(raw)
@@ -1141,18 +1139,18 @@ class _RowTexts:
     """Per typed domain, the text of a row for the addresses ``Engine.offline_domain``
     answers, in pieces around what differs from one address to the next.
 
-    An entry is ``[suggested, person, role, renamed, email_domain, suggestion]``
-    (``suggested``: the domain has a typo suggestion; ``renamed``: its normalised form
-    differs from the typed one, upper case), or ``False`` for a domain the engine does
-    not answer. ``role`` is None until the domain's first role address (``role()``),
-    False when the engine does not answer role addresses there. ``person`` and ``role``
-    are ``[m, n, t, n2, t1, t2, count, last, head]``, and a row is (``X`` the id for
-    ``validate``, whose rows start with ``head``; the input's cell for ``batch``, whose
-    JSON rows start with ``{"input":"``):
+    An entry is ``[suggested, person, role, email_domain, suggestion]`` (``suggested``:
+    the domain has a typo suggestion; ``email_domain``: the domain as the email field
+    writes it, the typed one or its normal form when that differs, upper case), or
+    ``False`` for a domain the engine does not answer. ``role`` is None until the
+    domain's first role address (``role()``), False when the engine does not answer role
+    addresses there. ``person`` and ``role`` are ``[m, n, t, n2, t1, t2, count, last,
+    head]``, and a row is (``X`` the id for ``validate``, whose rows start with ``head``;
+    the input's cell for ``batch``, whose JSON rows start with ``{"input":"``):
 
-    - ``X m raw n local t``: the email as typed, no suggestion;
-    - ``X m local n2 local t``: the email with the normalised domain (``n2`` starts
-      with it), no suggestion;
+    - ``X m local n2 local t``: no suggestion (``n2`` is ``@``, the email's domain and
+      ``n``: ``local n2`` is the email, the address as typed when its domain is already
+      in normal form);
     - ``X m local n2 local t1 local t2``: with a suggestion (``t2`` starts with its
       domain).
 
@@ -1182,7 +1180,6 @@ class _RowTexts:
                 suggestion is not None,
                 self._pieces(person, email_domain, suggestion),
                 None,  # the role pieces, made for the domain's first role address
-                email_domain != domain,
                 email_domain,
                 suggestion,
             ]
@@ -1195,7 +1192,7 @@ class _RowTexts:
         template = self._role_of(domain)
         pieces: list[Any] | Literal[False] = False
         if template is not None:
-            pieces = self._pieces(template, entry[4], entry[5])
+            pieces = self._pieces(template, entry[3], entry[4])
         entry[2] = pieces
         return pieces
 
