@@ -115,7 +115,7 @@ def sql(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
 
 
 async def verdicts(store: Store, record: BatchRecord) -> dict[str, dict[str, Any]]:
-    items = await store.batch_items(record.id)
+    items = [i async for i in store.iter_items(record.id)]
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         assert item.verdict is not None, item.email
@@ -172,7 +172,7 @@ async def test_a_mixed_batch_gets_the_right_verdicts_each_address_once(pg_fresh_
             async with workers(settings, 2, concurrency=4):
                 done = await finished(store, record)
             got = await verdicts(store, record)
-            items = await store.batch_items(record.id)
+            items = [i async for i in store.iter_items(record.id)]
             usage = await store.usage(since=date(2000, 1, 1), key_id=record.user_id)
         finally:
             await store.close()
@@ -280,7 +280,7 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
                     await finished(store, record)
             done = await store.get_batch(record.user_id, record.id)  # both runs over
             got = await verdicts(store, record)
-            items = await store.batch_items(record.id)
+            items = [i async for i in store.iter_items(record.id)]
         finally:
             await store.close()
         asked = rcpts_by_address(net.smtp)

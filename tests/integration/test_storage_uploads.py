@@ -141,8 +141,8 @@ async def test_iter_items_filters_by_reason_and_result(store: Store) -> None:
             ("risky", "catch_all"),
             ("undeliverable", "invalid_domain"),
         ][i % 4]
-        verdicts.append((i, {"result": result, "reason": reason}))
-    await store.save_verdicts(record.id, verdicts[:2400])  # the last 100 stay pending
+        verdicts.append((emails[i], {"result": result, "reason": reason}))
+    await store.save_results(record.id, verdicts[:2400])  # the last 100 stay pending
     rejected = [i.position async for i in store.iter_items(record.id, reason="rejected_email")]
     assert rejected == list(range(1, 2400, 4))
     both = [
