@@ -14,13 +14,13 @@ import sys
 import traceback
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import create_engine, event, text
 
 from mailvet.storage import (
     BatchCounts,
@@ -34,9 +34,7 @@ from mailvet.storage import (
     open_store,
 )
 from mailvet.storage.common import hash_secret
-from mailvet.storage.migrations_runner import upgrade_head
 from mailvet.storage.sql import SqlStore
-from mailvet.testing.postgres import PostgresServer
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -46,36 +44,6 @@ BACKENDS = [
 DURABLE_BACKENDS = BACKENDS[1:]
 
 Opener = Callable[[], Awaitable[Store]]
-
-
-@pytest.fixture(scope="module")
-def pg_storage_engine(pg_server: PostgresServer) -> Iterator[Engine]:
-    """A migrated database of this module's own on the test server (emptied per test)."""
-    import psycopg
-
-    name = f"storage_{uuid.uuid4().hex}"
-    admin = f"host={pg_server.host} port={pg_server.port} user={pg_server.user} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(pg_server.url_for(name))
-    with engine.begin() as conn:
-        upgrade_head(conn)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    backend: str = request.param
-    if backend == "memory":
-        return "memory://"
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'mailvet.db'}"
-    # A fresh database per test costs up to a second; emptying a shared one, milliseconds.
-    engine: Engine = request.getfixturevalue("pg_storage_engine")
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE batch_items, batches, api_keys"))
-    return engine.url.render_as_string(hide_password=False)
 
 
 @pytest.fixture
