@@ -70,9 +70,8 @@ async def test_a_stop_saves_what_was_reached_and_a_restart_asks_only_the_rest() 
     runner.start()
     await _until(lambda: len(first.calls) >= 8)
     await runner.stop()  # the 2 answers reached are saved on the way out
-    assert [item.position for item in await store.pending_items(batch_id, 100)] == list(
-        range(6, 10)
-    )
+    undecided = [item.position async for item in store.iter_items(batch_id) if item.verdict is None]
+    assert undecided == list(range(6, 10))
 
     second = FakeEngine()
     runner = BatchRunner(store, second, settings)
@@ -81,7 +80,7 @@ async def test_a_stop_saves_what_was_reached_and_a_restart_asks_only_the_rest() 
     await runner.stop()
     assert second.calls == emails[6:]  # nothing saved is asked again
     assert set(second.calls) & set(first.calls) == set(emails[6:8])  # only the in-flight
-    items = await store.batch_items(batch_id)
+    items = [i async for i in store.iter_items(batch_id)]
     assert all(item.verdict is not None for item in items)
 
 
@@ -97,7 +96,7 @@ async def test_duplicates_are_asked_once_and_every_position_gets_the_verdict() -
     await asyncio.wait_for(runner.wait_idle(), 10)
     await runner.stop()
     assert sorted(engine.calls) == ["a@deliverable.test", "b@rejecting.test"]
-    items = await store.batch_items(record.id)
+    items = [i async for i in store.iter_items(record.id)]
     assert [i.verdict["result"] if i.verdict else None for i in items] == [
         "deliverable",
         "undeliverable",
@@ -125,7 +124,7 @@ async def test_wake_picks_up_new_batches_and_engine_errors_do_not_stop_it() -> N
     runner.wake()
     await asyncio.wait_for(runner.wait_idle(), 10)
     await runner.stop()
-    items = await store.batch_items(record.id)
+    items = [i async for i in store.iter_items(record.id)]
     assert items[0].verdict is not None
     # the crash is no evidence about the mailbox: "the network stages did not run"
     assert (items[0].verdict["result"], items[0].verdict["reason"]) == ("unknown", "not_checked")
@@ -216,7 +215,7 @@ async def test_on_checked_errors_do_not_break_the_loop() -> None:
     await asyncio.wait_for(runner.wait_idle(), 10)
     await runner.stop()
     assert await store.unfinished_batches() == []
-    assert all(item.verdict is not None for item in await store.batch_items(batch_id))
+    assert all([item.verdict is not None async for item in store.iter_items(batch_id)])
 
 
 async def test_wait_idle_does_not_return_early_when_wake_races_an_empty_lookup() -> None:
@@ -272,7 +271,7 @@ async def test_a_failed_save_is_retried_without_asking_the_mail_servers_again() 
     await runner.stop()
     assert store.save_attempts[record.id] == 3
     assert engine.calls == emails  # each address probed once, not once per save attempt
-    assert all(item.verdict is not None for item in await store.batch_items(record.id))
+    assert all([item.verdict is not None async for item in store.iter_items(record.id)])
 
 
 async def test_batch_start_finish_and_back_off_are_logged_without_addresses(
@@ -411,7 +410,7 @@ async def test_lanes_read_the_batch_in_slices_and_save_in_bulk() -> None:
     assert sorted(net.asked) == sorted(emails)  # each asked once
     assert max(store.limits) <= 50  # never more of the batch in memory than that
     assert sum(store.saves) == 500 and len(store.saves) <= 500 // 20  # saved in bulk
-    items = await store.batch_items(record.id)
+    items = [i async for i in store.iter_items(record.id)]
     assert all(i.verdict is not None and i.verdict["result"] == "deliverable" for i in items)
 
 
@@ -429,7 +428,7 @@ async def test_a_greylisted_address_waits_for_its_retry_before_the_batch_finishe
     await asyncio.wait_for(runner.wait_idle(), 30)
     await runner.stop()
     assert net.asked.count("grey@a.test") == 2
-    items = await store.batch_items(record.id)
+    items = [i async for i in store.iter_items(record.id)]
     assert [i.verdict["result"] if i.verdict else None for i in items] == [
         "deliverable",
         "deliverable",

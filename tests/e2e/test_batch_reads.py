@@ -69,8 +69,8 @@ async def _insert(url: str) -> tuple[str, str]:
         record = await store.create_batch(key.id, "big", emails)
         step = 10_000
         for start in range(0, SIZE, step):
-            await store.save_verdicts(
-                record.id, [(i, _verdict(i)) for i in range(start, min(start + step, SIZE))]
+            await store.save_results(
+                record.id, [(emails[i], _verdict(i)) for i in range(start, min(start + step, SIZE))]
             )
         await store.finish_batch(record.id)
         return record.id, secret

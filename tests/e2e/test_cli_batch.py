@@ -125,12 +125,26 @@ def test_validate_offline_json_over_a_file(tmp_path: Path) -> None:
 
 _LOADED = """
 import sys
-from mailvet.cli import main
+from {module} import main
 try:
     main()
 finally:
     sys.stderr.write("LOADED " + " ".join(sorted(sys.modules)) + "\\n")
 """
+
+
+def modules_loaded(module: str, args: list[str], env: dict[str, str]) -> set[str]:
+    """The modules imported by the end of a run of ``module``'s ``main()`` with ``args``
+    (ann@gmail.com on stdin); the run must succeed."""
+    done = subprocess.run(
+        [sys.executable, "-c", _LOADED.format(module=module), *args],
+        env=env,
+        input=b"ann@gmail.com\n",
+        capture_output=True,
+        timeout=_TIMEOUT,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    return set(done.stderr.decode().split("LOADED ", 1)[1].split())
 
 
 def test_offline_runs_load_no_network_stack_rich_or_storage(tmp_path: Path) -> None:
@@ -140,15 +154,7 @@ def test_offline_runs_load_no_network_stack_rich_or_storage(tmp_path: Path) -> N
         ["batch", "--offline", str(src), "-o", str(tmp_path / "o.csv")],
         ["validate", "--offline", "--json", "-"],
     ):
-        done = subprocess.run(
-            [sys.executable, "-c", _LOADED, *args],
-            env=_env(),
-            input=b"ann@gmail.com\n",
-            capture_output=True,
-            timeout=_TIMEOUT,
-        )
-        assert done.returncode == 0, done.stderr.decode()
-        loaded = set(done.stderr.decode().split("LOADED ", 1)[1].split())
+        loaded = modules_loaded("mailvet.cli", args, _env())
         assert "mailvet.engine.pipeline" in loaded
         heavy = ("dns", "rich", "sqlalchemy", "mailvet.engine.smtp", "mailvet.engine.dns")
         for name in (*heavy, "mailvet.storage", "mailvet.api", "mailvet.jobs"):
@@ -444,16 +450,6 @@ def test_ctrl_c_with_workers_stops_them_all(tmp_path: Path) -> None:
     assert not [p for p in workers if Path(f"/proc/{p}").exists()]
 
 
-_LOADED_FAST = """
-import sys
-from mailvet.entry import main
-try:
-    main()
-finally:
-    sys.stderr.write("LOADED " + " ".join(sorted(sys.modules)) + "\\n")
-"""
-
-
 def test_the_typer_free_way_in_loads_no_typer_pydantic_or_asyncio(tmp_path: Path) -> None:
     src = tmp_path / "l.txt"
     src.write_text("ann@gmail.com\n")
@@ -462,15 +458,7 @@ def test_the_typer_free_way_in_loads_no_typer_pydantic_or_asyncio(tmp_path: Path
             ["batch", "--offline", str(src), "-o", str(tmp_path / "o.csv")],
             ["validate", "--offline", "--json", "-"],
         ):
-            done = subprocess.run(
-                [sys.executable, "-c", _LOADED_FAST, *args],
-                env=env,
-                input=b"ann@gmail.com\n",
-                capture_output=True,
-                timeout=_TIMEOUT,
-            )
-            assert done.returncode == 0, done.stderr.decode()
-            loaded = set(done.stderr.decode().split("LOADED ", 1)[1].split())
+            loaded = modules_loaded("mailvet.entry", args, env)
             assert "mailvet.engine.pipeline" in loaded
             for name in ("typer", "click", "rich", "mailvet.cli", "mailvet.storage"):
                 assert name not in loaded, (args[0], name)

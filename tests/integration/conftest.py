@@ -1,13 +1,17 @@
 # ==== storage: throwaway PostgreSQL (owner: storage) ==== BEGIN ====
 # Fixtures: pg_server (session; mailvet.testing.postgres.PostgresServer),
 # pg_url (session; URL of the server's default test database),
-# pg_fresh_url (function; URL of a new empty database, dropped afterwards).
+# pg_fresh_url (function; URL of a new empty database, dropped afterwards),
+# pg_storage_engine (module; a migrated database of the module's own),
+# store_url (function, parametrised indirectly: "memory", "sqlite" or "postgres").
 # Without PostgreSQL binaries: skip, or fail when CI=true (never skip under CI).
 import os as _storage_os
 import uuid as _storage_uuid
 from collections.abc import Iterator as _StorageIterator
+from pathlib import Path as _StoragePath
 
 import pytest as _storage_pytest
+from sqlalchemy import Engine as _StorageEngine
 
 from mailvet.testing import postgres as _storage_pg
 
@@ -47,6 +51,51 @@ def pg_fresh_url(pg_server: _storage_pg.PostgresServer) -> _StorageIterator[str]
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@_storage_pytest.fixture(scope="module")
+def pg_storage_engine(
+    pg_server: _storage_pg.PostgresServer,
+) -> _StorageIterator[_StorageEngine]:
+    """A migrated database of the test module's own on the session's server (store_url
+    empties it for each test)."""
+    import psycopg
+    from sqlalchemy import create_engine
+
+    from mailvet.storage.migrations_runner import upgrade_head
+
+    name = f"storage_{_storage_uuid.uuid4().hex}"
+    admin = f"host={pg_server.host} port={pg_server.port} user={pg_server.user} dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    engine = create_engine(pg_server.url_for(name))
+    with engine.begin() as conn:
+        upgrade_head(conn)
+    yield engine
+    engine.dispose()
+
+
+@_storage_pytest.fixture
+def store_url(request: _storage_pytest.FixtureRequest, tmp_path: _StoragePath) -> str:
+    """The URL of an empty store on the backend the test is parametrised with, indirectly:
+    ``"memory"``, ``"sqlite"`` (a file in tmp_path) or ``"postgres"`` (pg_storage_engine's
+    database with every table emptied: a fresh database per test costs up to a second,
+    emptying the module's one milliseconds)."""
+    from sqlalchemy import text
+
+    from mailvet.storage.tables import metadata
+
+    backend: str = request.param
+    if backend == "memory":
+        return "memory://"
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'mailvet.db'}"
+    assert backend == "postgres", backend
+    engine: _StorageEngine = request.getfixturevalue("pg_storage_engine")
+    tables = ", ".join(table.name for table in metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {tables}"))
+    return engine.url.render_as_string(hide_password=False)
 
 
 # ==== storage: throwaway PostgreSQL (owner: storage) ==== END ====

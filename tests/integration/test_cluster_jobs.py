@@ -14,7 +14,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import date
 from typing import Any
@@ -85,6 +85,20 @@ async def workers(settings: Settings, count: int = 1, **options: Any) -> AsyncIt
         await asyncio.gather(*tasks)
 
 
+@asynccontextmanager
+async def lane_held_elsewhere(
+    url: str, settings: Settings, mx_host: str
+) -> AsyncIterator[Callable[[], Awaitable[None]]]:
+    """Holds a session slot of ``mx_host``'s lane, as another worker would; yields the
+    call that frees it (freed on the way out in any case)."""
+    async with (
+        PgLimiter(url, holder="test", settings=settings) as other,
+        contextlib.AsyncExitStack() as held,
+    ):
+        await held.enter_async_context(other.session(mx_host, limits_for(None, settings)))
+        yield held.aclose
+
+
 async def submit(store: Store, url: str, emails: list[str]) -> BatchRecord:
     key, _ = await store.create_key("cluster", Plan.PAID)
     keys = dedupe_keys(emails, SyntaxPolicy.from_settings(Settings(database_url=url)))
@@ -115,7 +129,7 @@ def sql(url: str, query: str, *params: object) -> list[tuple[Any, ...]]:
 
 
 async def verdicts(store: Store, record: BatchRecord) -> dict[str, dict[str, Any]]:
-    items = await store.batch_items(record.id)
+    items = [i async for i in store.iter_items(record.id)]
     out: dict[str, dict[str, Any]] = {}
     for item in items:
         assert item.verdict is not None, item.email
@@ -172,7 +186,7 @@ async def test_a_mixed_batch_gets_the_right_verdicts_each_address_once(pg_fresh_
             async with workers(settings, 2, concurrency=4):
                 done = await finished(store, record)
             got = await verdicts(store, record)
-            items = await store.batch_items(record.id)
+            items = [i async for i in store.iter_items(record.id)]
             usage = await store.usage(since=date(2000, 1, 1), key_id=record.user_id)
         finally:
             await store.close()
@@ -280,7 +294,7 @@ async def test_a_job_run_twice_saves_nothing_twice(pg_fresh_url: str) -> None:
                     await finished(store, record)
             done = await store.get_batch(record.user_id, record.id)  # both runs over
             got = await verdicts(store, record)
-            items = await store.batch_items(record.id)
+            items = [i async for i in store.iter_items(record.id)]
         finally:
             await store.close()
         asked = rcpts_by_address(net.smtp)
@@ -553,19 +567,14 @@ async def test_a_lane_at_its_cap_is_deferred_and_its_cap_holds(
         store = open_store(pg_fresh_url)
         await store.migrate()
         try:
-            limits = limits_for(None, settings)
-            async with (
-                PgLimiter(pg_fresh_url, holder="test", settings=settings) as other,
-                contextlib.AsyncExitStack() as held,
-            ):
-                await held.enter_async_context(other.session("mx.capped.test", limits))
+            async with lane_held_elsewhere(pg_fresh_url, settings, "mx.capped.test") as release:
                 record = await submit(store, pg_fresh_url, emails)
                 async with workers(settings, 2, concurrency=3):
                     async with asyncio.timeout(TIMEOUT):
                         while not any("at its cap" in r.getMessage() for r in caplog.records):
                             await asyncio.sleep(0.05)
                     assert net.smtp.sessions == []  # nobody asked while the slot was held
-                    await held.aclose()  # the slot is free again
+                    await release()  # the slot is free again
                     await finished(store, record)
             got = await verdicts(store, record)
         finally:
@@ -592,12 +601,7 @@ async def test_a_slice_waiting_on_a_full_lane_waits_longer_each_time(pg_fresh_ur
         store = open_store(pg_fresh_url)
         await store.migrate()
         try:
-            limits = limits_for(None, settings)
-            async with (
-                PgLimiter(pg_fresh_url, holder="test", settings=settings) as other,
-                contextlib.AsyncExitStack() as held,
-            ):
-                await held.enter_async_context(other.session("mx.full.test", limits))
+            async with lane_held_elsewhere(pg_fresh_url, settings, "mx.full.test") as release:
                 record = await submit(store, pg_fresh_url, emails)
                 async with workers(settings, 1, concurrency=2):
                     async with asyncio.timeout(60):
@@ -612,7 +616,7 @@ async def test_a_slice_waiting_on_a_full_lane_waits_longer_each_time(pg_fresh_ur
                         ):
                             await asyncio.sleep(0.05)
                     assert net.smtp.sessions == []
-                    await held.aclose()
+                    await release()
                     await finished(store, record)
             got = await verdicts(store, record)
         finally:

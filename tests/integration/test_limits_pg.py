@@ -344,7 +344,7 @@ async def test_two_batch_runners_share_one_mx_cap_through_postgres(db: str) -> N
     assert peak == 2  # never the 4 two in-process limiters would allow
     assert sessions >= 2 * 60 // 5  # one session per 5 recipients at most
     for store, batch_id in stores:
-        items = await store.batch_items(batch_id)
+        items = [i async for i in store.iter_items(batch_id)]
         assert all(i.verdict is not None and i.verdict["reason"] == "catch_all" for i in items)
 
 

@@ -46,7 +46,7 @@ async def run_batch(net: SimInternet, emails: Sequence[str], **overrides: Any) -
     finally:
         await runner.stop()
         await engine.close()
-    items = await store.batch_items(record.id)
+    items = [i async for i in store.iter_items(record.id)]
     assert [i.email for i in items] == list(emails)
     out: Verdicts = {}
     for item in items:
@@ -182,7 +182,7 @@ async def test_two_batches_on_one_mx_share_its_session_cap() -> None:
         peak = net.smtp.max_concurrent(site_ip(sites, "shared.test"))
     assert peak == 1
     for record in (a, b):
-        items = await store.batch_items(record.id)
+        items = [i async for i in store.iter_items(record.id)]
         assert all(i.verdict is not None and i.verdict["reason"] == "catch_all" for i in items)
 
 
@@ -270,7 +270,7 @@ async def test_a_tarpit_holds_up_only_its_own_lane() -> None:
         await engine.close()
     assert order[-1] == "x@tarpit.test"  # first in the list, last to be decided
     assert sorted(order[:-1]) == sorted(emails[1:])
-    items = await store.batch_items(record.id)
+    items = [i async for i in store.iter_items(record.id)]
     tarpit = items[0].verdict
     assert tarpit is not None and tarpit["result"] == "unknown"
 

@@ -302,8 +302,7 @@ async def _answers(store: Any, user_id: str, batch_id: str) -> dict[str, Any]:
     work = await store.next_work(batch_id, 10, datetime.now(UTC))
     return {
         "record": (record.size, record.done, record.callback_url, record.retry_waiting),
-        "items": [(i.position, i.email, i.verdict) for i in await store.batch_items(batch_id)],
-        "streamed": [(i.position, i.email) async for i in store.iter_items(batch_id)],
+        "items": [(i.position, i.email, i.verdict) async for i in store.iter_items(batch_id)],
         "deliverable": [i.position async for i in store.iter_items(batch_id, result="deliverable")],
         "counts": await store.counts(batch_id),
         "work": [(w.key, w.email, w.positions, w.attempts, w.first_try_at) for w in work],
@@ -352,7 +351,9 @@ async def test_v0001_data_migrates_and_answers_as_fresh(
         await fresh.migrate()
         fresh_key, _ = await fresh.create_key("new key", Plan.PAID)
         fresh_batch = await fresh.create_batch(fresh_key.id, "old batch", list(_V1_EMAILS))
-        await fresh.save_verdicts(fresh_batch.id, list(_V1_VERDICTS.items()))
+        await fresh.save_results(
+            fresh_batch.id, [(_V1_EMAILS[p], verdict) for p, verdict in _V1_VERDICTS.items()]
+        )
         assert await _answers(fresh, fresh_key.id, fresh_batch.id) == migrated
     finally:
         await fresh.close()

@@ -14,13 +14,13 @@ import sys
 import traceback
 import tracemalloc
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import create_engine, event, text
 
 from mailvet.storage import (
     BatchCounts,
@@ -34,9 +34,7 @@ from mailvet.storage import (
     open_store,
 )
 from mailvet.storage.common import hash_secret
-from mailvet.storage.migrations_runner import upgrade_head
 from mailvet.storage.sql import SqlStore
-from mailvet.testing.postgres import PostgresServer
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -46,36 +44,6 @@ BACKENDS = [
 DURABLE_BACKENDS = BACKENDS[1:]
 
 Opener = Callable[[], Awaitable[Store]]
-
-
-@pytest.fixture(scope="module")
-def pg_storage_engine(pg_server: PostgresServer) -> Iterator[Engine]:
-    """A migrated database of this module's own on the test server (emptied per test)."""
-    import psycopg
-
-    name = f"storage_{uuid.uuid4().hex}"
-    admin = f"host={pg_server.host} port={pg_server.port} user={pg_server.user} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(pg_server.url_for(name))
-    with engine.begin() as conn:
-        upgrade_head(conn)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    backend: str = request.param
-    if backend == "memory":
-        return "memory://"
-    if backend == "sqlite":
-        return f"sqlite:///{tmp_path / 'mailvet.db'}"
-    # A fresh database per test costs up to a second; emptying a shared one, milliseconds.
-    engine: Engine = request.getfixturevalue("pg_storage_engine")
-    with engine.begin() as conn:
-        conn.execute(text("TRUNCATE batch_items, batches, api_keys"))
-    return engine.url.render_as_string(hide_password=False)
 
 
 @pytest.fixture
@@ -278,90 +246,9 @@ async def test_batch_create_get_and_owner_isolation(store: Store) -> None:
     assert await store.get_batch(owner.id, "not-a-uuid") is None
     unnamed = await store.create_batch(stranger.id, None, [])
     assert unnamed.name is None and unnamed.size == 0
-    assert await store.batch_items(unnamed.id) == []
+    assert [i async for i in store.iter_items(unnamed.id)] == []
     with pytest.raises(NotFoundError):
         await store.create_batch("no-such-key", None, ["a@example.com"])
-
-
-@parametrize_backends()
-async def test_items_in_order_and_pending(store: Store) -> None:
-    key, _ = await store.create_key("k", Plan.PAID)
-    emails = [f"user{i}@example.com" for i in range(25)] + ["dup@x.test", "dup@x.test"]
-    batch = await store.create_batch(key.id, None, emails)
-    items = await store.batch_items(batch.id)
-    assert [(i.position, i.email, i.verdict) for i in items] == [
-        (p, e, None) for p, e in enumerate(emails)
-    ]
-    assert [i.position for i in await store.pending_items(batch.id, 10)] == list(range(10))
-    assert await store.pending_items(batch.id, 0) == []
-    await store.save_verdicts(batch.id, [(p, {"n": p}) for p in (0, 2, 3, 7, 26)])
-    pending = await store.pending_items(batch.id, 5)
-    assert [(i.position, i.email) for i in pending] == [(p, emails[p]) for p in (1, 4, 5, 6, 8)]
-    assert all(i.verdict is None for i in pending)
-    everything = await store.pending_items(batch.id, 1000)
-    assert [i.position for i in everything] == [p for p in range(27) if p not in (0, 2, 3, 7, 26)]
-    items = await store.batch_items(batch.id)
-    assert [i.verdict for i in items][:4] == [{"n": 0}, None, {"n": 2}, {"n": 3}]
-
-
-@parametrize_backends()
-async def test_save_verdicts_is_idempotent_and_done_is_exact(store: Store) -> None:
-    key, _ = await store.create_key("k", Plan.PAID)
-    batch = await store.create_batch(key.id, None, [f"u{i}@x.test" for i in range(10)])
-    verdict = {"result": "deliverable", "score": 100, "flags": {"isv_mx": True, "x": None}}
-
-    await store.save_verdicts(batch.id, [(0, verdict), (1, verdict)])
-    await store.save_verdicts(batch.id, [(0, verdict), (1, verdict)])  # repeat
-    record = await store.get_batch(key.id, batch.id)
-    assert record is not None and record.done == 2
-    assert record.updated_at > batch.updated_at
-
-    changed = {"result": "risky"}
-    await store.save_verdicts(batch.id, [(1, changed), (2, verdict)])  # overwrite + new
-    await store.save_verdicts(batch.id, [(3, {"v": 1}), (3, {"v": 2})])  # last one wins
-    await store.save_verdicts(batch.id, [])
-    record = await store.get_batch(key.id, batch.id)
-    assert record is not None and record.done == 4
-    items = await store.batch_items(batch.id)
-    assert items[0].verdict == verdict
-    assert items[1].verdict == changed
-    assert items[3].verdict == {"v": 2}
-    assert [i.position for i in await store.pending_items(batch.id, 100)] == list(range(4, 10))
-
-
-@parametrize_backends()
-async def test_concurrent_saves_keep_done_exact(store: Store) -> None:
-    key, _ = await store.create_key("k", Plan.PAID)
-    batch = await store.create_batch(key.id, None, [f"u{i}@x.test" for i in range(300)])
-    await asyncio.gather(
-        *(
-            store.save_verdicts(batch.id, [(p, {"n": n}) for p in range(n % 5, 300, 4)])
-            for n in range(20)
-        )
-    )
-    items = await store.batch_items(batch.id)
-    record = await store.get_batch(key.id, batch.id)
-    assert record is not None
-    assert record.done == sum(1 for i in items if i.verdict is not None) == 300
-
-
-@parametrize_backends()
-async def test_save_verdicts_errors_change_nothing(store: Store) -> None:
-    key, _ = await store.create_key("k", Plan.PAID)
-    batch = await store.create_batch(key.id, None, ["a@x.test", "b@x.test"])
-    with pytest.raises(NotFoundError):
-        await store.save_verdicts("00000000-0000-0000-0000-000000000000", [(0, {})])
-    with pytest.raises(ValueError, match="out of range"):
-        await store.save_verdicts(batch.id, [(0, {"ok": 1}), (2, {})])
-    with pytest.raises(ValueError, match="out of range"):
-        await store.save_verdicts(batch.id, [(-1, {})])
-    with pytest.raises(ValueError, match="JSON"):
-        await store.save_verdicts(batch.id, [(0, {"ok": 1}), (1, {"bad": object()})])
-    with pytest.raises(ValueError, match="JSON"):
-        await store.save_verdicts(batch.id, [(0, {"nan": float("nan")})])
-    record = await store.get_batch(key.id, batch.id)
-    assert record is not None and record.done == 0 and record.updated_at == batch.updated_at
-    assert [i.verdict for i in await store.batch_items(batch.id)] == [None, None]
 
 
 @parametrize_backends()
@@ -388,10 +275,10 @@ async def test_everything_survives_a_restart(open_new: Opener) -> None:
     emails = [f"u{i}@x.test" for i in range(50)]
     batch = await first.create_batch(key.id, "durable", emails)
     finished = await first.create_batch(key.id, "finished", ["a@x.test"])
-    await first.save_verdicts(finished.id, [(0, {"r": "x"})])
+    await first.save_results(finished.id, [("a@x.test", {"r": "x"})])
     await first.finish_batch(finished.id)
     done = [(p, {"result": "deliverable", "p": p}) for p in range(0, 50, 3)]
-    await first.save_verdicts(batch.id, done)
+    await first.save_results(batch.id, [(emails[p], verdict) for p, verdict in done])
     before = await first.get_batch(key.id, batch.id)
     await first.close()
 
@@ -399,9 +286,9 @@ async def test_everything_survives_a_restart(open_new: Opener) -> None:
     assert await second.authenticate(secret) == key
     assert await second.get_batch(key.id, batch.id) == before
     assert await second.unfinished_batches() == [batch.id]
-    pending = await second.pending_items(batch.id, 1000)
-    assert [i.position for i in pending] == [p for p in range(50) if p % 3]
-    items = await second.batch_items(batch.id)
+    pending = await second.next_work(batch.id, 1000, T0)
+    assert [w.positions for w in pending] == [(p,) for p in range(50) if p % 3]
+    items = [i async for i in second.iter_items(batch.id)]
     assert [i.email for i in items] == emails
     assert {i.position: i.verdict for i in items if i.verdict} == dict(done)
 
@@ -415,7 +302,7 @@ async def main(url):
     await store.migrate()
     key, secret = await store.create_key("k", Plan.PAID)
     batch = await store.create_batch(key.id, "crash", [f"u{i}@x.test" for i in range(30)])
-    await store.save_verdicts(batch.id, [(p, {"p": p}) for p in range(0, 30, 2)])
+    await store.save_results(batch.id, [(f"u{p}@x.test", {"p": p}) for p in range(0, 30, 2)])
     print(key.id, secret, batch.id, flush=True)
     os._exit(0)  # die without closing anything, as a killed process would
 
@@ -437,7 +324,8 @@ async def test_a_killed_writer_loses_nothing(store_url: str, open_new: Opener) -
     assert key is not None and key.id == key_id
     record = await store.get_batch(key_id, batch_id)
     assert record is not None and record.done == 15 and record.size == 30
-    assert [i.position for i in await store.pending_items(batch_id, 100)] == list(range(1, 30, 2))
+    pending = await store.next_work(batch_id, 100, T0)
+    assert [w.positions for w in pending] == [(p,) for p in range(1, 30, 2)]
     assert await store.unfinished_batches() == [batch_id]
 
 
@@ -450,10 +338,10 @@ async def test_two_stores_on_one_database_write_concurrently(open_new: Opener) -
 
     async def work(store: Store, start: int) -> None:
         for first in range(start, 400, 40):
-            await store.save_verdicts(
-                batch.id, [(p, {"by": start}) for p in range(first, first + 20)]
+            await store.save_results(
+                batch.id, [(f"u{p}@x.test", {"by": start}) for p in range(first, first + 20)]
             )
-            await store.save_verdicts(batch.id, [(first, {"again": True})])
+            await store.save_results(batch.id, [(f"u{first}@x.test", {"again": True})])
 
     await asyncio.gather(
         work(api, 0),
@@ -464,7 +352,7 @@ async def test_two_stores_on_one_database_write_concurrently(open_new: Opener) -
     )
     record = await worker.get_batch(key.id, batch.id)
     assert record is not None and record.done == 400
-    assert await api.pending_items(batch.id, 10) == []
+    assert await api.next_work(batch.id, 10, T0) == []
     assert len(await worker.list_keys()) == 6
 
 
@@ -475,13 +363,13 @@ async def test_fifty_thousand_item_batch(store: Store) -> None:
     emails = [f"user{i}@domain{i % 97}.example" for i in range(50_000)]
     batch = await store.create_batch(key.id, "big", emails)
     assert batch.size == 50_000
-    items = await store.batch_items(batch.id)
+    items = [i async for i in store.iter_items(batch.id)]
     assert len(items) == 50_000 and items[-1].email == emails[-1]
-    assert [i.position for i in await store.pending_items(batch.id, 3)] == [0, 1, 2]
-    await store.save_verdicts(batch.id, [(p, {"r": "unknown"}) for p in range(0, 50_000, 2)])
+    assert [w.positions for w in await store.next_work(batch.id, 3, T0)] == [(0,), (1,), (2,)]
+    await store.save_results(batch.id, [(emails[p], {"r": "unknown"}) for p in range(0, 50_000, 2)])
     record = await store.get_batch(key.id, batch.id)
     assert record is not None and record.done == 25_000
-    assert [i.position for i in await store.pending_items(batch.id, 3)] == [1, 3, 5]
+    assert [w.positions for w in await store.next_work(batch.id, 3, T0)] == [(1,), (3,), (5,)]
 
 
 # --- awkward strings ---
@@ -492,7 +380,7 @@ async def test_unicode_round_trips(store: Store) -> None:
     key, _ = await store.create_key("clé 🔑", Plan.PAID)
     emails = ["用户@例子.广告", "josé@bücher.example", "a+b@x.test", "\u202e@x.test", "😀@x.test"]
     batch = await store.create_batch(key.id, "liste ünïcode ✓", emails)
-    assert [i.email for i in await store.batch_items(batch.id)] == emails
+    assert [i.email async for i in store.iter_items(batch.id)] == emails
     odd = {
         "nul": "a\x00b",
         "surrogate": "\ud800",
@@ -500,8 +388,8 @@ async def test_unicode_round_trips(store: Store) -> None:
         "nested": [{"k": "\x00"}],
         "big": 10**30,
     }
-    await store.save_verdicts(batch.id, [(0, odd)])
-    assert (await store.batch_items(batch.id))[0].verdict == odd
+    await store.save_results(batch.id, [(emails[0], odd)])
+    assert [i.verdict async for i in store.iter_items(batch.id, limit=1)] == [odd]
     assert (await store.list_keys())[0].name == "clé 🔑"
     record = await store.get_batch(key.id, batch.id)
     assert record is not None and record.name == "liste ünïcode ✓"
@@ -540,11 +428,11 @@ async def test_awkward_lookups_never_crash(store: Store) -> None:
         assert await store.authenticate(secret + weird) is None
         assert await store.get_batch(key.id, weird) is None
         assert await store.get_batch(weird, batch.id) is None
-        assert await store.batch_items(weird) == []
-        assert await store.pending_items(weird, 10) == []
+        assert [i async for i in store.iter_items(weird)] == []
+        assert await store.next_work(weird, 10, T0) == []
         assert await store.revoke_key(weird) is False
         with pytest.raises(NotFoundError):
-            await store.save_verdicts(weird, [(0, {})])
+            await store.save_results(weird, [("a@x.test", {})])
         with pytest.raises(NotFoundError):
             await store.finish_batch(weird)
         with pytest.raises(NotFoundError):
@@ -728,15 +616,14 @@ async def test_save_results_every_position_idempotent_done_exact(store: Store) -
     await store.save_results(batch.id, [("a", ok)])  # repeat: counted once
     record = await store.get_batch(key.id, batch.id)
     assert record is not None and record.done == 3 and record.updated_at > batch.updated_at
-    items = await store.batch_items(batch.id)
-    assert [i.verdict for i in items] == [ok, None, ok, None, ok]
+    assert [i.verdict async for i in store.iter_items(batch.id)] == [ok, None, ok, None, ok]
 
     bad = _verdict("undeliverable", "rejected_email")
     await store.save_results(batch.id, [("a", bad), ("b", ok), ("b", bad), ("nobody", ok)])
     await store.save_results(batch.id, [])
     record = await store.get_batch(key.id, batch.id)
     assert record is not None and record.done == 4  # "nobody" matched nothing
-    assert [i.verdict for i in await store.batch_items(batch.id)] == [bad, bad, bad, None, bad]
+    assert [i.verdict async for i in store.iter_items(batch.id)] == [bad, bad, bad, None, bad]
     assert await store.counts(batch.id) == BatchCounts(
         by_result={"undeliverable": 4}, by_reason={"rejected_email": 4}
     )
@@ -745,6 +632,8 @@ async def test_save_results_every_position_idempotent_done_exact(store: Store) -
         await store.save_results("00000000-0000-0000-0000-000000000000", [("a", ok)])
     with pytest.raises(ValueError, match="JSON"):
         await store.save_results(batch.id, [("c", ok), ("a", {"bad": object()})])
+    with pytest.raises(ValueError, match="JSON"):
+        await store.save_results(batch.id, [("c", {"nan": float("nan")})])
     record = await store.get_batch(key.id, batch.id)
     assert record is not None and record.done == 4  # the failed call changed nothing
     assert [w.key for w in await store.next_work(batch.id, 10, T0)] == ["c"]
@@ -785,9 +674,6 @@ async def test_retries_wait_until_due(store: Store) -> None:
     first_try = due[0].first_try_at
     assert first_try is not None and before <= first_try <= datetime.now(UTC)
     assert [w.key for w in await store.next_work(batch.id, 10, much_later)] == ["g", "a", "b"]
-    # pending_items (the old runner's question) still sees waiting items, in order
-    assert [i.position for i in await store.pending_items(batch.id, 10)] == [0, 1, 2, 3]
-    assert [i.position for i in await store.pending_items(batch.id, 2)] == [0, 1]
 
     # a second retry: attempts count up, the first try stays
     await store.schedule_retries(batch.id, [("g", much_later)])
@@ -801,7 +687,7 @@ async def test_retries_wait_until_due(store: Store) -> None:
     record = await store.get_batch(key.id, batch.id)
     assert record is not None and record.retry_waiting == 1 and record.done == 2
     assert await store.next_retry_at(batch.id) == much_later  # b's
-    await store.save_verdicts(batch.id, [(3, _verdict("unknown", "greylisted"))])
+    await store.save_results(batch.id, [("b", _verdict("unknown", "greylisted"))])
     assert await store.next_retry_at(batch.id) is None
     record = await store.get_batch(key.id, batch.id)
     assert record is not None and record.retry_waiting == 0
@@ -819,9 +705,9 @@ async def test_iter_items_in_order_paged_and_filtered(store: Store) -> None:
     emails = [f"u{i}@x.test" for i in range(size)]
     batch = await store.create_batch(key.id, None, emails)
     results = ["deliverable", "undeliverable", "risky"]
-    await store.save_verdicts(
+    await store.save_results(
         batch.id,
-        [(p, _verdict(results[p % 3], "r", p=p)) for p in range(size) if p % 5],
+        [(emails[p], _verdict(results[p % 3], "r", p=p)) for p in range(size) if p % 5],
     )
 
     streamed = [item async for item in store.iter_items(batch.id)]
@@ -907,7 +793,6 @@ async def test_delete_batch_keeps_the_record_and_drops_the_items(store: Store) -
     assert record is not None and record.deleted_at is not None
     assert record.size == 3 and record.done == 1 and record.retry_waiting == 0
     assert await store.get_batch(stranger.id, batch.id) is None
-    assert await store.batch_items(batch.id) == []
     assert [i async for i in store.iter_items(batch.id)] == []
     assert await store.next_work(batch.id, 10, T0 + timedelta(days=1)) == []
     assert await store.next_retry_at(batch.id) is None
@@ -921,7 +806,7 @@ async def test_delete_batch_keeps_the_record_and_drops_the_items(store: Store) -
         (kept.id, False),
         (batch.id, True),
     ]
-    assert [i.email for i in await store.batch_items(kept.id)] == ["a@x.test"]
+    assert [i.email async for i in store.iter_items(kept.id)] == ["a@x.test"]
 
 
 @parametrize_backends()
@@ -1069,13 +954,15 @@ async def test_iter_items_memory_stays_bounded(store: Store) -> None:
     """Streaming 100,000 items allocates a chunk's worth at a time, not the batch's."""
     key, _ = await store.create_key("k", Plan.PAID)
     size = 100_000
-    batch = await store.create_batch(
-        key.id, None, [f"user{i}@d{i % 997}.example" for i in range(size)]
-    )
+    emails = [f"user{i}@d{i % 997}.example" for i in range(size)]
+    batch = await store.create_batch(key.id, None, emails)
     filler = "x" * 200
-    await store.save_verdicts(
+    await store.save_results(
         batch.id,
-        [(p, _verdict("deliverable", "accepted_email", p=p, f=filler)) for p in range(size)],
+        [
+            (e, _verdict("deliverable", "accepted_email", p=p, f=filler))
+            for p, e in enumerate(emails)
+        ],
     )
 
     async def streamed_peak(**kwargs: Any) -> tuple[int, int]:
@@ -1094,9 +981,9 @@ async def test_iter_items_memory_stays_bounded(store: Store) -> None:
     count, filtered_peak = await streamed_peak(result="deliverable", offset=90_000)
     assert count == size - 90_000
 
-    tracemalloc.start()  # the control: the whole batch at once
+    tracemalloc.start()  # the control: the whole batch held at once
     try:
-        whole = await store.batch_items(batch.id)
+        whole = [i async for i in store.iter_items(batch.id)]
         whole_peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

@@ -3,17 +3,12 @@ cells, on memory, SQLite and PostgreSQL; reads filtered by reason."""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
 
 from mailvet.storage import MemoryStore, Plan, Store, UploadInfo, open_store
 from mailvet.storage.common import dump_cells
-from mailvet.storage.migrations_runner import upgrade_head
-from mailvet.testing.postgres import PostgresServer
 
 BACKENDS = [
     pytest.param("memory", id="memory"),
@@ -30,41 +25,15 @@ UPLOAD = UploadInfo(
 )
 
 
-@pytest.fixture(scope="module")
-def pg_uploads_engine(pg_server: PostgresServer) -> Iterator[Engine]:
-    """A migrated database of this module's own on the test server (emptied per test)."""
-    import psycopg
-
-    name = f"uploads_{uuid.uuid4().hex}"
-    admin = f"host={pg_server.host} port={pg_server.port} user={pg_server.user} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(pg_server.url_for(name))
-    with engine.begin() as conn:
-        upgrade_head(conn)
-    yield engine
-    engine.dispose()
-
-
 @pytest.fixture
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    backend: str = request.param
-    if backend == "memory":
-        url = "memory://"
-    elif backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'mailvet.db'}"
-    else:
-        engine: Engine = request.getfixturevalue("pg_uploads_engine")
-        with engine.begin() as conn:
-            conn.execute(text("TRUNCATE batch_items, batches, api_keys"))
-        url = engine.url.render_as_string(hide_password=False)
-    opened = open_store(url)
+async def store(store_url: str) -> AsyncIterator[Store]:
+    opened = open_store(store_url)
     await opened.migrate()
     yield opened
     await opened.close()
 
 
-backends = pytest.mark.parametrize("store", BACKENDS, indirect=True)
+backends = pytest.mark.parametrize("store_url", BACKENDS, indirect=True)
 
 
 @backends
@@ -141,8 +110,8 @@ async def test_iter_items_filters_by_reason_and_result(store: Store) -> None:
             ("risky", "catch_all"),
             ("undeliverable", "invalid_domain"),
         ][i % 4]
-        verdicts.append((i, {"result": result, "reason": reason}))
-    await store.save_verdicts(record.id, verdicts[:2400])  # the last 100 stay pending
+        verdicts.append((emails[i], {"result": result, "reason": reason}))
+    await store.save_results(record.id, verdicts[:2400])  # the last 100 stay pending
     rejected = [i.position async for i in store.iter_items(record.id, reason="rejected_email")]
     assert rejected == list(range(1, 2400, 4))
     both = [

@@ -30,8 +30,9 @@ async def test_batch_reads_on_postgres(pg_fresh_url: str) -> None:
     await store.migrate()
     try:
         key, secret = await store.create_key("pg", Plan.PAID)
-        record = await store.create_batch(key.id, "pg", [f"u{i}@example.test" for i in range(SIZE)])
-        await store.save_verdicts(record.id, [(i, _verdict(i)) for i in range(SIZE)])
+        submitted = [f"u{i}@example.test" for i in range(SIZE)]
+        record = await store.create_batch(key.id, "pg", submitted)
+        await store.save_results(record.id, [(e, _verdict(i)) for i, e in enumerate(submitted)])
         await store.finish_batch(record.id)
         hooks = HookRecorder()
         app = create_app(
@@ -56,7 +57,7 @@ async def test_batch_reads_on_postgres(pg_fresh_url: str) -> None:
                     assert page["counts_by_reason"]["accepted_email"] == SIZE - SIZE // 4
                     emails.extend(e["email"] for e in page["emails"])
                     url = page["next"]
-                assert emails == [f"u{i}@example.test" for i in range(SIZE)]
+                assert emails == submitted
                 r = await client.get(
                     f"/v1/batch/{record.id}/download",
                     params={"format": "jsonl", "result": "undeliverable"},

@@ -7,12 +7,14 @@ tests/integration/test_storage_sql.py; these are the fast memory-only checks.
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC
+from datetime import UTC, datetime
 
 import pytest
 
 from mailvet.storage import MemoryStore, NotFoundError, Plan, Store, open_store
 from mailvet.storage.common import PREFIX_LENGTH, hash_secret
+
+T0 = datetime(2026, 11, 30, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -71,20 +73,22 @@ async def test_batch_lifecycle(store: MemoryStore) -> None:
     assert await store.get_batch(other.id, batch.id) is None
     assert await store.unfinished_batches() == [batch.id]
 
-    pending = await store.pending_items(batch.id, 3)
-    assert [i.position for i in pending] == [0, 1, 2]
-    await store.save_verdicts(batch.id, [(1, {"result": "deliverable"})])
-    await store.save_verdicts(batch.id, [(1, {"result": "risky"}), (0, {"result": "unknown"})])
-    pending = await store.pending_items(batch.id, 100)
-    assert [i.position for i in pending] == list(range(2, 10))
+    pending = await store.next_work(batch.id, 3, T0)
+    assert [w.positions for w in pending] == [(0,), (1,), (2,)]
+    await store.save_results(batch.id, [(emails[1], {"result": "deliverable"})])
+    await store.save_results(
+        batch.id, [(emails[1], {"result": "risky"}), (emails[0], {"result": "unknown"})]
+    )
+    pending = await store.next_work(batch.id, 100, T0)
+    assert [w.positions for w in pending] == [(p,) for p in range(2, 10)]
     record = await store.get_batch(key.id, batch.id)
     assert record is not None and record.done == 2
-    items = await store.batch_items(batch.id)
+    items = [i async for i in store.iter_items(batch.id)]
     assert [i.email for i in items] == emails
     assert items[1].verdict == {"result": "risky"}
 
-    await store.save_verdicts(batch.id, [(p, {"result": "unknown"}) for p in range(10)])
-    assert await store.pending_items(batch.id, 100) == []
+    await store.save_results(batch.id, [(e, {"result": "unknown"}) for e in emails])
+    assert await store.next_work(batch.id, 100, T0) == []
     await store.finish_batch(batch.id)
     await store.finish_batch(batch.id)
     record = await store.get_batch(key.id, batch.id)
@@ -96,11 +100,8 @@ async def test_errors(store: MemoryStore) -> None:
     key, _ = await store.create_key("a", Plan.PAID)
     with pytest.raises(NotFoundError):
         await store.create_batch("no-such-key", None, ["a@b.c"])
-    batch = await store.create_batch(key.id, None, ["a@b.c"])
-    with pytest.raises(ValueError, match="out of range"):
-        await store.save_verdicts(batch.id, [(1, {})])
     with pytest.raises(NotFoundError):
-        await store.save_verdicts("nope", [(0, {})])
+        await store.save_results("nope", [("a@b.c", {})])
     with pytest.raises(NotFoundError):
         await store.finish_batch("nope")
     with pytest.raises(ValueError, match="NUL"):
@@ -109,17 +110,17 @@ async def test_errors(store: MemoryStore) -> None:
         await store.create_batch(key.id, None, ["ok@b.c", "\udcff@b.c"])
     with pytest.raises(ValueError, match="surrogate"):
         await store.create_batch(key.id, "\ud800", ["ok@b.c"])
-    assert await store.batch_items("nope") == []
-    assert await store.pending_items("nope", 10) == []
+    assert [i async for i in store.iter_items("nope")] == []
+    assert await store.next_work("nope", 10, T0) == []
 
 
 async def test_verdicts_are_copies(store: MemoryStore) -> None:
     key, _ = await store.create_key("a", Plan.PAID)
     batch = await store.create_batch(key.id, None, ["a@b.c"])
     verdict: dict[str, object] = {"flags": [1, 2]}
-    await store.save_verdicts(batch.id, [(0, verdict)])
+    await store.save_results(batch.id, [("a@b.c", verdict)])
     verdict["flags"] = []
-    (item,) = await store.batch_items(batch.id)
+    (item,) = [i async for i in store.iter_items(batch.id)]
     assert item.verdict == {"flags": [1, 2]}
 
 
@@ -128,11 +129,11 @@ async def test_concurrent_saves_count_once(store: MemoryStore) -> None:
     batch = await store.create_batch(key.id, None, [f"u{i}@x.test" for i in range(200)])
     await asyncio.gather(
         *(
-            store.save_verdicts(batch.id, [(p, {"n": n}) for p in range(n % 7, 200, 3)])
+            store.save_results(batch.id, [(f"u{p}@x.test", {"n": n}) for p in range(n % 7, 200, 3)])
             for n in range(30)
         )
     )
     record = await store.get_batch(key.id, batch.id)
-    items = await store.batch_items(batch.id)
+    items = [i async for i in store.iter_items(batch.id)]
     assert record is not None
     assert record.done == sum(1 for i in items if i.verdict is not None)

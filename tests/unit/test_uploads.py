@@ -581,10 +581,10 @@ async def _batch(store: Store, path: Path, name: str, column: int | None = None)
         key.id, name, parsed.emails, upload=parsed.upload, cells=parsed.cells
     )
     results = ["deliverable", "risky", "undeliverable", "deliverable"]
-    await store.save_verdicts(
+    await store.save_results(
         record.id,
         [
-            (i, {"email": e, "result": results[i % 4], "reason": "r", "score": 1, "id": "x"})
+            (e, {"email": e, "result": results[i % 4], "reason": "r", "score": 1, "id": "x"})
             for i, e in enumerate(parsed.emails)
         ],
     )
@@ -644,7 +644,7 @@ async def test_a_batch_without_a_file_downloads_an_email_column(tmp_path: Path) 
     store = MemoryStore()
     key, _ = await store.create_key("k", Plan.PAID)
     record = await store.create_batch(key.id, None, ["a@a.test", "b@b.test"])
-    await store.save_verdicts(record.id, [(0, {"result": "deliverable"})])
+    await store.save_results(record.id, [("a@a.test", {"result": "deliverable"})])
     assert await _download(store, record, "deliverable") == [["email"], ["a@a.test"]]
     assert download_filename(record, DOWNLOADS["deliverable"]) == f"{record.id}-deliverable.csv"
     assert download_disposition(record, DOWNLOADS["deliverable"]) == (

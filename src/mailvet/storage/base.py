@@ -173,17 +173,6 @@ class Store(Protocol):
         True when the batch exists and belongs to ``user_id`` (deleted before or not);
         False for another key's or unknown ids. A deleted batch is never worked on."""
 
-    async def batch_items(self, batch_id: str) -> list[BatchItem]:
-        """All items in submitted order."""
-
-    async def pending_items(self, batch_id: str, limit: int) -> list[BatchItem]:
-        """Items without a verdict yet, in submitted order."""
-
-    async def save_verdicts(
-        self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
-    ) -> None:
-        """Record verdicts by item position; idempotent (a repeat overwrites)."""
-
     async def finish_batch(self, batch_id: str) -> None: ...
 
     async def unfinished_batches(self) -> list[str]:

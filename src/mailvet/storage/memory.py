@@ -87,13 +87,6 @@ class _Batch:
     def current(self) -> BatchRecord:
         return replace(self.record, retry_waiting=self.waiting())
 
-    def settle(self, key: str) -> None:
-        """Forget a key's retry once none of its positions waits for a verdict."""
-        if key in self.retry_at and all(
-            self.verdicts[position] is not None for position in self.positions[key]
-        ):
-            del self.retry_at[key]
-
 
 class MemoryStore:
     """A ``Store`` kept in dictionaries."""
@@ -266,62 +259,6 @@ class MemoryStore:
                 batch.attempts, batch.first_try_at = {}, {}
                 batch.low = 0
             return True
-
-    async def batch_items(self, batch_id: str) -> list[BatchItem]:
-        with self._lock:
-            batch = self._batches.get(batch_id)
-            if batch is None:
-                return []
-            pairs = list(zip(batch.emails, batch.verdicts, strict=True))
-        return [
-            BatchItem(position=i, email=email, verdict=load_verdict(text))
-            for i, (email, text) in enumerate(pairs)
-        ]
-
-    async def pending_items(self, batch_id: str, limit: int) -> list[BatchItem]:
-        if limit <= 0:
-            return []
-        with self._lock:
-            batch = self._batches.get(batch_id)
-            if batch is None:
-                return []
-            verdicts = batch.verdicts
-            position = batch.first_pending()
-            items: list[BatchItem] = []
-            while position < len(verdicts) and len(items) < limit:
-                if verdicts[position] is None:
-                    items.append(BatchItem(position, batch.emails[position], None))
-                position += 1
-            return items
-
-    async def save_verdicts(
-        self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
-    ) -> None:
-        # Serialise before taking the lock: a bad verdict changes nothing.
-        latest = {int(position): dump_verdict(verdict) for position, verdict in verdicts}
-        labels = {int(position): verdict_labels(verdict) for position, verdict in verdicts}
-        with self._lock:
-            batch = self._batches.get(batch_id)
-            if batch is None:
-                raise NotFoundError(f"no batch with id {batch_id!r}")
-            size = batch.record.size
-            bad = [p for p in latest if not 0 <= p < size]
-            if bad:
-                raise ValueError(f"positions out of range for a batch of {size}: {bad[:5]}")
-            if not latest:
-                return
-            if batch.record.deleted_at is not None:
-                return  # its items are gone
-            newly_done = 0
-            for position, text in latest.items():
-                if batch.verdicts[position] is None:
-                    newly_done += 1
-                batch.verdicts[position] = text
-                batch.labels[position] = labels[position]
-                batch.settle(batch.keys[position])
-            batch.record = replace(
-                batch.record, done=batch.record.done + newly_done, updated_at=utcnow()
-            )
 
     async def finish_batch(self, batch_id: str) -> None:
         with self._lock:

@@ -171,10 +171,6 @@ _SQLITE_INSERT_ITEMS = (
     'INSERT INTO batch_items (batch_id, position, email, "key", updated_at, cells) '
     "VALUES (?, ?, ?, ?, ?, ?)"
 )
-_SQLITE_SAVE_VERDICT = (
-    "UPDATE batch_items SET verdict = ?, result = ?, reason = ?, retry_at = NULL, "
-    "updated_at = ? WHERE batch_id = ? AND position = ?"
-)
 _SQLITE_SAVE_RESULT = (
     "UPDATE batch_items SET verdict = ?, result = ?, reason = ?, retry_at = NULL, "
     'updated_at = ? WHERE batch_id = ? AND "key" = ?'
@@ -195,18 +191,6 @@ _PG_SAVE_RESULTS = text(
     "FROM unnest(CAST(:keys AS text[]), CAST(:verdicts AS text[]), "
     "CAST(:results AS text[]), CAST(:reasons AS text[])) AS t(key, verdict, result, reason) "
     'WHERE i.batch_id = :batch_id AND i."key" = t.key'
-)
-_PG_COUNT_PENDING = text(
-    "SELECT count(*) FROM batch_items WHERE batch_id = :batch_id "
-    "AND position = ANY(CAST(:positions AS integer[])) AND verdict IS NULL"
-)
-_PG_SAVE_VERDICTS = text(
-    "UPDATE batch_items AS i SET verdict = t.verdict, result = t.result, reason = t.reason, "
-    "retry_at = NULL, updated_at = :now "
-    "FROM unnest(CAST(:positions AS integer[]), CAST(:verdicts AS text[]), "
-    "CAST(:results AS text[]), CAST(:reasons AS text[])) "
-    "AS t(position, verdict, result, reason) "
-    "WHERE i.batch_id = :batch_id AND i.position = t.position"
 )
 
 
@@ -608,141 +592,6 @@ class SqlStore:
             ).first()
         return None if row is None else _batch(row)
 
-    async def batch_items(self, batch_id: str) -> list[BatchItem]:
-        if not _storable(batch_id):
-            return []
-        async with self._read() as conn:
-            rows = await conn.execute(
-                select(batch_items.c.position, batch_items.c.email, batch_items.c.verdict)
-                .where(batch_items.c.batch_id == batch_id)
-                .order_by(batch_items.c.position)
-            )
-            return [BatchItem(p, email, load_verdict(v)) for p, email, v in rows]
-
-    async def pending_items(self, batch_id: str, limit: int) -> list[BatchItem]:
-        if limit <= 0 or not _storable(batch_id):
-            return []
-        columns = (batch_items.c.position, batch_items.c.email)
-        # Items without a verdict are either to do or waiting for a retry: one index each.
-        async with self._read() as conn:
-            todo = (
-                await conn.execute(
-                    select(*columns)
-                    .where(
-                        batch_items.c.batch_id == batch_id,
-                        batch_items.c.verdict.is_(None),
-                        batch_items.c.retry_at.is_(None),
-                    )
-                    .order_by(batch_items.c.position)
-                    .limit(limit)
-                )
-            ).all()
-            waiting = (
-                await conn.execute(
-                    select(*columns)
-                    .where(
-                        batch_items.c.batch_id == batch_id,
-                        batch_items.c.verdict.is_(None),
-                        batch_items.c.retry_at.is_not(None),
-                    )
-                    .order_by(batch_items.c.position)
-                    .limit(limit)
-                )
-            ).all()
-        rows = sorted([*todo, *waiting], key=lambda row: row.position)[:limit]
-        return [BatchItem(p, email, None) for p, email in rows]
-
-    async def save_verdicts(
-        self, batch_id: str, verdicts: list[tuple[int, dict[str, Any]]]
-    ) -> None:
-        # Serialise first: a bad verdict changes nothing. A repeated position keeps
-        # the last verdict given.
-        latest = {int(position): dump_verdict(verdict) for position, verdict in verdicts}
-        labels = {int(position): verdict_labels(verdict) for position, verdict in verdicts}
-        if not _storable(batch_id):
-            raise NotFoundError(f"no batch with id {batch_id!r}")
-        async with self._write() as conn:
-            # Lock the batch row: every writer of this batch's items queues here,
-            # so counting the newly done items below is exact.
-            size = (
-                await conn.execute(
-                    select(batches.c.size).where(batches.c.id == batch_id).with_for_update()
-                )
-            ).scalar()
-            if size is None:
-                raise NotFoundError(f"no batch with id {batch_id!r}")
-            bad = [p for p in latest if not 0 <= p < size]
-            if bad:
-                raise ValueError(f"positions out of range for a batch of {size}: {bad[:5]}")
-            if not latest:
-                return
-            positions = sorted(latest)
-            now = utcnow()
-            if self.dialect == "postgresql":
-                newly_done = await self._pg_save(conn, batch_id, positions, latest, labels, now)
-            else:
-                newly_done = await self._sqlite_save(conn, batch_id, positions, latest, labels, now)
-            await conn.execute(
-                update(batches)
-                .where(batches.c.id == batch_id)
-                .values(done=batches.c.done + newly_done, updated_at=now)
-            )
-
-    async def _pg_save(
-        self,
-        conn: AsyncConnection,
-        batch_id: str,
-        positions: list[int],
-        latest: dict[int, str],
-        labels: dict[int, tuple[str | None, str | None]],
-        now: datetime,
-    ) -> int:
-        newly_done = 0
-        for chunk in _chunks(positions, PG_CHUNK):
-            params = {"batch_id": batch_id, "positions": list(chunk)}
-            newly_done += (await conn.execute(_PG_COUNT_PENDING, params)).scalar_one()
-            await conn.execute(
-                _PG_SAVE_VERDICTS,
-                {
-                    **params,
-                    "now": now,
-                    "verdicts": [latest[p] for p in chunk],
-                    "results": [labels[p][0] for p in chunk],
-                    "reasons": [labels[p][1] for p in chunk],
-                },
-            )
-        return newly_done
-
-    async def _sqlite_save(
-        self,
-        conn: AsyncConnection,
-        batch_id: str,
-        positions: list[int],
-        latest: dict[int, str],
-        labels: dict[int, tuple[str | None, str | None]],
-        now: datetime,
-    ) -> int:
-        newly_done = 0
-        for chunk in _chunks(positions, IN_CHUNK):
-            newly_done += (
-                await conn.execute(
-                    select(func.count())
-                    .select_from(batch_items)
-                    .where(
-                        batch_items.c.batch_id == batch_id,
-                        batch_items.c.position.in_(chunk),
-                        batch_items.c.verdict.is_(None),
-                    )
-                )
-            ).scalar_one()
-        stamp = self._sqlite_timestamp(now)
-        for chunk in _chunks(positions, SQLITE_CHUNK):
-            await conn.exec_driver_sql(
-                _SQLITE_SAVE_VERDICT,
-                [(latest[p], *labels[p], stamp, batch_id, p) for p in chunk],
-            )
-        return newly_done
-
     async def finish_batch(self, batch_id: str) -> None:
         if not _storable(batch_id):
             raise NotFoundError(f"no batch with id {batch_id!r}")
@@ -862,7 +711,8 @@ class SqlStore:
             raise NotFoundError(f"no batch with id {batch_id!r}")
         keys = [key for key in latest if _storable(key)]  # the others match nothing
         async with self._write() as conn:
-            # Lock the batch row (as save_verdicts): the done counter stays exact.
+            # Lock the batch row: every writer of this batch's items queues here,
+            # so counting the newly done items below is exact.
             row = (
                 await conn.execute(
                     select(batches.c.deleted_at, batches.c.user_id)
