@@ -155,9 +155,11 @@ def instructions(work: Path, n: int, seed: int) -> None:
         if not name.endswith("--jobs 1") and name != "email-validator script":
             continue
         _run(argv, stdin, stdout)  # byte code written first
+        # callgrind replaces its output file: never /dev/null (it would become a file)
+        dump = work / "callgrind.out"
         with open(stdin or os.devnull, "rb") as fin:
             done = subprocess.run(
-                ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={dump}", *argv],
                 stdin=fin,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,

@@ -511,6 +511,16 @@ def output_format(path: str, explicit: str | None, input_fmt: InputFormat) -> Ou
     return "jsonl" if input_fmt == "jsonl" else "csv"
 
 
+def _not_a_file(path: str) -> bool:
+    """Whether ``path`` exists and is not a regular file (a device, a FIFO ...)."""
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:  # not there (yet): a new file
+        return False
+
+
 def verdict_column_names(taken: Iterable[str]) -> list[str]:
     """The verdict's column names after the input's ``taken`` ones: a name the input
     already uses gets ``mailvet_`` in front (the dashboard's downloads name them so too)."""
@@ -549,6 +559,10 @@ class OutputFile:
         self._tmp: Path | None = None
         if path == "-":
             self._out: IO[bytes] = stdout or sys.stdout.buffer
+        elif _not_a_file(path):
+            # /dev/null, a FIFO, a terminal: written to as it is (renaming a .part file
+            # over it would put a regular file in its place, /dev/null included)
+            self._out = open(path, "wb")
         else:
             target = Path(path)
             self._tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
@@ -668,6 +682,8 @@ class OutputFile:
         self.flush()
         if self._tmp is None:
             self._out.flush()
+            if self.path != "-":
+                self._out.close()
             return
         self._out.close()
         os.replace(self._tmp, self.path)
@@ -676,6 +692,8 @@ class OutputFile:
     def discard(self) -> None:
         """Drop a partial output (after an error or an interruption)."""
         if self._tmp is None:
+            if self.path != "-":
+                self._out.close()
             return
         self._out.close()
         self._tmp.unlink(missing_ok=True)

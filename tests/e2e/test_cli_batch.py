@@ -15,8 +15,10 @@ import os
 import re
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import orjson
@@ -416,15 +418,44 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
             assert (proc.returncode, err) == (141, b""), (args, jobs, err.decode())
 
 
+def test_an_output_that_is_not_a_file_is_written_in_place(tmp_path: Path) -> None:
+    """-o /dev/null, a FIFO ...: written to, never replaced by a renamed .part file (as
+    root, `-o /dev/null` once turned /dev/null into a regular file)."""
+    src = tmp_path / "list.txt"
+    src.write_bytes(_long_list(30_000))
+    for jobs in ("1", "2"):
+        fifo = tmp_path / f"out-{jobs}.fifo"
+        os.mkfifo(fifo)
+        got: list[bytes] = []
+
+        def read(path: Path = fifo, into: list[bytes] = got) -> None:
+            with open(path, "rb") as reader:  # waits for a writer
+                into.append(reader.read())
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        argv = ["batch", "--offline", str(src), "-o", str(fifo), "--jobs", jobs]
+        done = mailvet(*argv, env=_lean_env())
+        assert done.returncode == 0, done.stderr.decode()
+        reader.join(timeout=30)
+        assert got, "nothing was written to the FIFO"
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the FIFO
+        assert got[0].startswith(b"input,") and got[0].count(b"\r\n") > 30_000
+        assert sorted(p.name for p in tmp_path.iterdir()) == [
+            "list.txt",
+            *(f"out-{j}.fifo" for j in ("1", "2") if j <= jobs),
+        ]  # no .part file left beside it
+
+
 def _children_of(pid: int) -> set[int]:
     found: set[int] = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
+            found.add(int(stat_file.parent.name))
     return found
 
 
