@@ -43,7 +43,7 @@ __all__ = ["MAX_AUTO_JOBS", "BlockWork", "WorkerDied", "default_jobs", "run_bloc
 # ~0.5 us: past about four workers the reader is the bottleneck, so the default stops.
 MAX_AUTO_JOBS = 4
 
-# what a block gives: (rows, their text without the last line end, rows by result)
+# what a block gives: (rows, their text, line ends included, rows by result)
 BlockWork = Callable[[list[Any]], tuple[int, bytes, dict[str, int]]]
 
 _GO, _STOP = b"1", b"0"
@@ -69,7 +69,6 @@ def run_blocks(
     blocks: Iterable[list[Any]],
     *,
     write: Callable[[bytes], object],
-    end: bytes,
     fd: int | None,
     before_fork: Callable[[], None],
     jobs: int,
@@ -78,7 +77,7 @@ def run_blocks(
 ) -> tuple[int, dict[str, int]]:
     """``work`` every block and write its rows, in order; ``(rows, rows by result)``.
 
-    Here, a block's text goes out through ``write`` followed by ``end``. Once
+    Here, a block's text goes out through ``write``. Once
     ``start_after`` rows are done, with ``jobs`` > 1, fork available and ``fd`` (the
     file descriptor ``write`` ends up in) given, ``before_fork`` runs (it must flush
     what ``write`` buffered) and ``jobs`` forked workers take the remaining blocks and
@@ -93,7 +92,6 @@ def run_blocks(
         n, data, c = work(block)
         if data:
             write(data)
-            write(end)
         rows += n
         _add(counts, c)
         if progress is not None:
@@ -109,7 +107,7 @@ def run_blocks(
     before_fork()
     sys.stdout.flush()
     sys.stderr.flush()
-    ring = _Ring(work, fd, end, jobs)
+    ring = _Ring(work, fd, jobs)
     handed = rows
     try:
         try:
@@ -159,10 +157,9 @@ class _Worker:
 class _Ring:
     """``jobs`` forked workers in a ring; worker i takes blocks i, i + jobs, ..."""
 
-    def __init__(self, work: BlockWork, fd: int, end: bytes, jobs: int) -> None:
+    def __init__(self, work: BlockWork, fd: int, jobs: int) -> None:
         self.work = work
         self.fd = fd
-        self.end = end
         self.jobs = jobs
         self.workers: list[_Worker] = []
         # what the workers use, imported before they exist (no import in a child)
@@ -199,7 +196,6 @@ class _Ring:
                         tokens[(i + 1) % jobs][1],
                         reports[i][1],
                         self.fd,
-                        self.end,
                     )
                 self.workers.append(_Worker(pid, frames[i][1], reports[i][0]))
         finally:  # this process keeps only the block pipes' write ends, reports' read ends
@@ -278,7 +274,7 @@ class _Ring:
 
 
 def _worker(
-    work: BlockWork, frames: int, token_in: int, token_out: int, report: int, fd: int, end: bytes
+    work: BlockWork, frames: int, token_in: int, token_out: int, report: int, fd: int
 ) -> None:
     """A worker's life: blocks in, rows out in their turn, a report at the end. Leaves
     by ``os._exit`` only (no cleanup of the parent's state, no buffers flushed twice)."""
@@ -313,7 +309,7 @@ def _worker(
                 break
             try:
                 if data:
-                    _write_all(fd, [data, end])
+                    _write_all(fd, [data])
             except OSError as exc:
                 _pass(token_out, _STOP)
                 message = ("oserror", exc.errno, exc.strerror)

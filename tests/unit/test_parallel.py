@@ -18,7 +18,8 @@ def _blocks(n_blocks: int, size: int) -> list[list[str]]:
 
 def _work(block: list[str]) -> tuple[int, bytes, dict[str, int]]:
     """Each row's text and which process wrote it (counted by pid)."""
-    return len(block), "\n".join(block).encode(), {f"pid {os.getpid()}": len(block)}
+    text = "".join(f"{row}\n" for row in block)
+    return len(block), text.encode(), {f"pid {os.getpid()}": len(block)}
 
 
 def _expected(blocks: list[list[str]]) -> bytes:
@@ -33,7 +34,6 @@ def _run(
             work,  # type: ignore[arg-type]
             blocks,
             write=out.write,
-            end=b"\n",
             fd=out.fileno(),
             before_fork=out.flush,
             jobs=jobs,
@@ -70,7 +70,6 @@ def test_one_job_or_no_file_descriptor_stays_in_this_process(tmp_path: Path) -> 
         _work,
         blocks,
         write=written.append,
-        end=b"\n",
         fd=None,
         before_fork=lambda: None,
         jobs=2,
@@ -89,7 +88,6 @@ def test_what_this_process_buffered_is_written_once_and_first(tmp_path: Path) ->
             _work,
             blocks,
             write=out.write,
-            end=b"\n",
             fd=out.fileno(),
             before_fork=out.flush,
             jobs=2,
@@ -148,7 +146,6 @@ def test_a_closed_output_pipe_is_an_os_error(tmp_path: Path) -> None:
             _work,
             _blocks(50, 10),
             write=lambda data: os.write(write_end, data),
-            end=b"\n",
             fd=write_end,
             before_fork=lambda: None,
             jobs=2,
@@ -169,7 +166,6 @@ def test_an_interrupt_while_reading_stops_the_workers(tmp_path: Path) -> None:
             _work,
             blocks(),
             write=out.write,
-            end=b"\n",
             fd=out.fileno(),
             before_fork=out.flush,
             jobs=2,
