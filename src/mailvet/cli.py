@@ -119,8 +119,8 @@ def _print_details(console: Console, facts: Facts) -> None:
 
 
 _JOBS_HELP = (
-    "Processes that check a long input offline (default: one per CPU, up to"
-    f" {MAX_AUTO_JOBS}; 1: all in this process)."
+    "Processes that check a long input offline (default: one per CPU but one, up to"
+    f" {MAX_AUTO_JOBS}, with 3 CPUs or more; 1: all in this process)."
 )
 
 

@@ -55,13 +55,17 @@ class WorkerDied(RuntimeError):
 
 
 def default_jobs() -> int:
-    """Processes when none is asked for: the CPUs this process may run on, up to
-    ``MAX_AUTO_JOBS``; 1 (everything in this process) on a single CPU."""
+    """Workers when none is asked for: one per CPU this process may run on but one (the
+    reader's), up to ``MAX_AUTO_JOBS``; 1 (everything in this process) on one or two
+    CPUs. On two, two workers and the reader share them: measured on a shared 2-CPU
+    host (bench/cli_offline.py), that was slower than one process as soon as anything
+    else ran, and ~1.2x faster at best."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_AUTO_JOBS))
+    workers = min(cpus - 1, MAX_AUTO_JOBS)
+    return workers if workers >= 2 else 1
 
 
 def run_blocks(

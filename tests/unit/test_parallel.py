@@ -173,9 +173,14 @@ def test_an_interrupt_while_reading_stops_the_workers(tmp_path: Path) -> None:
         )
 
 
-def test_default_jobs_is_the_cpus_up_to_the_cap() -> None:
-    cpus = len(os.sched_getaffinity(0))
-    assert default_jobs() == max(1, min(cpus, MAX_AUTO_JOBS))
+@pytest.mark.parametrize(
+    ("cpus", "jobs"), [(1, 1), (2, 1), (3, 2), (4, 3), (5, MAX_AUTO_JOBS), (64, MAX_AUTO_JOBS)]
+)
+def test_default_jobs_leaves_the_reader_a_cpu_and_stops_at_the_cap(
+    monkeypatch: pytest.MonkeyPatch, cpus: int, jobs: int
+) -> None:
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert default_jobs() == jobs
 
 
 def _children() -> set[int]:
