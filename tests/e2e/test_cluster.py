@@ -15,7 +15,7 @@ import os
 import time
 import uuid
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -191,26 +191,26 @@ class Cluster:
         """A paid key's secret (as `mailvet keys create` makes one)."""
         return asyncio.run(_create_key(self.env["MAILVET_DATABASE_URL"], name))
 
-    def start_workers(self, *names: str) -> None:
-        """Start ``mailvet worker`` processes (in parallel), each with its own EHLO name;
-        return once every one said it takes jobs."""
+    def start(self, workers: Sequence[str] = (), apis: int = 0) -> None:
+        """Start ``mailvet worker`` processes, each with its own EHLO name, and ``apis``
+        ``mailvet serve`` processes, all at once (their start-ups overlap); return once
+        every worker said it takes jobs and every API answers /healthz."""
         started = []
-        for name in names:
+        for name in workers:
             env = {**self.env, "MAILVET_HELO_NAME": name}
             proc = MailvetProcess.start_worker(env, self.tmp / f"{name}.log")
             self.stack.callback(proc.stop)
             self.workers[name] = proc
             started.append(proc)
-        for proc in started:
-            proc.wait_ready(90)
-
-    def start_apis(self, n: int) -> None:
         env = {**self.env, "MAILVET_HELO_NAME": API_HELO}
-        ports = [free_port() for _ in range(n)]
+        ports = [free_port() for _ in range(apis)]
         procs = [MailvetProcess(["serve", "--port", str(p)], env, self.tmp / f"api{p}.log")
                  for p in ports]  # fmt: skip
-        for port, proc in zip(ports, procs, strict=True):
+        for proc in procs:
             self.stack.callback(proc.stop)
+        for proc in started:
+            proc.wait_ready(90)
+        for port, proc in zip(ports, procs, strict=True):
             base = f"http://127.0.0.1:{port}"
 
             def up(base: str = base) -> bool:
@@ -221,6 +221,10 @@ class Cluster:
 
             proc._wait(up, 90, "/healthz")
             self.apis.append(base)
+
+    def start_workers(self, *names: str) -> None:
+        """Start ``mailvet worker`` processes (in parallel); see ``start``."""
+        self.start(workers=names)
 
     def logs(self) -> str:
         return "\n".join(
@@ -299,8 +303,7 @@ def test_workers_share_one_batch_each_address_once_caps_kept(
     with cluster(tmp_path, db_url, world) as (c, smtp):
         key = c.create_key("acme")
         names = [f"w{i}.cluster.test" for i in range(1, n_workers + 1)]
-        c.start_workers(*names)
-        c.start_apis(1)
+        c.start(workers=names, apis=1)
         batch_id = submit(c.apis[0], key, emails)
         body = wait_finished(c, c.apis[0], key, batch_id, 90)
         asked = smtp.rcpts_by_address()
@@ -330,8 +333,7 @@ def test_kill_9_of_a_worker_mid_batch_the_batch_completes_exactly_once(
     }
     with cluster(tmp_path, db_url, world, **settings) as (c, smtp):
         key = c.create_key("acme")
-        c.start_workers("w1.cluster.test", "w2.cluster.test")
-        c.start_apis(1)
+        c.start(workers=["w1.cluster.test", "w2.cluster.test"], apis=1)
         batch_id = submit(c.apis[0], key, emails)
 
         def w1_mid_session() -> bool:
@@ -387,8 +389,7 @@ def test_a_greylisted_address_is_retried_by_whichever_worker_is_free(
     emails = grey + world.mailboxes("plain.test", 12, latency_ms=LATENCY_MS)
     with cluster(tmp_path, db_url, world) as (c, smtp):
         key = c.create_key("acme")
-        c.start_apis(1)
-        c.start_workers("w1.cluster.test")
+        c.start(workers=["w1.cluster.test"], apis=1)
         batch_id = submit(c.apis[0], key, emails)
         wait_for(
             lambda: all(smtp.rcpts_by_address()[e] >= 1 for e in emails), 60, "every first try"
@@ -417,8 +418,7 @@ def test_two_apis_two_keys_each_sees_only_its_own_batches(tmp_path: Path, db_url
     b_emails = world.mailboxes("beta.test", 24, latency_ms=LATENCY_MS)
     with cluster(tmp_path, db_url, world) as (c, smtp):
         key_a, key_b = c.create_key("tenant-a"), c.create_key("tenant-b")
-        c.start_workers("w1.cluster.test", "w2.cluster.test")
-        c.start_apis(2)
+        c.start(workers=["w1.cluster.test", "w2.cluster.test"], apis=2)
         api1, api2 = c.apis
         batch_a = submit(api1, key_a, a_emails)
         batch_b = submit(api2, key_b, b_emails)

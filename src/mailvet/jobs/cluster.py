@@ -518,6 +518,7 @@ class ClusterWorker:
         engine: Any | None = None,
         limiter: Limiter | None = None,
         scheduler_options: dict[str, Any] | None = None,
+        webhook_options: dict[str, Any] | None = None,
         shutdown_grace: float = SHUTDOWN_GRACE,
     ) -> None:
         if not uses_postgres(settings.database_url):
@@ -529,6 +530,7 @@ class ClusterWorker:
         self.engine = engine
         self.limiter = limiter or make_limiter(settings, self.worker_id)
         self.scheduler_options = dict(scheduler_options or {})
+        self.webhook_options = dict(webhook_options or {})  # WebhookSender's (first_delay ...)
         self.shutdown_grace = shutdown_grace
         self._worker: Worker | None = None
         self._stopping = False
@@ -550,7 +552,7 @@ class ClusterWorker:
         own_engine = self.engine is None
         engine = self.engine if self.engine is not None else Engine(settings)
         app = make_app(settings.database_url, pool_size=self.concurrency + 4)
-        webhooks = WebhookSender(store, settings)
+        webhooks = WebhookSender(store, settings, **self.webhook_options)
         try:
             await store.migrate()
             cluster = ClusterStore(
