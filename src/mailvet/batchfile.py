@@ -512,7 +512,8 @@ def output_format(path: str, explicit: str | None, input_fmt: InputFormat) -> Ou
 
 
 def _not_a_file(path: str) -> bool:
-    """Whether ``path`` exists and is not a regular file (a device, a FIFO ...)."""
+    """Whether ``path`` exists and is not a regular file (a device, a FIFO ...), links
+    followed."""
     import stat
 
     try:
@@ -557,6 +558,7 @@ class OutputFile:
         # (no "^" alternative: it would stop the regex engine's first-character scan)
         self._care = re.compile(f'["\r\n]|{re.escape(self.delimiter)}[{starts}]').search
         self._tmp: Path | None = None
+        self._target = Path(path)
         if path == "-":
             self._out: IO[bytes] = stdout or sys.stdout.buffer
         elif _not_a_file(path):
@@ -564,7 +566,10 @@ class OutputFile:
             # over it would put a regular file in its place, /dev/null included)
             self._out = open(path, "wb")
         else:
-            target = Path(path)
+            # through a symbolic link (/dev/stdout, a link to a file), the file it names
+            # is replaced, never the link
+            target = Path(os.path.realpath(path))
+            self._target = target
             self._tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
             self._out = open(self._tmp, "wb")
         self._buf: list[str] = []
@@ -686,7 +691,7 @@ class OutputFile:
                 self._out.close()
             return
         self._out.close()
-        os.replace(self._tmp, self.path)
+        os.replace(self._tmp, self._target)
         self._tmp = None
 
     def discard(self) -> None:

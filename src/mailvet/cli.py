@@ -19,14 +19,15 @@ from typing import TYPE_CHECKING, Annotated
 import orjson
 import typer
 
-from mailvet.cli_offline import RESULT_STYLE as _RESULT_STYLE
-from mailvet.cli_offline import BatchArgs as _BatchArgs
 from mailvet.cli_offline import (
+    MAX_JOBS,
     CommandError,
     batch_option_error,
     run_batch_offline,
     run_validate_json,
 )
+from mailvet.cli_offline import RESULT_STYLE as _RESULT_STYLE
+from mailvet.cli_offline import BatchArgs as _BatchArgs
 from mailvet.cli_offline import Progress as _Progress
 from mailvet.cli_offline import open_files as _open_files
 from mailvet.cli_offline import summary as _summary
@@ -131,7 +132,7 @@ def validate(
     offline: Annotated[bool, typer.Option(help="Syntax and lists only; no DNS/SMTP.")] = False,
     json: Annotated[bool, typer.Option("--json", help="One JSON data object a line.")] = False,
     details: Annotated[bool, typer.Option(help="Show the DNS/SMTP evidence.")] = False,
-    jobs: Annotated[int | None, typer.Option(min=1, help=_JOBS_HELP)] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, max=MAX_JOBS, help=_JOBS_HELP)] = None,
 ) -> None:
     """Validate addresses and print the verdicts."""
     settings = _settings(ctx)
@@ -252,7 +253,7 @@ def batch(
             " (default: the per-user data directory's batches/)."
         ),
     ] = None,
-    jobs: Annotated[int | None, typer.Option(min=1, help=_JOBS_HELP)] = None,
+    jobs: Annotated[int | None, typer.Option(min=1, max=MAX_JOBS, help=_JOBS_HELP)] = None,
 ) -> None:
     """Verify every address of a file; write its rows with the verdict columns added."""
     from mailvet.batchfile import BatchFileError

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from mailvet.settings import Settings
 
 __all__ = [
+    "MAX_JOBS",
     "RESULT_STYLE",
     "BatchArgs",
     "BatchJob",
@@ -65,6 +66,9 @@ class CommandError(Exception):
         self.code = code
         self.message = message
 
+
+# --jobs at most (each worker holds 4 pipes and a process)
+MAX_JOBS = 64
 
 # The exit status of a command whose reader went away (``mailvet ... | head``): what a
 # shell reports for a process SIGPIPE ended, as `yes | head` does; said quietly.
@@ -172,7 +176,7 @@ def _jobs(value: str | None) -> int | Literal[False] | None:
     says so)."""
     if value is None:
         return None
-    if not value.isascii() or not value.isdigit() or int(value) < 1:
+    if not value.isascii() or not value.isdigit() or not 1 <= int(value) <= MAX_JOBS:
         return False
     return int(value)
 
@@ -315,6 +319,8 @@ def run_validate_json(
         raise CommandError(1, f"error: {exc}") from exc
     except BrokenPipeError:
         raise _reader_gone() from None
+    except OSError as exc:  # the output: a full disk, a file size limit ...
+        raise CommandError(1, f"error: writing the output: {exc.strerror or exc}") from None
     except KeyboardInterrupt:
         raise CommandError(130, "interrupted") from None
 
@@ -397,8 +403,9 @@ def run_batch_offline(settings: Settings | None, args: BatchArgs) -> None:
         if args.output != "-":
             raise CommandError(2, f"error: {exc.strerror}: {args.output}") from exc
         raise _reader_gone() from None
-    except OSError as exc:
-        raise CommandError(2, f"error: {exc.strerror or exc}: {exc.filename or args.file}") from exc
+    except OSError as exc:  # with no file name: writing the output (reads seldom fail)
+        where = exc.filename or args.output
+        raise CommandError(2, f"error: {exc.strerror or exc}: {where}") from exc
     except KeyboardInterrupt:
         raise CommandError(130, "interrupted") from None
     summary(counts.rows, counts.by_result, args.output, offline=True)

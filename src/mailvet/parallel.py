@@ -88,32 +88,26 @@ def run_blocks(
     write to ``fd`` themselves. ``work`` must give a block the same text in any process,
     whatever came before it but for caches. ``progress`` gets the rows done so far (with
     workers: handed out)."""
-    rows = 0
     counts: dict[str, int] = {}
     it = iter(blocks)
     parallel = jobs > 1 and fd is not None and _can_fork()
-    for block in it:
-        n, data, c = work(block)
-        if data:
-            write(data)
-        rows += n
-        _add(counts, c)
-        if progress is not None:
-            progress(rows)
-        if parallel and rows >= start_after:
-            break
-    else:
-        return rows, counts
-    first = next(it, None)
+    rows = _here(work, it, write, counts, progress, 0, start_after if parallel else None)
+    first = next(it, None) if parallel else None
     if first is None:
         return rows, counts
     assert fd is not None
     before_fork()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    ring = _Ring(work, fd, jobs)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:  # None: closed when Python started
+            stream.flush()
+    try:
+        ring = _Ring(work, fd, jobs)
+    except OSError:  # no file descriptor or process to spare: the rest here, then
+        rows = _here(work, _chain(first, it), write, counts, progress, rows, None)
+        return rows, counts
     handed = rows
     try:
+        ring.release()
         try:
             k = 0
             for block in _chain(first, it):
@@ -133,6 +127,30 @@ def run_blocks(
         raise
     _add(counts, more)
     return rows + done, counts
+
+
+def _here(
+    work: BlockWork,
+    blocks: Iterator[list[Any]],
+    write: Callable[[bytes], object],
+    counts: dict[str, int],
+    progress: Callable[[int], None] | None,
+    rows: int,
+    until: int | None,
+) -> int:
+    """Blocks worked and written in this process, until ``rows`` reaches ``until``
+    (None: to the end); the rows done, counts added to ``counts``."""
+    for block in blocks:
+        n, data, c = work(block)
+        if data:
+            write(data)
+        rows += n
+        _add(counts, c)
+        if progress is not None:
+            progress(rows)
+        if until is not None and rows >= until:
+            break
+    return rows
 
 
 def _chain(first: list[Any], rest: Iterator[list[Any]]) -> Iterator[list[Any]]:
@@ -168,13 +186,25 @@ class _Ring:
         self.workers: list[_Worker] = []
         # what the workers use, imported before they exist (no import in a child)
         import pickle  # noqa: F401
-        import signal  # noqa: F401
+        import signal
         import warnings
 
-        tokens = [os.pipe() for _ in range(jobs)]  # worker i reads tokens[i]
+        pipes: list[tuple[int, int]] = []
+        try:
+            for _ in range(3 * jobs):
+                pipes.append(os.pipe())
+        except OSError:  # out of file descriptors: none left open
+            for r, w in pipes:
+                os.close(r)
+                os.close(w)
+            raise
+        tokens = pipes[:jobs]  # worker i reads tokens[i], writes tokens[i + 1]
+        frames = pipes[jobs : 2 * jobs]
+        reports = pipes[2 * jobs :]
         os.write(tokens[0][1], _GO)  # the first block's turn
-        frames = [os.pipe() for _ in range(jobs)]
-        reports = [os.pipe() for _ in range(jobs)]
+        # Ctrl-C held back while forking: a child must not take it before it ignores it
+        # (it would unwind into this process's error handling); ``release()`` lets it in
+        held = self._held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
             for i in range(jobs):
                 with warnings.catch_warnings():
@@ -185,22 +215,27 @@ class _Ring:
                     warnings.simplefilter("ignore", DeprecationWarning)
                     pid = os.fork()
                 if pid == 0:  # the worker: never returns
-                    keep = {
-                        tokens[i][0],
-                        tokens[(i + 1) % jobs][1],
-                        frames[i][0],
-                        reports[i][1],
-                        self.fd,
-                    }
-                    _close_all_but(keep, [*tokens, *frames, *reports])
-                    _worker(
-                        self.work,
-                        frames[i][0],
-                        tokens[i][0],
-                        tokens[(i + 1) % jobs][1],
-                        reports[i][1],
-                        self.fd,
-                    )
+                    try:
+                        signal.signal(signal.SIGINT, signal.SIG_IGN)
+                        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+                        keep = {
+                            tokens[i][0],
+                            tokens[(i + 1) % jobs][1],
+                            frames[i][0],
+                            reports[i][1],
+                            self.fd,
+                        }
+                        _close_all_but(keep, pipes)
+                        _worker(
+                            self.work,
+                            frames[i][0],
+                            tokens[i][0],
+                            tokens[(i + 1) % jobs][1],
+                            reports[i][1],
+                            self.fd,
+                        )
+                    finally:
+                        os._exit(1)
                 self.workers.append(_Worker(pid, frames[i][1], reports[i][0]))
         finally:  # this process keeps only the block pipes' write ends, reports' read ends
             for r, w in tokens:
@@ -210,8 +245,21 @@ class _Ring:
                 os.close(r)
             for _, w in reports:
                 os.close(w)
-            if len(self.workers) < jobs:  # a fork failed: undo the others
+            started = len(self.workers)
+            if started < jobs:  # a fork failed: undo the others (abort closes their ends)
                 self.abort()
+                for _, frame_end in frames[started:]:
+                    os.close(frame_end)
+                for report_end, _ in reports[started:]:
+                    os.close(report_end)
+                self.release()
+
+    def release(self) -> None:
+        """Let Ctrl-C in again (held back while forking); one that came meanwhile is
+        raised now, where the caller stops the workers."""
+        import signal
+
+        signal.pthread_sigmask(signal.SIG_SETMASK, self._held)
 
     def send(self, i: int, block: list[Any]) -> None:
         import pickle
@@ -260,20 +308,32 @@ class _Ring:
         return rows, counts
 
     def abort(self) -> None:
-        """Stop every worker now (Ctrl-C, or an error here) and wait for them."""
+        """Stop every worker now (Ctrl-C, or an error here) and wait for them. SIGTERM
+        first: a worker holds it back while it writes, so the output ends with a whole
+        block; SIGKILL after 2 s (a reader that does not read)."""
         import signal
+        import time
 
-        for w in self.workers:
-            if w.pid:
-                try:
-                    os.kill(w.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         for w in self.workers:
             _close(w.frames)
             _close(w.report)
+            w.frames = w.report = -1
             if w.pid:
-                os.waitpid(w.pid, 0)
+                try:
+                    os.kill(w.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        deadline = time.monotonic() + 2.0
+        for w in self.workers:
+            while w.pid:
+                if os.waitpid(w.pid, os.WNOHANG)[0]:
+                    w.pid = 0
+                elif time.monotonic() > deadline:
+                    os.kill(w.pid, signal.SIGKILL)
+                    os.waitpid(w.pid, 0)
+                    w.pid = 0
+                else:
+                    time.sleep(0.002)
         self.workers = []
 
 
@@ -288,7 +348,6 @@ def _worker(
     code = 0
     message: tuple[Any, ...]
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
         rows = 0
         counts: dict[str, int] = {}
         message = ("ok", 0, counts)
@@ -308,12 +367,17 @@ def _worker(
                 break
             if failure is not None:
                 _pass(token_out, _STOP)
-                message = ("error", f"{type(failure).__name__}: {failure}")
+                said = f"{type(failure).__name__}: {failure}"
+                message = ("error", said if len(said) <= 500 else f"{said[:500]}...")
                 code = 1
                 break
             try:
                 if data:
-                    _write_all(fd, [data])
+                    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+                    try:
+                        _write_all(fd, [data])
+                    finally:
+                        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             except OSError as exc:
                 _pass(token_out, _STOP)
                 message = ("oserror", exc.errno, exc.strerror)
@@ -323,6 +387,7 @@ def _worker(
             rows += n
             _add(counts, c)
             message = ("ok", rows, counts)
+        os.close(frames)  # no more blocks: the parent's next send fails, never waits
         _write_all(report, [pickle.dumps(message)])
     except BaseException:  # pragma: no cover - the report pipe itself failed
         code = 1

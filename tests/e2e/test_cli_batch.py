@@ -447,6 +447,36 @@ def test_an_output_that_is_not_a_file_is_written_in_place(tmp_path: Path) -> Non
         ]  # no .part file left beside it
 
 
+def test_a_link_stays_a_link_and_closed_or_full_outputs_say_so(tmp_path: Path) -> None:
+    src = tmp_path / "list.txt"
+    src.write_bytes(_long_list(30_000))
+    target, link = tmp_path / "target.csv", tmp_path / "link.csv"
+    target.write_text("old\n")
+    link.symlink_to(target)
+    done = mailvet("batch", "--offline", str(src), "-o", str(link), "--jobs", "2", env=_lean_env())
+    assert done.returncode == 0, done.stderr.decode()
+    assert link.is_symlink() and target.read_bytes().startswith(b"input,")
+    # stdout closed when the command starts (cron, a daemon): workers start all the same
+    out = tmp_path / "o.csv"
+    argv = f"exec {sys.executable} -m mailvet batch --offline {src} -o {out} --jobs 2 >&-"
+    closed = subprocess.run(["bash", "-c", argv], env=_lean_env(), capture_output=True)
+    assert closed.returncode == 0, closed.stderr.decode()
+    assert out.read_bytes() == target.read_bytes()
+    # a full disk: a clear error, no traceback
+    if Path("/dev/full").exists():
+        for jobs in ("1", "2"):
+            argv = f"exec {sys.executable} -m mailvet validate --offline --json --jobs {jobs}"
+            with open(src, "rb") as stdin:
+                full = subprocess.run(
+                    ["bash", "-c", f"{argv} - > /dev/full"],
+                    env=_lean_env(),
+                    stdin=stdin,
+                    capture_output=True,
+                )
+            assert full.returncode == 1, full.stderr.decode()
+            assert full.stderr == b"error: writing the output: No space left on device\n"
+
+
 def _children_of(pid: int) -> set[int]:
     found: set[int] = set()
     for stat_file in Path("/proc").glob("[0-9]*/stat"):

@@ -121,6 +121,34 @@ def test_an_input_error_comes_after_every_block_handed_out(tmp_path: Path) -> No
     assert out.read_bytes() == _expected(_blocks(25, 4))
 
 
+def _fails_long_on_block_5(block: list[str]) -> tuple[int, bytes, dict[str, int]]:
+    if block[0].startswith("row 5."):
+        raise ValueError("x" * 200_000)  # a report bigger than a pipe holds
+    return _work(block)
+
+
+@pytest.mark.timeout(60)
+def test_a_worker_error_with_a_long_message_never_hangs(tmp_path: Path) -> None:
+    blocks = [[f"row {b}.{i} " + "y" * 1000 for i in range(100)] for b in range(40)]
+    out = tmp_path / "out"
+    with pytest.raises(WorkerDied, match=r"ValueError: x{10}.*\.\.\.$"):
+        _run(out, blocks, jobs=2, start_after=100, work=_fails_long_on_block_5)
+    assert out.read_bytes() == _expected(blocks[:5])
+
+
+def test_no_pipe_to_spare_means_the_rest_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_pipe() -> tuple[int, int]:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(os, "pipe", no_pipe)
+    blocks = _blocks(30, 10)
+    rows, counts = _run(tmp_path / "out", blocks, jobs=3, start_after=10)
+    assert (tmp_path / "out").read_bytes() == _expected(blocks)
+    assert (rows, counts) == (300, {f"pid {os.getpid()}": 300})
+
+
 def _dies_on_block_9(block: list[str]) -> tuple[int, bytes, dict[str, int]]:
     if block[0].startswith("row 9."):
         os.kill(os.getpid(), signal.SIGKILL)
