@@ -574,7 +574,6 @@ class OutputFile:
             self._out = open(self._tmp, "wb")
         self._buf: list[str] = []
         self.end = "\r\n" if fmt == "csv" else "\n"
-        self.end_bytes = self.end.encode("ascii")
         self.input_columns = list(source.columns)
         self.verdict_names = _verdict_names(self.input_columns)
         self._clash = _VERDICT_SET.intersection(self.input_columns)
@@ -654,14 +653,6 @@ class OutputFile:
         self._buf.append(line)
         if len(self._buf) >= _FLUSH_ROWS:
             self.flush()
-
-    def extend_lines(self, lines: list[str], *, ascii: bool = False) -> None:
-        """Whole rows without their line ends, a block of them written at once
-        (``ascii``: the caller knows every row is ASCII; see ``_encode_lines``)."""
-        self.flush()
-        if lines:
-            self._out.write(_encode_lines(lines, self.end_bytes, ascii=ascii))
-            self._out.write(self.end_bytes)  # the last line end
 
     def write_encoded(self, data: bytes) -> None:
         """Text already encoded (after what ``write`` / ``append_line`` buffered)."""
@@ -910,7 +901,8 @@ class _RecordRows:
         csv_out = out.fmt == "csv"
         by_result: dict[str, int] = {}
         touched: list[list[Any]] = []  # the entries used in this block (count > 0)
-        lines: list[str] = []
+        rows = _Pieces()
+        end = out.end
         for raw, row in block:
             parts = template_of(raw) if template_of and raw and raw[0] not in "=+-" else None
             line = None
@@ -934,14 +926,14 @@ class _RecordRows:
                 result = verdict.result.value
                 by_result[result] = by_result.get(result, 0) + 1
                 line = out.body(row, verdict)
-            lines.append(line)
+            rows.row(line)
+            rows.append(end)
         result_of = out.encoder.result_of
         for ent in touched:
             result = result_of[ent[6]]
             by_result[result] = by_result.get(result, 0) + ent[5]
             ent[5] = 0
-        lines.append("")  # a line end after the last row too
-        return len(block), _encode_lines(lines, out.end_bytes, ascii=False), by_result
+        return len(block), rows.encoded(), by_result
 
 
 def write_validate_json(
@@ -1118,7 +1110,7 @@ class _Pieces(list[str]):
     (bench/cli_offline.py). ``row`` takes a whole row that may not be ASCII: the pieces
     so far are encoded before it, so that no joined text is made wide (joining and
     encoding a block of ~400-byte rows holding one non-ASCII character: ~0.8 ms
-    against ~0.25 ms)."""
+    against ~0.25 ms; such a row is encoded on its own)."""
 
     __slots__ = ("_done",)
 
@@ -1141,16 +1133,6 @@ class _Pieces(list[str]):
             return text
         self._done.append(text)
         return b"".join(self._done)
-
-
-def _encode_lines(lines: list[str], end: bytes, *, ascii: bool) -> bytes:
-    """``lines`` joined by ``end``, UTF-8 (no end after the last: writing it apart saves
-    copying the whole text once more). One non-ASCII row makes a joined block text of
-    wider characters, slow to join and to encode (a block of ~2,600 JSON rows: ~0.8 ms
-    against ~0.25 ms), so such a block is encoded row by row."""
-    if ascii:
-        return end.decode("ascii").join(lines).encode("utf-8")
-    return end.join([line.encode("utf-8") for line in lines])
 
 
 _MAX_PATH = 254  # syntax.MAX_PATH (tests/unit/test_batchfile.py checks they agree)
