@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -61,17 +60,8 @@ def pg() -> Iterator[PostgresServer]:
 @pytest.fixture
 def db_url(pg: PostgresServer) -> Iterator[str]:
     """A new, empty database for one test."""
-    import psycopg
-
-    name = f"c_{uuid.uuid4().hex}"
-    admin = f"host={pg.host} port={pg.port} user={pg.user} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg.url_for(name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg.fresh_database("c") as url:
+        yield url
 
 
 async def _create_key(db_url: str, name: str) -> str:

@@ -6,7 +6,6 @@
 # store_url (function, parametrised indirectly: "memory", "sqlite" or "postgres").
 # Without PostgreSQL binaries: skip, or fail when CI=true (never skip under CI).
 import os as _storage_os
-import uuid as _storage_uuid
 from collections.abc import Iterator as _StorageIterator
 from pathlib import Path as _StoragePath
 
@@ -40,17 +39,8 @@ def pg_url(pg_server: _storage_pg.PostgresServer) -> str:
 @_storage_pytest.fixture
 def pg_fresh_url(pg_server: _storage_pg.PostgresServer) -> _StorageIterator[str]:
     """postgresql+psycopg://... of a new, empty database for this test only."""
-    import psycopg
-
-    name = f"t_{_storage_uuid.uuid4().hex}"
-    admin = f"host={pg_server.host} port={pg_server.port} user={pg_server.user} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield pg_server.url_for(name)
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with pg_server.fresh_database("t") as url:
+        yield url
 
 
 @_storage_pytest.fixture(scope="module")
@@ -59,16 +49,11 @@ def pg_storage_engine(
 ) -> _StorageIterator[_StorageEngine]:
     """A migrated database of the test module's own on the session's server (store_url
     empties it for each test)."""
-    import psycopg
     from sqlalchemy import create_engine
 
     from mailvet.storage.migrations_runner import upgrade_head
 
-    name = f"storage_{_storage_uuid.uuid4().hex}"
-    admin = f"host={pg_server.host} port={pg_server.port} user={pg_server.user} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    engine = create_engine(pg_server.url_for(name))
+    engine = create_engine(pg_server.create_database("storage"))
     with engine.begin() as conn:
         upgrade_head(conn)
     yield engine

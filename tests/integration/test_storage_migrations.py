@@ -86,13 +86,7 @@ def _index_definitions(conn: Connection) -> dict[str, str]:
 
 def _new_pg_database(server: PostgresServer) -> str:
     """Another empty database on the test server (dropped with the server)."""
-    import psycopg
-
-    name = f"fresh_{uuid.uuid4().hex}"
-    admin = f"host={server.host} port={server.port} user={server.user} dbname=postgres"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return server.url_for(name)
+    return server.create_database("fresh")
 
 
 async def _migrate(url: str) -> str:

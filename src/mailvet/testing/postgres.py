@@ -52,6 +52,36 @@ class PostgresServer:
         """The URL of another database on the same server."""
         return f"postgresql+psycopg://{self.user}@{self.host}:{self.port}/{database}"
 
+    def create_database(self, prefix: str) -> str:
+        """A new, empty database named ``<prefix>_<random hex>`` on this server; its URL."""
+        import uuid
+
+        name = f"{prefix}_{uuid.uuid4().hex}"
+        self._admin(f'CREATE DATABASE "{name}"')
+        return self.url_for(name)
+
+    def drop_database(self, url: str) -> None:
+        """Drop the database of ``url`` (one of ``create_database``'s), connections and
+        all."""
+        name = url.rsplit("/", 1)[1]
+        self._admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    @contextmanager
+    def fresh_database(self, prefix: str) -> Iterator[str]:
+        """``create_database``'s URL, the database dropped afterwards."""
+        url = self.create_database(prefix)
+        try:
+            yield url
+        finally:
+            self.drop_database(url)
+
+    def _admin(self, statement: str) -> None:
+        import psycopg
+
+        admin = f"host={self.host} port={self.port} user={self.user} dbname=postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(statement)  # a name made here, never user input
+
 
 def find_postgres_bin() -> Path | None:
     """The newest ``/usr/lib/postgresql/*/bin`` holding ``initdb`` and ``pg_ctl``."""
